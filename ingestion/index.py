@@ -1,0 +1,77 @@
+"""The process's handle on the vector index and the encoders, chosen by settings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from inference.embedder import DenseEncoder, SparseEncoder, dense_encoder, sparse_encoder
+from ingestion.vector_index import VectorIndex, open_index
+from ingestion.vector_index.base import SparseVec
+
+_index: VectorIndex | None = None
+_index_lock = threading.Lock()
+
+
+def vector_index() -> VectorIndex:
+    """Open the configured index once per process (embedded engines lock their folder)."""
+    global _index
+    with _index_lock:
+        if _index is None:
+            if settings.VECTOR_BACKEND == "edge":
+                _index = open_index(
+                    backend="edge",
+                    path=settings.VECTOR_INDEX_DIR,
+                    collection=settings.VECTOR_COLLECTION,
+                )
+            else:
+                from pathlib import Path
+
+                _index = open_index(
+                    backend="server",
+                    url=settings.QDRANT_URL or None,
+                    path=Path(settings.QDRANT_PATH) if settings.QDRANT_PATH else None,
+                    api_key=settings.QDRANT_API_KEY or None,
+                    collection=settings.VECTOR_COLLECTION,
+                )
+        return _index
+
+
+def vector_index_close() -> None:
+    global _index
+    with _index_lock:
+        if _index is not None:
+            _index.close()
+            _index = None
+
+
+def dense() -> DenseEncoder:
+    return dense_encoder(
+        settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_PRECISION, settings.EMBEDDING_BATCH_SIZE
+    )
+
+
+def sparse() -> SparseEncoder:
+    return sparse_encoder()
+
+
+def passage_for_embedding(*, title: str, heading: str, text: str) -> str:
+    """What the encoders see: the title and heading give a short passage its context."""
+    parts = [title] if title else []
+    if heading and heading != title:
+        parts.append(heading)
+    parts.append(text)
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    dense: list[float]
+    sparse: SparseVec
+
+
+def query_vectors(text: str) -> QueryVectors:
+    indices, values = sparse().encode_query(text)
+    return QueryVectors(dense=dense().encode_query(text), sparse=SparseVec(indices, values))

@@ -1,0 +1,131 @@
+"""Documents, their versions and passages, and who may read them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+
+PUBLIC_TAG = "public"
+
+
+def group_tag(group_id: int) -> str:
+    return f"group:{group_id}"
+
+
+class Document(models.Model):
+    """One logical document; its readable content is the current version."""
+
+    title = models.CharField(max_length=500)
+    source_path = models.CharField(max_length=1024, db_index=True)
+    groups = models.ManyToManyField(Group, blank=True, related_name="documents")
+    is_public = models.BooleanField(
+        default=False, help_text="Everyone may read it, whatever their groups."
+    )
+    current_version = models.ForeignKey(
+        "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Deleted documents leave search at once; their rows stay for the record.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def access_tags(self) -> list[str]:
+        """The tags stored on each passage; a reader needs one of them."""
+        tags = [group_tag(group_id) for group_id in self.groups.values_list("id", flat=True)]
+        if self.is_public:
+            tags.append(PUBLIC_TAG)
+        return sorted(tags)
+
+    def latest_version(self) -> DocumentVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class VersionStatus(models.TextChoices):
+    QUEUED = "QUEUED", "Queued"
+    PARSING = "PARSING", "Parsing"
+    EMBEDDING = "EMBEDDING", "Embedding"
+    READY = "READY", "Ready"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+FINAL_STATUSES = frozenset({VersionStatus.READY, VersionStatus.FAILED, VersionStatus.CANCELLED})
+
+
+class DocumentVersion(models.Model):
+    """The bytes of one upload and the state of their ingestion."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    file = models.FileField(upload_to="documents/", max_length=500)
+    original_name = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField()
+    detected_type = models.CharField(max_length=20, blank=True)
+    status = models.CharField(
+        max_length=12, choices=VersionStatus.choices, default=VersionStatus.QUEUED, db_index=True
+    )
+    status_message = models.TextField(blank=True)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "number"], name="unique_version_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document.title} v{self.number}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == VersionStatus.READY:
+            return 100
+        if not self.chunks_total:
+            return 0
+        return int(100 * self.chunks_done / self.chunks_total)
+
+
+class Chunk(models.Model):
+    """A passage of a version, as indexed and as shown when cited."""
+
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    point_id = models.UUIDField(default=uuid.uuid4, db_index=True)
+    text = models.TextField()
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading = models.CharField(max_length=1000, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["version", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "index"], name="unique_chunk_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} #{self.index}"

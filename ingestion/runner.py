@@ -1,0 +1,91 @@
+"""Standalone mode: the ingestion tasks run in a background thread of the one process.
+
+The process that holds the embedded index runs the runner; any other process (a command run
+beside the server) only queues versions in the database, and the runner picks them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.db import close_old_connections, transaction
+
+from ingestion.models import DocumentVersion, VersionStatus
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+FILES_PER_RUN = 32
+
+_wake = threading.Event()
+_thread: threading.Thread | None = None
+_stop = threading.Event()
+
+
+def runner_wake() -> None:
+    _wake.set()
+
+
+def _claim_queued() -> list[int]:
+    with transaction.atomic():
+        ids = list(
+            DocumentVersion.objects.filter(status=VersionStatus.QUEUED)
+            .order_by("id")
+            .values_list("id", flat=True)[:FILES_PER_RUN]
+        )
+        if ids:
+            DocumentVersion.objects.filter(id__in=ids, status=VersionStatus.QUEUED).update(
+                status=VersionStatus.PARSING
+            )
+    return ids
+
+
+def runner_recover() -> int:
+    """Versions left mid-way by a process that died go back to the queue."""
+    return DocumentVersion.objects.filter(
+        status__in=[VersionStatus.PARSING, VersionStatus.EMBEDDING]
+    ).update(status=VersionStatus.QUEUED, chunks_done=0)
+
+
+def run_pending_once() -> int:
+    """Ingest what is queued now, in this thread; returns how many versions were taken."""
+    from ingestion.tasks import ingest_versions
+
+    taken = 0
+    while ids := _claim_queued():
+        taken += len(ids)
+        # apply() runs the Celery task here, with its retries and failure bookkeeping.
+        ingest_versions.apply(args=[ids])
+    return taken
+
+
+def _loop() -> None:
+    while not _stop.is_set():
+        try:
+            run_pending_once()
+        except Exception:  # the runner must outlive any one failure
+            logger.exception("standalone ingestion runner: a run failed")
+        finally:
+            close_old_connections()
+        _wake.wait(POLL_SECONDS)
+        _wake.clear()
+
+
+def runner_start() -> None:
+    global _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    recovered = runner_recover()
+    if recovered:
+        logger.info("re-queued %d versions interrupted by an earlier stop", recovered)
+    _stop.clear()
+    _thread = threading.Thread(target=_loop, name="ingestion-runner", daemon=True)
+    _thread.start()
+
+
+def runner_stop() -> None:
+    _stop.set()
+    _wake.set()
+    if _thread is not None:
+        _thread.join(timeout=30)

@@ -1,0 +1,187 @@
+"""Reads for the document pages, the REST API and the Django admin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
+
+from ingestion.access import readable_documents
+from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+
+DOCUMENTS_PER_PAGE = 25
+CHUNKS_PER_PAGE = 50
+RETRYABLE_STATUSES = frozenset({VersionStatus.FAILED, VersionStatus.CANCELLED})
+# A status poll names the versions it watches; more than this is not a page's worth.
+MAX_STATUS_IDS = 500
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A document as the list shows it: the state of its newest upload and its passages."""
+
+    document: Document
+    latest_version: DocumentVersion | None
+    chunk_count: int
+
+
+@dataclass(frozen=True)
+class DocumentListPage:
+    rows: list[DocumentRow]
+    page: Page[Document]
+
+
+@dataclass(frozen=True)
+class ChunkListPage:
+    """The passages of one version of a document, a page at a time."""
+
+    version: DocumentVersion | None
+    page: Page[Chunk] | None
+
+
+def documents_annotate_status(documents: QuerySet[Document]) -> QuerySet[Document]:
+    """Add the newest version's id and status and the passage count to each document.
+
+    The passage count is of the version search serves, or of the newest one before any is ready.
+    """
+    newest = DocumentVersion.objects.filter(document=OuterRef("pk")).order_by("-number")
+    chunk_counts = (
+        Chunk.objects.filter(
+            version_id=Coalesce(OuterRef("current_version_id"), OuterRef("latest_version_id"))
+        )
+        .order_by()
+        .values("version_id")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    return documents.annotate(
+        latest_version_id=Subquery(newest.values("id")[:1]),
+        latest_status=Subquery(newest.values("status")[:1]),
+    ).annotate(chunk_count=Coalesce(Subquery(chunk_counts, output_field=IntegerField()), 0))
+
+
+def documents_with_status() -> QuerySet[Document]:
+    """Documents not deleted, newest change first, with their status (see above) and groups."""
+    return (
+        documents_annotate_status(Document.objects.filter(deleted_at__isnull=True))
+        .prefetch_related("groups")
+        .order_by("-updated_at", "-id")
+    )
+
+
+def documents_search(
+    documents: QuerySet[Document], *, query: str = "", status: str = ""
+) -> QuerySet[Document]:
+    """Narrow documents by words in their title or source path and by their newest status."""
+    query = query.strip()
+    if query:
+        documents = documents.filter(Q(title__icontains=query) | Q(source_path__icontains=query))
+    if status in VersionStatus.values:
+        documents = documents.filter(Q(latest_status=status))
+    return documents
+
+
+def documents_for_admin(
+    *, query: str = "", status: str = "", page: int | str = 1
+) -> DocumentListPage:
+    documents = documents_search(documents_with_status(), query=query, status=status)
+    documents_page = Paginator(documents, DOCUMENTS_PER_PAGE).get_page(page)
+    latest_ids = [document.latest_version_id for document in documents_page]  # type: ignore[attr-defined]
+    latest_by_id = DocumentVersion.objects.in_bulk([vid for vid in latest_ids if vid is not None])
+    rows = [
+        DocumentRow(
+            document=document,
+            latest_version=latest_by_id.get(document.latest_version_id),  # type: ignore[attr-defined]
+            chunk_count=document.chunk_count,  # type: ignore[attr-defined]
+        )
+        for document in documents_page
+    ]
+    return DocumentListPage(rows=rows, page=documents_page)
+
+
+def _documents_of_reader(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
+    """Staff manage every document; anyone else sees only what the access rule lets them read."""
+    if user.is_authenticated and user.is_active and getattr(user, "is_staff", False):
+        return Document.objects.filter(deleted_at__isnull=True)
+    return Document.objects.filter(id__in=readable_documents(user).values("id"))
+
+
+def documents_readable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
+    return (
+        documents_annotate_status(_documents_of_reader(user))
+        .prefetch_related("groups")
+        .order_by("-updated_at", "-id")
+    )
+
+
+def document_detail(*, document_id: int) -> Document:
+    return get_object_or_404(
+        Document.objects.filter(deleted_at__isnull=True).prefetch_related("groups"),
+        id=document_id,
+    )
+
+
+def document_versions(document: Document) -> list[DocumentVersion]:
+    """Every version, newest first, with the uploader and how many passages each holds."""
+    return list(
+        document.versions.select_related("uploaded_by")
+        .annotate(chunk_count=Count("chunks"))
+        .order_by("-number")
+    )
+
+
+def document_chunks(
+    *, document: Document, version_id: int | None = None, page: int | str = 1
+) -> ChunkListPage:
+    """The passages of the asked version, else of the one search serves, else of the newest."""
+    version: DocumentVersion | None
+    if version_id is not None:
+        version = get_object_or_404(DocumentVersion, id=version_id, document=document)
+    else:
+        version = document.current_version or document.latest_version()
+    if version is None:
+        return ChunkListPage(version=None, page=None)
+    chunks = Chunk.objects.filter(version=version).order_by("index")
+    return ChunkListPage(version=version, page=Paginator(chunks, CHUNKS_PER_PAGE).get_page(page))
+
+
+def versions_by_ids(ids: Iterable[int]) -> list[DocumentVersion]:
+    """Versions of documents not deleted; unknown and deleted ones are left out."""
+    wanted = list(dict.fromkeys(ids))[:MAX_STATUS_IDS]
+    return list(
+        DocumentVersion.objects.filter(id__in=wanted, document__deleted_at__isnull=True).order_by(
+            "id"
+        )
+    )
+
+
+def version_detail(*, version_id: int) -> DocumentVersion:
+    return get_object_or_404(
+        DocumentVersion.objects.select_related("document", "uploaded_by"),
+        id=version_id,
+        document__deleted_at__isnull=True,
+    )
+
+
+def version_readable_by(
+    user: AbstractBaseUser | AnonymousUser, *, version_id: int
+) -> DocumentVersion:
+    """A version whose document the user may read; 404 otherwise, as if it did not exist."""
+    return get_object_or_404(
+        DocumentVersion.objects.select_related("document", "uploaded_by"),
+        id=version_id,
+        document__in=_documents_of_reader(user).values("id"),
+    )
+
+
+def version_is_retryable(version: DocumentVersion) -> bool:
+    return version.status in RETRYABLE_STATUSES
+
+
+def groups_all() -> QuerySet[Group]:
+    return Group.objects.order_by("name")

@@ -1,0 +1,366 @@
+"""Writes: uploading, ingesting, replacing, re-permissioning and deleting documents."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.core.files.base import ContentFile, File
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
+from ingestion.index import dense, passage_for_embedding, sparse, vector_index
+from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+from ingestion.parsing import ParseError, parse_document, safe_filename
+from ingestion.vector_index.base import IndexPoint, SparseVec, point_id
+
+logger = logging.getLogger(__name__)
+
+
+class UploadRefused(Exception):
+    """The file was not stored; the message says why in words a person understands."""
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    name: str
+    version: DocumentVersion | None
+    created: bool
+    error: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return VersionStatus.FAILED
+        assert self.version is not None
+        return self.version.status
+
+
+def _sha256_of(file: File) -> str:  # type: ignore[type-arg]
+    digest = hashlib.sha256()
+    file.seek(0)
+    for block in file.chunks():
+        digest.update(block)
+    file.seek(0)
+    return digest.hexdigest()
+
+
+def document_upload(
+    *,
+    name: str,
+    file: File,  # type: ignore[type-arg]
+    source_path: str | None = None,
+    groups: Sequence[Group] = (),
+    is_public: bool = False,
+    user: AbstractBaseUser | None = None,
+) -> UploadOutcome:
+    """Store a file as a new document or a new version of the document at its source path.
+
+    The same bytes twice are one version, not two; the file is checked before it is stored.
+    """
+    try:
+        clean_name = safe_filename(name)
+    except ParseError as error:
+        return UploadOutcome(name=name, version=None, created=False, error=str(error))
+    size = file.size or 0
+    if size > settings.UPLOAD_MAX_BYTES:
+        limit_mb = settings.UPLOAD_MAX_BYTES / (1024 * 1024)
+        return UploadOutcome(
+            name=name,
+            version=None,
+            created=False,
+            error=f"The file is larger than the upload limit of {limit_mb:g} MB; it was not stored.",
+        )
+    sha256 = _sha256_of(file)
+    source = source_path or clean_name
+    with transaction.atomic():
+        existing = (
+            DocumentVersion.objects.filter(sha256=sha256, document__deleted_at__isnull=True)
+            .select_related("document")
+            .first()
+        )
+        if existing is not None:
+            return UploadOutcome(name=name, version=existing, created=False)
+        document = (
+            Document.objects.select_for_update()
+            .filter(source_path=source, deleted_at__isnull=True)
+            .first()
+        )
+        if document is None:
+            document = Document.objects.create(
+                title=Path(clean_name).stem.replace("_", " ").strip() or clean_name,
+                source_path=source,
+                is_public=is_public,
+                created_by=user if user is not None and user.is_authenticated else None,
+            )
+            document.groups.set(groups)
+            number = 1
+        else:
+            number = (document.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        version = DocumentVersion(
+            document=document,
+            number=number,
+            sha256=sha256,
+            original_name=clean_name,
+            size_bytes=size,
+            uploaded_by=user if user is not None and user.is_authenticated else None,
+        )
+        version.file.save(f"{sha256[:2]}/{sha256}{Path(clean_name).suffix.lower()}", file, save=False)
+        version.save()
+        version_queue(version)
+    return UploadOutcome(name=name, version=version, created=True)
+
+
+def document_upload_bytes(*, name: str, data: bytes, **kwargs: object) -> UploadOutcome:
+    return document_upload(name=name, file=ContentFile(data, name=name), **kwargs)  # type: ignore[arg-type]
+
+
+def version_queue(version: DocumentVersion) -> None:
+    """Hand the version to the workers once the transaction that created it commits."""
+    from ingestion.dispatch import ingestion_dispatch
+
+    version_id = version.id
+    transaction.on_commit(lambda: ingestion_dispatch([version_id]))
+
+
+def version_retry(version: DocumentVersion) -> None:
+    with transaction.atomic():
+        updated = DocumentVersion.objects.filter(
+            id=version.id, status__in=[VersionStatus.FAILED, VersionStatus.CANCELLED]
+        ).update(status=VersionStatus.QUEUED, status_message="", chunks_done=0, chunks_total=0)
+        if updated:
+            version_queue(version)
+
+
+def version_cancel(version: DocumentVersion) -> bool:
+    """Stop a queued or running ingestion; a running task notices between batches."""
+    updated = DocumentVersion.objects.filter(
+        id=version.id,
+        status__in=[VersionStatus.QUEUED, VersionStatus.PARSING, VersionStatus.EMBEDDING],
+    ).update(
+        status=VersionStatus.CANCELLED,
+        status_message="Cancelled by an administrator.",
+        finished_at=timezone.now(),
+    )
+    if updated:
+        vector_index().delete(version_id=version.id)
+    return bool(updated)
+
+
+def document_set_access(*, document: Document, groups: Iterable[Group], is_public: bool) -> None:
+    """Who may read a document changes in the index at once, for every version's passages."""
+    with transaction.atomic():
+        document.groups.set(list(groups))
+        document.is_public = is_public
+        document.save(update_fields=["is_public", "updated_at"])
+        tags = document.access_tags()
+    vector_index().set_payload(values={"groups": tags}, document_id=document.id)
+
+
+def document_delete(*, document: Document) -> None:
+    """Take a document out of search; its rows stay on record."""
+    with transaction.atomic():
+        document.deleted_at = timezone.now()
+        document.save(update_fields=["deleted_at", "updated_at"])
+        document.versions.filter(
+            status__in=[VersionStatus.QUEUED, VersionStatus.PARSING, VersionStatus.EMBEDDING]
+        ).update(status=VersionStatus.CANCELLED, status_message="The document was deleted.")
+    vector_index().delete(document_id=document.id)
+
+
+@cache
+def _token_counter() -> WordPieceCounter:
+    return WordPieceCounter(dense().model_path)
+
+
+def _set_status(version_id: int, status: VersionStatus, message: str = "", **fields: object) -> None:
+    if status in (VersionStatus.READY, VersionStatus.FAILED, VersionStatus.CANCELLED):
+        fields.setdefault("finished_at", timezone.now())
+    DocumentVersion.objects.filter(id=version_id).update(
+        status=status, status_message=message, **fields
+    )
+
+
+def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
+    """Parse the stored file and save its chunks; None when the file failed (recorded)."""
+    _set_status(
+        version.id,
+        VersionStatus.PARSING,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        chunks_done=0,
+    )
+    try:
+        with version.file.open("rb") as stored:
+            data = stored.read()
+        parsed = parse_document(data, version.original_name)
+        drafts = chunk_document(
+            parsed,
+            _token_counter(),
+            max_tokens=settings.CHUNK_MAX_TOKENS,
+            overlap_tokens=settings.CHUNK_OVERLAP_TOKENS,
+        )
+        if not drafts:
+            raise ParseError("The file has no extractable text.")
+    except ParseError as error:
+        _set_status(version.id, VersionStatus.FAILED, str(error))
+        return None
+    except FileNotFoundError:
+        _set_status(version.id, VersionStatus.FAILED, "The stored file is missing.")
+        return None
+    with transaction.atomic():
+        # A re-delivered task starts over; deterministic point ids make the index side harmless.
+        Chunk.objects.filter(version=version).delete()
+        Chunk.objects.bulk_create(
+            Chunk(
+                version=version,
+                index=draft.index,
+                point_id=point_id(version.id, draft.index),
+                text=draft.text,
+                page=draft.page,
+                heading=" > ".join(draft.heading_path),
+                token_count=draft.token_count,
+            )
+            for draft in drafts
+        )
+        document = version.document
+        if version.number == 1 and parsed.title and document.title != parsed.title:
+            document.title = parsed.title[:500]
+            document.save(update_fields=["title", "updated_at"])
+        DocumentVersion.objects.filter(id=version.id).update(
+            detected_type=parsed.detected_type, chunks_total=len(drafts)
+        )
+        _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
+    return drafts
+
+
+def _version_activate(version_id: int) -> None:
+    """Make a fully indexed version the one search serves, then drop the older passages."""
+    index = vector_index()
+    with transaction.atomic():
+        version = DocumentVersion.objects.select_for_update().select_related("document").get(
+            id=version_id
+        )
+        if version.status != VersionStatus.EMBEDDING:
+            return
+        document = Document.objects.select_for_update().get(id=version.document_id)
+        current = document.current_version
+        serves_newest = current is None or current.number <= version.number
+        if serves_newest and document.deleted_at is None:
+            document.current_version = version
+            document.save(update_fields=["current_version", "updated_at"])
+        _set_status(version.id, VersionStatus.READY, chunks_done=version.chunks_total)
+        tags = document.access_tags()
+        deleted = document.deleted_at is not None
+        stale_ids = list(
+            document.versions.exclude(
+                id=document.current_version_id if document.current_version_id else -1
+            ).values_list("id", flat=True)
+        )
+    if deleted:
+        index.delete(document_id=document.id)
+        return
+    if serves_newest:
+        index.set_payload(values={"active": True, "groups": tags}, document_id=document.id, version_id=version.id)
+    for stale_id in stale_ids:
+        index.delete(version_id=stale_id)
+
+
+def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
+    """Parse, chunk, embed and index versions; chunks of many small files share batches.
+
+    Every file fails alone: a broken one ends FAILED with its reason and the rest go on.
+    Returns each version's final status.
+    """
+    versions = list(
+        DocumentVersion.objects.filter(id__in=version_ids)
+        .select_related("document")
+        .order_by("id")
+    )
+    work: list[tuple[DocumentVersion, ChunkDraft]] = []
+    for version in versions:
+        if version.is_final:
+            continue
+        drafts = _parse_and_chunk(version)
+        if drafts is not None:
+            work.extend((version, draft) for draft in drafts)
+
+    remaining = {version.id: 0 for version, _ in work}
+    for version, _ in work:
+        remaining[version.id] += 1
+    cancelled: set[int] = set()
+    index = vector_index()
+    batch_size = settings.INGEST_EMBED_BATCH
+    for start in range(0, len(work), batch_size):
+        batch = work[start : start + batch_size]
+        batch_ids = {version.id for version, _ in batch}
+        cancelled |= set(
+            DocumentVersion.objects.filter(id__in=batch_ids)
+            .exclude(status=VersionStatus.EMBEDDING)
+            .values_list("id", flat=True)
+        )
+        batch = [(version, draft) for version, draft in batch if version.id not in cancelled]
+        if not batch:
+            continue
+        texts = [
+            passage_for_embedding(
+                title=version.document.title, heading=" > ".join(draft.heading_path), text=draft.text
+            )
+            for version, draft in batch
+        ]
+        vectors = dense().encode(texts)
+        sparse_encoder = sparse()
+        points = []
+        for (version, draft), text, vector in zip(batch, texts, vectors, strict=True):
+            indices, values = sparse_encoder.encode_document(text)
+            points.append(
+                IndexPoint(
+                    id=point_id(version.id, draft.index),
+                    dense=vector.tolist(),
+                    sparse=SparseVec(indices, values),
+                    payload={
+                        "document_id": version.document_id,
+                        "version_id": version.id,
+                        "groups": version.document.access_tags(),
+                        "title": version.document.title,
+                        "source": version.document.source_path,
+                        "page": draft.page,
+                        "heading": " > ".join(draft.heading_path),
+                        "chunk_index": draft.index,
+                        "text": draft.text,
+                        "active": False,
+                    },
+                )
+            )
+        index.upsert(points)
+        done_in_batch: dict[int, int] = {}
+        for version, _ in batch:
+            done_in_batch[version.id] = done_in_batch.get(version.id, 0) + 1
+        for version_id, done in done_in_batch.items():
+            DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
+                chunks_done=F("chunks_done") + done
+            )
+            remaining[version_id] -= done
+            if remaining[version_id] == 0:
+                _version_activate(version_id)
+
+    for version_id in cancelled:
+        index.delete(version_id=version_id)
+    return dict(
+        DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status")
+    )
+
+
+def version_mark_failed(version_id: int, message: str) -> None:
+    """Bookkeeping when a task gives up: the file is FAILED with a reason, nothing else moves."""
+    DocumentVersion.objects.filter(id=version_id).exclude(
+        status__in=[VersionStatus.READY, VersionStatus.CANCELLED]
+    ).update(status=VersionStatus.FAILED, status_message=message, finished_at=timezone.now())

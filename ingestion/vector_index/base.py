@@ -1,0 +1,146 @@
+"""The contract every vector index backend fulfils, and the rules they share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+DENSE_VECTOR = "dense"
+SPARSE_VECTOR = "bm25"
+
+# Fixed forever: point ids derived from it must stay the same across releases, so that
+# re-indexing a version overwrites its points instead of duplicating them.
+POINT_ID_NAMESPACE = uuid.UUID("6f1f9a52-3c1e-4b7a-9d0e-5a8c2b7e4d10")
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+Fusion = Literal["rrf", "dbsf"]
+
+
+class VectorIndexError(Exception):
+    """A failure of the vector index, with a message fit to show to a person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class IndexLockedError(VectorIndexError):
+    """The embedded index folder is already open in another process."""
+
+
+@dataclass(frozen=True)
+class SparseVec:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class IndexPoint:
+    """One passage as stored in the index.
+
+    payload keys: document_id:int, version_id:int, groups:list[str], title:str, source:str,
+    page:int|None, heading:str, chunk_index:int, text:str, active:bool.
+    """
+
+    id: str
+    dense: list[float]
+    sparse: SparseVec
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorIndex(Protocol):
+    def upsert(self, points: Sequence[IndexPoint]) -> None: ...
+
+    def search(
+        self,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        access_tags: Collection[str],
+        limit: int = 10,
+        mode: SearchMode = "hybrid",
+        candidates: int = 100,
+        fusion: Fusion = "dbsf",
+        only_active: bool = True,
+    ) -> list[Hit]:
+        """Passages readable with `access_tags`, best first; the ACL is part of the query."""
+        ...
+
+    def set_payload(
+        self, *, values: dict[str, Any], document_id: int, version_id: int | None = None
+    ) -> None: ...
+
+    def delete(self, *, document_id: int | None = None, version_id: int | None = None) -> None: ...
+
+    def count(
+        self,
+        *,
+        document_id: int | None = None,
+        version_id: int | None = None,
+        only_active: bool = False,
+    ) -> int: ...
+
+    def point_ids(self, *, version_id: int) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+def point_id(version_id: int, chunk_index: int) -> str:
+    return str(uuid.uuid5(POINT_ID_NAMESPACE, f"{version_id}:{chunk_index}"))
+
+
+@dataclass(frozen=True)
+class PointScope:
+    """Which points an operation touches; each backend turns it into its own filter.
+
+    Every field that is set must hold (AND); `groups_any` holds when the point's groups
+    share at least one tag with it.
+    """
+
+    groups_any: list[str] | None = None
+    document_id: int | None = None
+    version_id: int | None = None
+    active: bool | None = None
+
+
+def access_scope(access_tags: Collection[str], *, only_active: bool) -> PointScope | None:
+    """The points a person holding `access_tags` may read, or None when they may read none.
+
+    The one place where the access rule is written: both backends search only inside
+    this scope, as a filter of the query itself.
+    """
+    tags = sorted({tag for tag in access_tags if tag})
+    if not tags:
+        return None
+    return PointScope(groups_any=tags, active=True if only_active else None)
+
+
+def deletion_scope(*, document_id: int | None, version_id: int | None) -> PointScope:
+    if document_id is None and version_id is None:
+        raise VectorIndexError("Deleting passages needs a document or a version.")
+    return PointScope(document_id=document_id, version_id=version_id)
+
+
+def check_search_arguments(
+    *,
+    dense: list[float] | None,
+    sparse: SparseVec | None,
+    mode: SearchMode,
+    limit: int,
+    candidates: int,
+) -> None:
+    if limit < 1 or candidates < 1:
+        raise VectorIndexError("Search needs a positive limit and candidate count.")
+    if mode in ("hybrid", "dense") and dense is None:
+        raise VectorIndexError(f"A {mode} search needs a dense query vector.")
+    if mode in ("hybrid", "sparse") and sparse is None:
+        raise VectorIndexError(f"A {mode} search needs a sparse query vector.")

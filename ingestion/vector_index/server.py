@@ -1,0 +1,277 @@
+"""A Qdrant server or cluster through qdrant-client: the cluster backend.
+
+qdrant-client's local mode (a folder instead of a URL) speaks the same API and stands in
+for the server in tests.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
+
+from ingestion.vector_index.base import (
+    DENSE_VECTOR,
+    SPARSE_VECTOR,
+    Fusion,
+    Hit,
+    IndexLockedError,
+    IndexPoint,
+    PointScope,
+    SearchMode,
+    SparseVec,
+    VectorIndexError,
+    access_scope,
+    check_search_arguments,
+    deletion_scope,
+)
+
+UPSERT_BATCH = 256
+SCROLL_PAGE = 1_000
+REQUEST_TIMEOUT_SECONDS = 30
+
+
+class ServerIndex:
+    """One collection of a Qdrant server, cluster, or qdrant-client local folder."""
+
+    def __init__(self, client: QdrantClient, *, collection: str, dense_size: int) -> None:
+        self._client = client
+        self._collection = collection
+        try:
+            with _client_errors("prepare the index"):
+                self._ensure_collection(dense_size)
+        except BaseException:
+            client.close()
+            raise
+
+    @classmethod
+    def connect(
+        cls, *, url: str, api_key: str | None, collection: str, dense_size: int
+    ) -> ServerIndex:
+        client = QdrantClient(
+            url=url, api_key=api_key, prefer_grpc=False, timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        return cls(client, collection=collection, dense_size=dense_size)
+
+    @classmethod
+    def open_folder(cls, *, path: Path, collection: str, dense_size: int) -> ServerIndex:
+        try:
+            client = QdrantClient(path=str(path))
+        except RuntimeError as error:
+            # qdrant-client holds a portalocker lock on the folder and reports a second
+            # opener this way, without naming the holder.
+            if "already accessed" in str(error):
+                raise IndexLockedError(
+                    f"The embedded index at {path} is in use by another process."
+                ) from error
+            raise VectorIndexError(f"Could not open the index at {path}: {error}") from error
+        return cls(client, collection=collection, dense_size=dense_size)
+
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        structs = [
+            models.PointStruct(
+                id=point.id,
+                vector={
+                    DENSE_VECTOR: list(point.dense),
+                    SPARSE_VECTOR: models.SparseVector(
+                        indices=list(point.sparse.indices), values=list(point.sparse.values)
+                    ),
+                },
+                payload=point.payload,
+            )
+            for point in points
+        ]
+        with _client_errors("store passages"):
+            for start in range(0, len(structs), UPSERT_BATCH):
+                self._client.upsert(
+                    self._collection, points=structs[start : start + UPSERT_BATCH], wait=True
+                )
+
+    def search(
+        self,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        access_tags: Collection[str],
+        limit: int = 10,
+        mode: SearchMode = "hybrid",
+        candidates: int = 100,
+        fusion: Fusion = "dbsf",
+        only_active: bool = True,
+    ) -> list[Hit]:
+        check_search_arguments(
+            dense=dense, sparse=sparse, mode=mode, limit=limit, candidates=candidates
+        )
+        scope = access_scope(access_tags, only_active=only_active)
+        if scope is None:
+            return []
+        readable = _filter(scope)
+        dense_query = list(dense or [])
+        sparse_query = models.SparseVector(
+            indices=list(sparse.indices if sparse else []),
+            values=list(sparse.values if sparse else []),
+        )
+        with _client_errors("search the index"):
+            if mode == "hybrid":
+                response = self._client.query_points(
+                    self._collection,
+                    prefetch=[
+                        models.Prefetch(
+                            query=dense_query, using=DENSE_VECTOR, limit=candidates, filter=readable
+                        ),
+                        models.Prefetch(
+                            query=sparse_query,
+                            using=SPARSE_VECTOR,
+                            limit=candidates,
+                            filter=readable,
+                        ),
+                    ],
+                    query=models.FusionQuery(
+                        fusion=models.Fusion.RRF if fusion == "rrf" else models.Fusion.DBSF
+                    ),
+                    query_filter=readable,
+                    limit=limit,
+                    with_payload=True,
+                )
+            else:
+                response = self._client.query_points(
+                    self._collection,
+                    query=dense_query if mode == "dense" else sparse_query,
+                    using=DENSE_VECTOR if mode == "dense" else SPARSE_VECTOR,
+                    query_filter=readable,
+                    limit=limit,
+                    with_payload=True,
+                )
+        return [
+            Hit(id=str(point.id), score=point.score, payload=point.payload or {})
+            for point in response.points
+        ]
+
+    def set_payload(
+        self, *, values: dict[str, Any], document_id: int, version_id: int | None = None
+    ) -> None:
+        selected = _filter(PointScope(document_id=document_id, version_id=version_id))
+        with _client_errors("update passages"):
+            self._client.set_payload(self._collection, payload=values, points=selected, wait=True)
+
+    def delete(self, *, document_id: int | None = None, version_id: int | None = None) -> None:
+        selected = _filter(deletion_scope(document_id=document_id, version_id=version_id))
+        with _client_errors("delete passages"):
+            self._client.delete(
+                self._collection, points_selector=models.FilterSelector(filter=selected), wait=True
+            )
+
+    def count(
+        self,
+        *,
+        document_id: int | None = None,
+        version_id: int | None = None,
+        only_active: bool = False,
+    ) -> int:
+        scope = PointScope(
+            document_id=document_id, version_id=version_id, active=True if only_active else None
+        )
+        with _client_errors("count passages"):
+            return self._client.count(
+                self._collection, count_filter=_filter(scope), exact=True
+            ).count
+
+    def point_ids(self, *, version_id: int) -> list[str]:
+        selected = _filter(PointScope(version_id=version_id))
+        ids: list[str] = []
+        offset: models.ExtendedPointId | None = None
+        with _client_errors("list passages"):
+            while True:
+                records, offset = self._client.scroll(
+                    self._collection,
+                    scroll_filter=selected,
+                    limit=SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=False,
+                    with_vectors=False,
+                )
+                ids.extend(str(record.id) for record in records)
+                if offset is None:
+                    return ids
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _ensure_collection(self, dense_size: int) -> None:
+        if not self._client.collection_exists(self._collection):
+            try:
+                self._client.create_collection(
+                    self._collection,
+                    vectors_config={
+                        DENSE_VECTOR: models.VectorParams(
+                            size=dense_size, distance=models.Distance.COSINE
+                        )
+                    },
+                    sparse_vectors_config={
+                        SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    },
+                )
+            except UnexpectedResponse as error:
+                # Another worker created it between the check and the call.
+                if error.status_code != 409:
+                    raise
+        self._check_dense_size(dense_size)
+        with warnings.catch_warnings():
+            # Local mode ignores payload indexes and says so; a server builds them.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for field, schema in (
+                ("groups", models.PayloadSchemaType.KEYWORD),
+                ("document_id", models.PayloadSchemaType.INTEGER),
+                ("version_id", models.PayloadSchemaType.INTEGER),
+                ("active", models.PayloadSchemaType.BOOL),
+            ):
+                self._client.create_payload_index(
+                    self._collection, field_name=field, field_schema=schema, wait=True
+                )
+
+    def _check_dense_size(self, dense_size: int) -> None:
+        vectors = self._client.get_collection(self._collection).config.params.vectors
+        stored = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
+        if stored is None or stored.size != dense_size:
+            raise VectorIndexError(
+                f"The collection {self._collection!r} was not made for {dense_size}-dimensional "
+                "dense vectors; use another collection name or re-index into a new one."
+            )
+
+
+def _filter(scope: PointScope) -> models.Filter:
+    conditions: list[models.Condition] = []
+    if scope.groups_any is not None:
+        conditions.append(
+            models.FieldCondition(key="groups", match=models.MatchAny(any=scope.groups_any))
+        )
+    if scope.document_id is not None:
+        conditions.append(
+            models.FieldCondition(
+                key="document_id", match=models.MatchValue(value=scope.document_id)
+            )
+        )
+    if scope.version_id is not None:
+        conditions.append(
+            models.FieldCondition(key="version_id", match=models.MatchValue(value=scope.version_id))
+        )
+    if scope.active is not None:
+        conditions.append(
+            models.FieldCondition(key="active", match=models.MatchValue(value=scope.active))
+        )
+    return models.Filter(must=conditions)
+
+
+@contextmanager
+def _client_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except VectorIndexError:
+        raise
+    except (ApiException, OSError, ValueError, RuntimeError) as error:
+        raise VectorIndexError(f"Could not {action}: {error}") from error

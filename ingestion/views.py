@@ -1,0 +1,264 @@
+"""The administrators' document pages: list and upload, live status, one document, downloads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ingestion import selectors, services
+from ingestion.forms import DocumentAccessForm, UploadForm
+from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.services import UploadOutcome
+
+View = Callable[..., HttpResponseBase]
+
+
+def staff_required(view: View) -> View:
+    """Every document page is for staff: others log in first, then get 403."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            raise PermissionDenied("Only staff may manage documents.")
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    # Browsers put text/html first on a form post; the page's scripts ask for JSON.
+    return request.headers.get("Accept", "").startswith("application/json")
+
+
+def _json_error(detail: str, status: int) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
+def version_state(version: DocumentVersion) -> dict[str, Any]:
+    """What the page needs to redraw a version's status, progress and buttons."""
+    return {
+        "id": version.id,
+        "document_id": version.document_id,
+        "number": version.number,
+        "status": version.status,
+        "status_label": VersionStatus(version.status).label,
+        "message": version.status_message,
+        "chunks_done": version.chunks_done,
+        "chunks_total": version.chunks_total,
+        "progress": version.progress_percent,
+        "final": version.is_final,
+        "can_retry": selectors.version_is_retryable(version),
+        "can_cancel": not version.is_final,
+        "document_url": reverse("ingestion:document-detail", args=[version.document_id]),
+        "retry_url": reverse("ingestion:version-retry", args=[version.id]),
+        "cancel_url": reverse("ingestion:version-cancel", args=[version.id]),
+    }
+
+
+def upload_result(outcome: UploadOutcome) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "name": outcome.name,
+        "created": outcome.created,
+        "error": outcome.error,
+        "status": outcome.status,
+        "version": None,
+    }
+    if outcome.version is not None:
+        result["version"] = version_state(outcome.version)
+    return result
+
+
+def _upload(request: HttpRequest, form: UploadForm) -> list[UploadOutcome]:
+    return [
+        services.document_upload(
+            name=uploaded.name or "",
+            file=uploaded,
+            groups=list(form.cleaned_data["groups"]),
+            is_public=form.cleaned_data["everyone"],
+            user=request.user if request.user.is_authenticated else None,
+        )
+        for uploaded in form.cleaned_data["files"]
+    ]
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def document_list(request: HttpRequest) -> HttpResponse:
+    """The documents and the upload form; a post here is the upload without scripts."""
+    outcomes: list[UploadOutcome] = []
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            outcomes = _upload(request, form)
+            form = UploadForm(initial={"groups": form.cleaned_data["groups"]})
+    else:
+        form = UploadForm()
+    query = request.GET.get("q", "")
+    status = request.GET.get("status", "")
+    listing = selectors.documents_for_admin(
+        query=query, status=status, page=request.GET.get("page", 1)
+    )
+    return render(
+        request,
+        "ingestion/document_list.html",
+        {
+            "form": form,
+            "listing": listing,
+            "query": query,
+            "status": status,
+            "statuses": VersionStatus.choices,
+            "upload_results": outcomes,
+            "upload_max_mb": f"{settings.UPLOAD_MAX_BYTES / (1024 * 1024):g}",
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@staff_required
+@require_POST
+def document_upload_json(request: HttpRequest) -> JsonResponse:
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        first_error = next(iter(form.errors.values()))[0]
+        return JsonResponse({"detail": first_error, "errors": form.errors}, status=400)
+    return JsonResponse({"results": [upload_result(outcome) for outcome in _upload(request, form)]})
+
+
+@staff_required
+@require_GET
+def version_status_json(request: HttpRequest) -> JsonResponse:
+    """The state of the versions named in ?ids=1,2,3; the page polls it while any is running."""
+    raw_ids = [part for part in request.GET.get("ids", "").split(",") if part.strip()]
+    try:
+        ids = [int(part) for part in raw_ids]
+    except ValueError:
+        return _json_error("ids must be a comma-separated list of version numbers.", 400)
+    return JsonResponse(
+        {"versions": [version_state(version) for version in selectors.versions_by_ids(ids)]}
+    )
+
+
+@staff_required
+@require_GET
+def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
+    document = selectors.document_detail(document_id=document_id)
+    try:
+        shown_version_id = int(request.GET["version"]) if "version" in request.GET else None
+    except ValueError as error:
+        raise Http404("No such version.") from error
+    access_form = DocumentAccessForm(
+        initial={"groups": list(document.groups.all()), "everyone": document.is_public}
+    )
+    return render(
+        request,
+        "ingestion/document_detail.html",
+        {
+            "document": document,
+            "versions": selectors.document_versions(document),
+            "chunks": selectors.document_chunks(
+                document=document, version_id=shown_version_id, page=request.GET.get("page", 1)
+            ),
+            "access_form": access_form,
+        },
+    )
+
+
+@staff_required
+@require_POST
+def document_access(request: HttpRequest, document_id: int) -> HttpResponse:
+    document = selectors.document_detail(document_id=document_id)
+    form = DocumentAccessForm(request.POST)
+    if form.is_valid():
+        services.document_set_access(
+            document=document,
+            groups=form.cleaned_data["groups"],
+            is_public=form.cleaned_data["everyone"],
+        )
+        messages.success(request, "Who may read this document was saved.")
+    else:
+        messages.error(request, "The choice of groups was not valid; nothing was changed.")
+    return redirect("ingestion:document-detail", document_id=document.id)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def document_delete(request: HttpRequest, document_id: int) -> HttpResponse:
+    """A page asks for confirmation; its post takes the document out of search."""
+    document = selectors.document_detail(document_id=document_id)
+    if request.method == "POST":
+        services.document_delete(document=document)
+        messages.success(
+            request, f"“{document.title}” was deleted and no longer appears in answers."
+        )
+        return redirect("ingestion:document-list")
+    return render(request, "ingestion/document_confirm_delete.html", {"document": document})
+
+
+def _back(request: HttpRequest, version: DocumentVersion) -> HttpResponse:
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("ingestion:document-detail", args=[version.document_id])
+    return redirect(target)
+
+
+@staff_required
+@require_POST
+def version_retry(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = selectors.version_detail(version_id=version_id)
+    if not selectors.version_is_retryable(version):
+        detail = "Only a failed or cancelled file can be retried."
+        if _wants_json(request):
+            return _json_error(detail, 409)
+        messages.error(request, detail)
+        return _back(request, version)
+    services.version_retry(version)
+    version.refresh_from_db()
+    if _wants_json(request):
+        return JsonResponse(version_state(version))
+    messages.success(request, f"{version.original_name} is queued again.")
+    return _back(request, version)
+
+
+@staff_required
+@require_POST
+def version_cancel(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = selectors.version_detail(version_id=version_id)
+    cancelled = services.version_cancel(version)
+    version.refresh_from_db()
+    if not cancelled:
+        detail = "Only a queued or running file can be cancelled."
+        if _wants_json(request):
+            return _json_error(detail, 409)
+        messages.error(request, detail)
+        return _back(request, version)
+    if _wants_json(request):
+        return JsonResponse(version_state(version))
+    messages.success(request, f"The ingestion of {version.original_name} was cancelled.")
+    return _back(request, version)
+
+
+@staff_required
+@require_GET
+def version_download(request: HttpRequest, version_id: int) -> FileResponse:
+    version = selectors.version_detail(version_id=version_id)
+    try:
+        stored = version.file.open("rb")
+    except FileNotFoundError as error:
+        raise Http404("The stored file is missing.") from error
+    return FileResponse(stored, as_attachment=True, filename=version.original_name)

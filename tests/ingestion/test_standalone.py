@@ -1,0 +1,132 @@
+"""Standalone mode end to end: one server process, SQLite, embedded index, upload over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DATABASE_URL", "ASSISTANT_MODE", "QDRANT_PATH", "QDRANT_URL")
+        }
+        self.env.update(
+            DJANGO_SETTINGS_MODULE="config.settings",
+            ASSISTANT_DATA_DIR=str(data_dir),
+            ASSISTANT_ADMIN_PASSWORD="a-long-test-password",
+            HF_HUB_OFFLINE="1",
+        )
+        self.log = data_dir.parent / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                httpx.get(f"{self.url}/accounts/login/", timeout=2)
+                return
+            except httpx.TransportError:
+                time.sleep(0.5)
+        raise AssertionError("the server did not start:\n" + self.log.read_text())
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    the_server = Server(tmp_path / "var")
+    the_server.start()
+    yield the_server
+    the_server.stop()
+
+
+def wait_ready(client: httpx.Client, version_id: int) -> dict[str, object]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        version = client.get(f"/api/versions/{version_id}/").json()
+        if version["status"] in ("READY", "FAILED", "CANCELLED"):
+            return version  # type: ignore[no-any-return]
+        time.sleep(0.5)
+    raise AssertionError("the upload did not finish")
+
+
+def test_an_upload_over_http_becomes_searchable_in_one_process(
+    server: Server, shared_data: Path, tmp_path: Path
+) -> None:
+    token = server.manage("drf_create_token", "admin")
+    assert token.returncode == 0, token.stderr
+    key = token.stdout.split()[2]
+    client = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30
+    )
+
+    sample = shared_data / "samples" / "docker-md" / "reference" / "commandline" / "checkpoint.md"
+    response = client.post(
+        "/api/documents/",
+        files=[("files", ("checkpoint.md", sample.read_bytes(), "text/markdown"))],
+        data={"everyone": "true"},
+    )
+    assert response.status_code in (200, 201), response.text
+    (result,) = response.json()["results"]
+    version = wait_ready(client, result["version_id"])
+    assert version["status"] == "READY"
+    assert version["chunks_total"] > 0
+
+    # A command run beside the server hands its files to the server instead of opening the index.
+    note = tmp_path / "holiday-policy.txt"
+    note.write_text("Employees accrue twenty-six days of paid holiday per calendar year.\n")
+    ingested = server.manage("ingest", str(note), "--everyone", "--wait")
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert "server" in ingested.stderr
+    assert "READY" in ingested.stdout
+
+    documents = client.get("/api/documents/").json()
+    titles = " ".join(str(item) for item in documents["results"])
+    assert "checkpoint" in titles.lower()
+    assert "holiday" in titles.lower()

