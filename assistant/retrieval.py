@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 from ingestion.access import access_tags_for_user
 from ingestion.index import query_vectors, vector_index
@@ -59,7 +59,7 @@ def _collapse(passages: list[Passage], k: int) -> list[Passage]:
     for passage in passages:
         words = _words(passage.text)
         duplicate = False
-        for other, other_words in zip(kept, kept_words, strict=True):
+        for other_words in kept_words:
             union = len(words | other_words) or 1
             if len(words & other_words) / union >= NEAR_DUPLICATE_JACCARD:
                 duplicate = True
@@ -83,14 +83,12 @@ def _rerank(query: str, passages: list[Passage]) -> list[Passage]:
     model = _reranker(settings.RERANKER_MODEL_PATH)
     scores = model.predict([(query, passage.text) for passage in passages])
     ordered = sorted(zip(passages, scores, strict=True), key=lambda pair: -float(pair[1]))
-    return [
-        Passage(**{**passage.__dict__, "score": float(score)}) for passage, score in ordered
-    ]
+    return [Passage(**{**passage.__dict__, "score": float(score)}) for passage, score in ordered]
 
 
 def passages_for_user(
     *,
-    user: AbstractBaseUser | AnonymousUser,
+    user: User | AnonymousUser,
     query: str,
     k: int | None = None,
     mode: SearchMode = "hybrid",
@@ -108,7 +106,7 @@ def passages_for_user(
         limit=k * 3,
         mode=mode,
         candidates=settings.RETRIEVAL_CANDIDATES,
-        fusion=settings.RETRIEVAL_FUSION,
+        fusion="rrf" if settings.RETRIEVAL_FUSION == "rrf" else "dbsf",
     )
     passages = [
         Passage(

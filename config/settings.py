@@ -148,6 +148,7 @@ RETRIEVAL_TOP_K = env_int("RETRIEVAL_TOP_K", 8)
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 100)
 RETRIEVAL_FUSION = env_str("RETRIEVAL_FUSION", "dbsf")
 RERANKER_MODEL_PATH = env_str("RERANKER_MODEL_PATH", "")
+QUESTION_MAX_CHARS = env_int("QUESTION_MAX_CHARS", 4000)
 
 # Answers: R1 on a pool of vLLM servers, or extractive answers when none is configured.
 VLLM_URLS = env_list("VLLM_URLS", "")

@@ -13,8 +13,8 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def bundled_model_path() -> Path:
@@ -59,7 +59,6 @@ class DenseEncoder:
         # Nothing may be fetched from a hub at run time.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
         from sentence_transformers import SentenceTransformer
 
         self.model_path = model_path or bundled_model_path()
@@ -69,12 +68,8 @@ class DenseEncoder:
             str(self.model_path), device="cpu", local_files_only=True
         )
         self.model.eval()
-        if self.precision == "int8":
-            self.model = torch.ao.quantization.quantize_dynamic(
-                self.model, {torch.nn.Linear}, dtype=torch.qint8
-            )
-        self.dimension = int(self.model.get_embedding_dimension() or 384)
-        self.max_tokens = int(self.model.max_seq_length)
+        self.dimension: int = self.model.get_embedding_dimension() or 384
+        self.max_tokens = int(self.model.max_seq_length or 256)
         # One encode at a time: torch already uses every core for a batch.
         self._lock = threading.Lock()
 
@@ -97,7 +92,7 @@ class DenseEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(  # type: ignore[no-any-return]
+        return self.model.encode(
             texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,

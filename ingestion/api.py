@@ -145,7 +145,9 @@ class DocumentSerializer(serializers.ModelSerializer):
     current_version_id = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="The version that answers are drawn from."
     )
-    chunk_count = serializers.IntegerField(read_only=True)
+    chunk_count = serializers.IntegerField(
+        read_only=True, help_text="Passages of the current version, the ones answers draw from."
+    )
 
     class Meta:
         model = Document

@@ -128,6 +128,7 @@ def chunk_document(
     A section end that would add fewer than `min_tokens` new tokens does not become a
     fragment: the last chunk instead reaches back as far as `max_tokens` allows.
     """
+    # Units are cut down to single characters at worst, and any character fits in 8 tokens.
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8.")
     units_by_section = _measure_units(doc.sections, counter, max_tokens)

@@ -34,6 +34,8 @@ class Document(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Deleted documents leave search at once; their rows stay for the record.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Kept in full, whatever the retention: no purge may remove it or its versions.
+    legal_hold = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-updated_at"]

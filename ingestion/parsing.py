@@ -20,8 +20,6 @@ from typing import Any
 from bs4 import BeautifulSoup
 from bs4.element import NavigableString, PreformattedString, Tag
 
-DOCUMENT_TYPES = ("pdf", "docx", "pptx", "xlsx", "html", "markdown", "text")
-
 _TYPE_NAMES = {
     "pdf": "a PDF",
     "docx": "a Word document (DOCX)",
@@ -216,7 +214,9 @@ def parse_document(
 
 def _sniff_content(data: bytes) -> tuple[str, str]:
     """Return (type, description); type is a document type, "text", or "unsupported"."""
-    if data.lstrip(b" \t\r\n\x00").startswith(b"%PDF-") or data.startswith(b"\xef\xbb\xbf%PDF-"):
+    if data[:1024].lstrip(b" \t\r\n\x00").startswith(b"%PDF-") or data.startswith(
+        b"\xef\xbb\xbf%PDF-"
+    ):
         return "pdf", _TYPE_NAMES["pdf"]
     if data.startswith(b"PK\x03\x04"):
         return _sniff_zip(data)
@@ -630,7 +630,7 @@ def _parse_pptx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
                 for paragraph in shape.text_frame.paragraphs:
                     builder.block(paragraph.text, paragraph=False)
                 builder.end_block(paragraph=True)
-            elif getattr(shape, "has_table", False) and shape.has_table:
+            elif shape.has_table:
                 for row in shape.table.rows:
                     builder.block(_table_row_text(cell.text for cell in row.cells), paragraph=False)
                 builder.end_block(paragraph=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -45,15 +45,10 @@ class ChunkListPage:
 
 
 def documents_annotate_status(documents: QuerySet[Document]) -> QuerySet[Document]:
-    """Add the newest version's id and status and the passage count to each document.
-
-    The passage count is of the version search serves, or of the newest one before any is ready.
-    """
+    """Add the newest version's id and status, and how many passages search serves."""
     newest = DocumentVersion.objects.filter(document=OuterRef("pk")).order_by("-number")
-    chunk_counts = (
-        Chunk.objects.filter(
-            version_id=Coalesce(OuterRef("current_version_id"), OuterRef("latest_version_id"))
-        )
+    served_chunks = (
+        Chunk.objects.filter(version_id=OuterRef("current_version_id"))
         .order_by()
         .values("version_id")
         .annotate(count=Count("id"))
@@ -62,16 +57,21 @@ def documents_annotate_status(documents: QuerySet[Document]) -> QuerySet[Documen
     return documents.annotate(
         latest_version_id=Subquery(newest.values("id")[:1]),
         latest_status=Subquery(newest.values("status")[:1]),
-    ).annotate(chunk_count=Coalesce(Subquery(chunk_counts, output_field=IntegerField()), 0))
+        chunk_count=Coalesce(Subquery(served_chunks, output_field=IntegerField()), 0),
+    )
 
 
-def documents_with_status() -> QuerySet[Document]:
-    """Documents not deleted, newest change first, with their status (see above) and groups."""
+def _as_listed(documents: QuerySet[Document]) -> QuerySet[Document]:
+    """Newest change first, with their status (see above) and groups."""
     return (
-        documents_annotate_status(Document.objects.filter(deleted_at__isnull=True))
+        documents_annotate_status(documents)
         .prefetch_related("groups")
         .order_by("-updated_at", "-id")
     )
+
+
+def documents_with_status() -> QuerySet[Document]:
+    return _as_listed(Document.objects.filter(deleted_at__isnull=True))
 
 
 def documents_search(
@@ -112,11 +112,7 @@ def _documents_of_reader(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Doc
 
 
 def documents_readable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
-    return (
-        documents_annotate_status(_documents_of_reader(user))
-        .prefetch_related("groups")
-        .order_by("-updated_at", "-id")
-    )
+    return _as_listed(_documents_of_reader(user))
 
 
 def document_detail(*, document_id: int) -> Document:
@@ -181,7 +177,3 @@ def version_readable_by(
 
 def version_is_retryable(version: DocumentVersion) -> bool:
     return version.status in RETRYABLE_STATUSES
-
-
-def groups_all() -> QuerySet[Group]:
-    return Group.objects.order_by("name")

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile, File
 from django.db import transaction
 from django.db.models import F
@@ -60,7 +60,7 @@ def document_upload(
     source_path: str | None = None,
     groups: Sequence[Group] = (),
     is_public: bool = False,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> UploadOutcome:
     """Store a file as a new document or a new version of the document at its source path.
 
@@ -77,7 +77,7 @@ def document_upload(
             name=name,
             version=None,
             created=False,
-            error=f"The file is larger than the upload limit of {limit_mb:g} MB; it was not stored.",
+            error=f"The file is larger than the upload limit of {limit_mb:g} MB; not stored.",
         )
     sha256 = _sha256_of(file)
     source = source_path or clean_name
@@ -104,7 +104,9 @@ def document_upload(
             document.groups.set(groups)
             number = 1
         else:
-            number = (document.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+            number = (
+                document.versions.order_by("-number").values_list("number", flat=True).first() or 0
+            ) + 1
         version = DocumentVersion(
             document=document,
             number=number,
@@ -113,7 +115,9 @@ def document_upload(
             size_bytes=size,
             uploaded_by=user if user is not None and user.is_authenticated else None,
         )
-        version.file.save(f"{sha256[:2]}/{sha256}{Path(clean_name).suffix.lower()}", file, save=False)
+        version.file.save(
+            f"{sha256[:2]}/{sha256}{Path(clean_name).suffix.lower()}", file, save=False
+        )
         version.save()
         version_queue(version)
     return UploadOutcome(name=name, version=version, created=True)
@@ -181,7 +185,9 @@ def _token_counter() -> WordPieceCounter:
     return WordPieceCounter(dense().model_path)
 
 
-def _set_status(version_id: int, status: VersionStatus, message: str = "", **fields: object) -> None:
+def _set_status(
+    version_id: int, status: VersionStatus, message: str = "", **fields: object
+) -> None:
     if status in (VersionStatus.READY, VersionStatus.FAILED, VersionStatus.CANCELLED):
         fields.setdefault("finished_at", timezone.now())
     DocumentVersion.objects.filter(id=version_id).update(
@@ -246,8 +252,10 @@ def _version_activate(version_id: int) -> None:
     """Make a fully indexed version the one search serves, then drop the older passages."""
     index = vector_index()
     with transaction.atomic():
-        version = DocumentVersion.objects.select_for_update().select_related("document").get(
-            id=version_id
+        version = (
+            DocumentVersion.objects.select_for_update()
+            .select_related("document")
+            .get(id=version_id)
         )
         if version.status != VersionStatus.EMBEDDING:
             return
@@ -269,7 +277,9 @@ def _version_activate(version_id: int) -> None:
         index.delete(document_id=document.id)
         return
     if serves_newest:
-        index.set_payload(values={"active": True, "groups": tags}, document_id=document.id, version_id=version.id)
+        index.set_payload(
+            values={"active": True, "groups": tags}, document_id=document.id, version_id=version.id
+        )
     for stale_id in stale_ids:
         index.delete(version_id=stale_id)
 
@@ -281,9 +291,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     Returns each version's final status.
     """
     versions = list(
-        DocumentVersion.objects.filter(id__in=version_ids)
-        .select_related("document")
-        .order_by("id")
+        DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
     )
     work: list[tuple[DocumentVersion, ChunkDraft]] = []
     for version in versions:
@@ -312,7 +320,9 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
             continue
         texts = [
             passage_for_embedding(
-                title=version.document.title, heading=" > ".join(draft.heading_path), text=draft.text
+                title=version.document.title,
+                heading=" > ".join(draft.heading_path),
+                text=draft.text,
             )
             for version, draft in batch
         ]
@@ -354,9 +364,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
 
     for version_id in cancelled:
         index.delete(version_id=version_id)
-    return dict(
-        DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status")
-    )
+    return dict(DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status"))
 
 
 def version_mark_failed(version_id: int, message: str) -> None:

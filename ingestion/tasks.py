@@ -17,9 +17,14 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (DatabaseError, ConnectionError, TimeoutError, VectorIndexError)
 
 
-class IngestionTask(Task):  # type: ignore[misc]
+class IngestionTask(Task):
     def on_failure(
-        self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
+        self,
+        exc: Exception,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
     ) -> None:
         version_ids = kwargs.get("version_ids") or (args[0] if args else [])
         if isinstance(exc, IndexLockedError):
@@ -40,5 +45,5 @@ class IngestionTask(Task):  # type: ignore[misc]
     retry_jitter=True,
     max_retries=5,
 )
-def ingest_versions(self: Task, version_ids: list[int]) -> dict[int, str]:  # type: ignore[type-arg]
+def ingest_versions(self: Task, version_ids: list[int]) -> dict[int, str]:
     return versions_ingest(version_ids)

@@ -6,9 +6,10 @@ for the server in tests.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,16 @@ REQUEST_TIMEOUT_SECONDS = 30
 class ServerIndex:
     """One collection of a Qdrant server, cluster, or qdrant-client local folder."""
 
-    def __init__(self, client: QdrantClient, *, collection: str, dense_size: int) -> None:
+    def __init__(
+        self, client: QdrantClient, *, collection: str, dense_size: int, local: bool
+    ) -> None:
         self._client = client
         self._collection = collection
+        # Local mode is not safe for a reader and a writer at once (searches index arrays
+        # that an upsert is growing); a server is, so its requests run concurrently.
+        self._access: AbstractContextManager[Any] = threading.Lock() if local else nullcontext()
         try:
-            with _client_errors("prepare the index"):
+            with self._request("prepare the index"):
                 self._ensure_collection(dense_size)
         except BaseException:
             client.close()
@@ -56,7 +62,7 @@ class ServerIndex:
         client = QdrantClient(
             url=url, api_key=api_key, prefer_grpc=False, timeout=REQUEST_TIMEOUT_SECONDS
         )
-        return cls(client, collection=collection, dense_size=dense_size)
+        return cls(client, collection=collection, dense_size=dense_size, local=False)
 
     @classmethod
     def open_folder(cls, *, path: Path, collection: str, dense_size: int) -> ServerIndex:
@@ -70,7 +76,7 @@ class ServerIndex:
                     f"The embedded index at {path} is in use by another process."
                 ) from error
             raise VectorIndexError(f"Could not open the index at {path}: {error}") from error
-        return cls(client, collection=collection, dense_size=dense_size)
+        return cls(client, collection=collection, dense_size=dense_size, local=True)
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         structs = [
@@ -86,7 +92,7 @@ class ServerIndex:
             )
             for point in points
         ]
-        with _client_errors("store passages"):
+        with self._request("store passages"):
             for start in range(0, len(structs), UPSERT_BATCH):
                 self._client.upsert(
                     self._collection, points=structs[start : start + UPSERT_BATCH], wait=True
@@ -116,7 +122,7 @@ class ServerIndex:
             indices=list(sparse.indices if sparse else []),
             values=list(sparse.values if sparse else []),
         )
-        with _client_errors("search the index"):
+        with self._request("search the index"):
             if mode == "hybrid":
                 response = self._client.query_points(
                     self._collection,
@@ -156,12 +162,12 @@ class ServerIndex:
         self, *, values: dict[str, Any], document_id: int, version_id: int | None = None
     ) -> None:
         selected = _filter(PointScope(document_id=document_id, version_id=version_id))
-        with _client_errors("update passages"):
+        with self._request("update passages"):
             self._client.set_payload(self._collection, payload=values, points=selected, wait=True)
 
     def delete(self, *, document_id: int | None = None, version_id: int | None = None) -> None:
         selected = _filter(deletion_scope(document_id=document_id, version_id=version_id))
-        with _client_errors("delete passages"):
+        with self._request("delete passages"):
             self._client.delete(
                 self._collection, points_selector=models.FilterSelector(filter=selected), wait=True
             )
@@ -176,7 +182,7 @@ class ServerIndex:
         scope = PointScope(
             document_id=document_id, version_id=version_id, active=True if only_active else None
         )
-        with _client_errors("count passages"):
+        with self._request("count passages"):
             return self._client.count(
                 self._collection, count_filter=_filter(scope), exact=True
             ).count
@@ -185,7 +191,7 @@ class ServerIndex:
         selected = _filter(PointScope(version_id=version_id))
         ids: list[str] = []
         offset: models.ExtendedPointId | None = None
-        with _client_errors("list passages"):
+        with self._request("list passages"):
             while True:
                 records, offset = self._client.scroll(
                     self._collection,
@@ -200,7 +206,13 @@ class ServerIndex:
                     return ids
 
     def close(self) -> None:
-        self._client.close()
+        with self._access:
+            self._client.close()
+
+    @contextmanager
+    def _request(self, action: str) -> Iterator[None]:
+        with self._access, _client_errors(action):
+            yield
 
     def _ensure_collection(self, dense_size: int) -> None:
         if not self._client.collection_exists(self._collection):

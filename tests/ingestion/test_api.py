@@ -162,7 +162,9 @@ def test_people_who_are_not_staff_read_only_what_they_may_read(
     accountant.groups.add(finance)
     employee = token_client(accountant)
 
-    titles = [document["source_path"] for document in employee.get("/api/documents/").json()["results"]]
+    titles = [
+        document["source_path"] for document in employee.get("/api/documents/").json()["results"]
+    ]
     assert titles == ["travel_policy.md"]
     assert employee.get(f"/api/documents/{secret_id}/").status_code == 404
 

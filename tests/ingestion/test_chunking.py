@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -261,23 +259,3 @@ def test_the_counter_counts_exactly_like_the_tokenizer(counter: WordPieceCounter
 
     assert counter.count_many(texts) == expected
     assert counter.count_many(list(reversed(texts))) == list(reversed(expected))
-
-
-def test_chunking_five_thousand_abstracts_is_quick(
-    shared_data: Path, counter: WordPieceCounter
-) -> None:
-    documents = []
-    with (shared_data / "scifact" / "corpus.jsonl").open() as corpus:
-        for line in corpus:
-            record = json.loads(line)
-            documents.append(document_of(Section(record["text"], None, ())))
-            if len(documents) == 5000:
-                break
-
-    started = time.perf_counter()
-    chunk_count = sum(len(chunk_document(document, counter)) for document in documents)
-    elapsed = time.perf_counter() - started
-
-    assert chunk_count >= 5000
-    # A guard against accidental quadratic work; about 2 s on an idle two-core machine.
-    assert elapsed < 15

@@ -81,7 +81,7 @@ class Cluster:
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type,unused-ignore]
 
     def index_snapshot(self, query: str, tags: list[str]) -> dict[str, object]:
         """Counts and a search, read from the index by a separate process (workers stopped)."""
@@ -105,7 +105,8 @@ print(json.dumps({{"hits": [h.payload for h in hits], "counts": counts}}))
             timeout=180,
         )
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        snapshot: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        return snapshot
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -19,7 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("ASSISTANT_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("ASSISTANT_PORT", "8000")))
+        parser.add_argument(
+            "--port", type=int, default=int(os.environ.get("ASSISTANT_PORT", "8000"))
+        )
         parser.add_argument("--workers", type=int, default=1, help="cluster mode only")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -63,7 +65,7 @@ class Command(BaseCommand):
         password = os.environ.get("ASSISTANT_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         users.create_superuser(ADMIN_NAME, email="", password=password)
         if os.environ.get("ASSISTANT_ADMIN_PASSWORD"):
-            return f"Created administrator '{ADMIN_NAME}' with the password from ASSISTANT_ADMIN_PASSWORD."
+            return f"Created administrator '{ADMIN_NAME}' (password from ASSISTANT_ADMIN_PASSWORD)."
         return (
             f"Created administrator '{ADMIN_NAME}' with password: {password}\n"
             "(shown once; change it at /admin/password_change/)"

@@ -51,7 +51,14 @@ class Command(BaseCommand):
                 if key not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE")
             }
             env["ASSISTANT_DATA_DIR"] = data_dir
-            command = [sys.executable, "manage.py", "bench_ingest", INNER_FLAG, "--docs", str(options["docs"])]
+            command = [
+                sys.executable,
+                "manage.py",
+                "bench_ingest",
+                INNER_FLAG,
+                "--docs",
+                str(options["docs"]),
+            ]
             if options["path"]:
                 command += ["--path", str(Path(options["path"]).resolve())]
             if options["json"]:
@@ -69,7 +76,9 @@ class Command(BaseCommand):
         from ingestion.services import document_upload
 
         call_command("migrate", interactive=False, verbosity=0)
-        source_dir = Path(options["path"]) if options["path"] else self._write_scifact(options["docs"])
+        source_dir = (
+            Path(options["path"]) if options["path"] else self._write_scifact(options["docs"])
+        )
         files = sorted(p for p in source_dir.rglob("*") if p.is_file())
         encoder = dense()
         encoder.encode(["warm up the model before the clock starts"])
@@ -79,7 +88,10 @@ class Command(BaseCommand):
         for path in files:
             with path.open("rb") as handle:
                 document_upload(
-                    name=path.name, file=File(handle, name=path.name), source_path=str(path), is_public=True
+                    name=path.name,
+                    file=File(handle, name=path.name),
+                    source_path=str(path),
+                    is_public=True,
                 )
         run_pending_once()
         pipeline_s = time.perf_counter() - started
@@ -143,7 +155,9 @@ class Command(BaseCommand):
                 if count >= limit:
                     break
                 record = json.loads(line)
-                (folder / f"{record['_id']}.md").write_text(f"# {record['title']}\n\n{record['text']}\n")
+                (folder / f"{record['_id']}.md").write_text(
+                    f"# {record['title']}\n\n{record['text']}\n"
+                )
         return folder
 
 

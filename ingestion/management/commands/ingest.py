@@ -118,7 +118,7 @@ class Command(BaseCommand):
             total = sum(t for _, _, t in rows)
             line = f"{final}/{len(rows)} files finished, {done}/{total} passages indexed"
             now = time.monotonic()
-            if line != last_line and now - last_print >= PROGRESS_EVERY_S or final == len(rows):
+            if (line != last_line and now - last_print >= PROGRESS_EVERY_S) or final == len(rows):
                 self.stderr.write(line)
                 last_line, last_print = line, now
             if final == len(rows):

@@ -1,0 +1,379 @@
+"""The answering service: one async stream of events that every face of the assistant consumes.
+
+question -> self-contained search query -> passages the user may read -> R1 on the vLLM pool
+(or an extractive answer when no model is configured) -> citations -> one Answer row and one
+audit record, written together, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from assistant.extractive import extractive_answer
+from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
+from assistant.retrieval import Passage, passages_for_user
+from inference.llm import EndpointPool, LLMUnavailableError, PoolConfig
+from inference.prompting import (
+    ABSTAIN_MARKER,
+    SAMPLING,
+    Source,
+    Turn,
+    build_messages,
+    build_rewrite_messages,
+    extract_citations,
+    is_abstention,
+    parse_rewritten_query,
+    strip_invalid_citations,
+)
+from ingestion.access import access_tags_for_user
+
+EventKind = Literal["meta", "reasoning", "answer", "reclassify", "notice", "done"]
+
+NO_PASSAGES_ANSWER = f"{ABSTAIN_MARKER}: none of the documents you may read matched the question."
+REWRITE_MAX_TOKENS = 1024
+HISTORY_TURNS = 4
+
+
+class QuestionRejected(ValueError):
+    """The question cannot be asked as it is; the message says why. Nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    kind: EventKind
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def question_validate(question: str) -> str:
+    text = question.strip()
+    if not text:
+        raise QuestionRejected("Please type a question.")
+    if len(text) > settings.QUESTION_MAX_CHARS:
+        raise QuestionRejected(
+            f"The question is {len(text)} characters long; the limit is "
+            f"{settings.QUESTION_MAX_CHARS}. Please shorten it."
+        )
+    if not re.search(r"\w", text):
+        raise QuestionRejected("The question has no words in it.")
+    return text
+
+
+@cache
+def _pool_for(urls: tuple[str, ...]) -> EndpointPool:
+    return EndpointPool(
+        PoolConfig(
+            urls=list(urls),
+            api_key=settings.VLLM_API_KEY or None,
+            model=settings.VLLM_MODEL or None,
+            connect_timeout_s=settings.VLLM_CONNECT_TIMEOUT_S,
+            first_token_timeout_s=settings.VLLM_FIRST_TOKEN_TIMEOUT_S,
+            total_timeout_s=settings.VLLM_TOTAL_TIMEOUT_S,
+            max_tokens=settings.VLLM_MAX_TOKENS,
+        )
+    )
+
+
+def model_pool() -> EndpointPool | None:
+    """The vLLM pool when endpoints are configured; None means extractive answers."""
+    urls = tuple(settings.VLLM_URLS)
+    return _pool_for(urls) if urls else None
+
+
+def _conversation_and_history(
+    user: User, conversation_id: int | None, question: str
+) -> tuple[Conversation, list[Turn]]:
+    if conversation_id is None:
+        title = " ".join(question.split())[:80]
+        return Conversation.objects.create(user=user, title=title), []
+    conversation = Conversation.objects.filter(
+        id=conversation_id, user=user, hidden_at__isnull=True
+    ).first()
+    if conversation is None:
+        raise QuestionRejected("No such conversation.")
+    earlier = conversation.answers.filter(
+        status__in=[AnswerStatus.ANSWERED, AnswerStatus.ABSTAINED]
+    ).order_by("-created_at")[:HISTORY_TURNS]
+    # Only questions and answers go back to the model, never its earlier reasoning.
+    history = [Turn(question=a.question, answer=a.answer) for a in reversed(earlier)]
+    return conversation, history
+
+
+def heuristic_standalone_query(question: str, history: list[Turn]) -> str:
+    """Without a model, a follow-up is searched together with the question it follows."""
+    if not history:
+        return question
+    return f"{history[-1].question} {question}"
+
+
+async def _standalone_query(question: str, history: list[Turn], pool: EndpointPool | None) -> str:
+    if not history:
+        return question
+    if pool is not None:
+        with contextlib.suppress(LLMUnavailableError):
+            _, answer, final = await pool.complete(
+                build_rewrite_messages(question, history),
+                sampling=SAMPLING,
+                max_tokens=REWRITE_MAX_TOKENS,
+            )
+            if final.kind == "done":
+                return parse_rewritten_query(answer, heuristic_standalone_query(question, history))
+    return heuristic_standalone_query(question, history)
+
+
+def _sources(passages: list[Passage]) -> list[Source]:
+    return [
+        Source(n=n, title=p.title, source=p.source, page=p.page, heading=p.heading, text=p.text)
+        for n, p in enumerate(passages, start=1)
+    ]
+
+
+def citation_json(n: int, passage: Passage) -> dict[str, Any]:
+    return {
+        "n": n,
+        "point_id": passage.point_id,
+        "document_id": passage.document_id,
+        "version_id": passage.version_id,
+        "chunk_index": passage.chunk_index,
+        "title": passage.title,
+        "source": passage.source,
+        "page": passage.page,
+        "heading": passage.heading,
+        "score": round(passage.score, 6),
+        "text": passage.text,
+    }
+
+
+@dataclass
+class _Draft:
+    """What is known of an answer while it streams; saved once, whatever happens."""
+
+    user: User
+    conversation: Conversation
+    question: str
+    searched_query: str = ""
+    access_tags: list[str] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    mode: str = AnswerMode.EXTRACTIVE
+    reasoning: str = ""
+    answer: str = ""
+    status: str = AnswerStatus.FAILED
+    error: str = ""
+    model: str = ""
+    endpoint: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    first_token_ms: float | None = None
+    request_id: str = ""
+    history: list[Turn] = field(default_factory=list)
+
+    def mark_first_token(self) -> None:
+        if self.first_token_ms is None:
+            self.first_token_ms = (time.perf_counter() - self.started) * 1000
+
+
+def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
+    from assistant.audit import ledger_append
+
+    kept, dropped = extract_citations(draft.answer, len(draft.passages))
+    answer_text = strip_invalid_citations(draft.answer, len(draft.passages))
+    citations = [citation_json(n, draft.passages[n - 1]) for n in kept]
+    passages_json = [citation_json(n, p) for n, p in enumerate(draft.passages, start=1)]
+    total_ms = (time.perf_counter() - draft.started) * 1000
+    with transaction.atomic():
+        answer = Answer.objects.create(
+            conversation=draft.conversation,
+            user=draft.user,
+            question=draft.question,
+            searched_query=draft.searched_query,
+            answer=answer_text,
+            reasoning=draft.reasoning,
+            status=draft.status,
+            mode=draft.mode,
+            citations=citations,
+            passages=passages_json,
+            dropped_citations=dropped,
+            model_name=draft.model,
+            endpoint=draft.endpoint,
+            error=draft.error,
+            prompt_tokens=draft.usage.get("prompt_tokens"),
+            completion_tokens=draft.usage.get("completion_tokens"),
+            first_token_ms=draft.first_token_ms,
+            total_ms=total_ms,
+        )
+        Conversation.objects.filter(id=draft.conversation.id).update(updated_at=answer.created_at)
+        ledger_append(
+            event="answer",
+            actor=draft.user,
+            answer=answer,
+            request_id=draft.request_id,
+            details={
+                "answer_id": answer.id,
+                "conversation_id": draft.conversation.id,
+                "access_tags": draft.access_tags,
+                "question": draft.question,
+                "searched_query": draft.searched_query,
+                "passages": [{**passage, "rank": passage["n"]} for passage in passages_json],
+                "prompt": draft.messages,
+                "mode": draft.mode,
+                "model": draft.model,
+                "endpoint": draft.endpoint,
+                "sampling": {**SAMPLING, "max_tokens": settings.VLLM_MAX_TOKENS}
+                if draft.mode == AnswerMode.LLM
+                else {},
+                "reasoning": draft.reasoning,
+                "answer": answer_text,
+                "citations": [c["n"] for c in citations],
+                "dropped_citations": dropped,
+                "usage": draft.usage,
+                "first_token_ms": draft.first_token_ms,
+                "total_ms": total_ms,
+                "status": draft.status,
+                "error": draft.error,
+            },
+        )
+    return answer, citations
+
+
+async def _stream_model(draft: _Draft, pool: EndpointPool) -> AsyncIterator[AnswerEvent]:
+    draft.mode = AnswerMode.LLM
+    draft.messages = build_messages(draft.question, _sources(draft.passages), draft.history)
+    try:
+        async for event in pool.stream_chat(draft.messages, sampling=SAMPLING):
+            draft.endpoint = event.endpoint or draft.endpoint
+            draft.model = event.model or draft.model
+            if event.kind == "reasoning":
+                draft.mark_first_token()
+                draft.reasoning += event.text
+                yield AnswerEvent("reasoning", event.text)
+            elif event.kind == "answer":
+                draft.mark_first_token()
+                if event.reclassified:
+                    # No think block was ever closed: the supposed reasoning was the answer.
+                    draft.reasoning = ""
+                    draft.answer = event.text
+                    yield AnswerEvent("reclassify", event.text)
+                else:
+                    draft.answer += event.text
+                    yield AnswerEvent("answer", event.text)
+            elif event.kind == "done":
+                draft.usage = dict(event.usage or {})
+                draft.status = (
+                    AnswerStatus.ABSTAINED if is_abstention(draft.answer) else AnswerStatus.ANSWERED
+                )
+            elif event.kind == "error":
+                draft.error = event.error or "The language model failed."
+                draft.status = AnswerStatus.CUT_OFF if event.cut else AnswerStatus.FAILED
+                notice = (
+                    "The answer was cut off before it was complete: " + draft.error
+                    if event.cut
+                    else draft.error
+                )
+                yield AnswerEvent("notice", notice)
+    except LLMUnavailableError as error:
+        draft.status = AnswerStatus.FAILED
+        draft.error = str(error)
+        yield AnswerEvent(
+            "notice",
+            "The language model is not reachable right now, so no answer was written. "
+            "Your question is kept; please try again in a moment.",
+        )
+
+
+async def answer_events(
+    *,
+    user: User,
+    question: str,
+    conversation_id: int | None = None,
+    request_id: str = "",
+) -> AsyncIterator[AnswerEvent]:
+    """Stream one answer. Raises QuestionRejected before anything starts for bad input.
+
+    The final event is `done` with the saved answer's id, status, mode and citations. If the
+    consumer stops early (a stop button, a closed connection) the answer is saved as cancelled.
+    """
+    text = question_validate(question)
+    conversation, history = await sync_to_async(_conversation_and_history)(
+        user, conversation_id, text
+    )
+    draft = _Draft(
+        user=user,
+        conversation=conversation,
+        question=text,
+        request_id=request_id,
+        history=history,
+    )
+    pool = model_pool()
+    saved = False
+    try:
+        draft.searched_query = await _standalone_query(text, history, pool)
+        draft.access_tags = sorted(await sync_to_async(access_tags_for_user)(user))
+        draft.passages = await sync_to_async(passages_for_user)(
+            user=user, query=draft.searched_query
+        )
+        yield AnswerEvent(
+            "meta",
+            data={
+                "conversation_id": conversation.id,
+                "searched_query": draft.searched_query,
+                "mode": AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE,
+                "sources": len(draft.passages),
+            },
+        )
+        if not draft.passages:
+            draft.mode = AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE
+            draft.answer = NO_PASSAGES_ANSWER
+            draft.status = AnswerStatus.ABSTAINED
+            yield AnswerEvent("answer", draft.answer)
+        elif pool is not None:
+            async for event in _stream_model(draft, pool):
+                yield event
+        else:
+            draft.mode = AnswerMode.EXTRACTIVE
+            draft.answer, answered = extractive_answer(draft.searched_query, draft.passages)
+            draft.status = AnswerStatus.ANSWERED if answered else AnswerStatus.ABSTAINED
+            draft.mark_first_token()
+            yield AnswerEvent("answer", draft.answer)
+        answer, citations = await sync_to_async(_save)(draft)
+        saved = True
+        yield AnswerEvent(
+            "done",
+            data={
+                "answer_id": answer.id,
+                "conversation_id": conversation.id,
+                "status": answer.status,
+                "mode": answer.mode,
+                "answer": answer.answer,
+                "reasoning": answer.reasoning,
+                "searched_query": answer.searched_query,
+                "citations": citations,
+                "dropped_citations": answer.dropped_citations,
+                "error": answer.error,
+                "model": answer.model_name,
+            },
+        )
+    except (GeneratorExit, asyncio.CancelledError):
+        draft.status = AnswerStatus.CANCELLED
+        draft.error = "Stopped before the answer was complete."
+        raise
+    except Exception as error:
+        draft.status = AnswerStatus.FAILED
+        draft.error = f"The answer failed: {error.__class__.__name__}: {error}"
+        raise
+    finally:
+        if not saved:
+            # Keep what was produced, and the record of it, however the stream ended.
+            await asyncio.shield(sync_to_async(_save)(draft))
