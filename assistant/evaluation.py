@@ -132,7 +132,12 @@ def beir_index(folder: Path, data: BeirSet, progress: object = None) -> VectorIn
 
 
 def beir_evaluate(
-    index: VectorIndex, data: BeirSet, *, mode: SearchMode, fusion: str = "dbsf"
+    index: VectorIndex,
+    data: BeirSet,
+    *,
+    mode: SearchMode,
+    fusion: str = "dbsf",
+    candidates: int | None = None,
 ) -> dict[str, float]:
     query_ids = sorted(data.queries)
     texts = [data.queries[q] for q in query_ids]
@@ -147,7 +152,7 @@ def beir_evaluate(
             access_tags=[EVAL_TAG],
             limit=100,
             mode=mode,
-            candidates=settings.RETRIEVAL_CANDIDATES,
+            candidates=candidates or settings.RETRIEVAL_CANDIDATES,
             fusion=fusion,  # type: ignore[arg-type]
         )
         ranked = [str(hit.payload["source"]) for hit in hits]

@@ -153,7 +153,6 @@ class AuditHead(models.Model):
 
 class AuditReferenceKind(models.TextChoices):
     DOCUMENT_CITED = "document.cited", "Document cited in the answer"
-    DOCUMENT_SHOWN = "document.shown", "Document passage shown to the model"
     DOCUMENT_SUBJECT = "document.subject", "Document acted on"
     GROUP_ACL = "group.acl", "Group in the reader's access filter"
     GROUP_SUBJECT = "group.subject", "Group acted on"
@@ -184,3 +183,32 @@ class AuditFlag(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.record_id} flags #{self.target_id}"
+
+
+class FeedbackRating(models.IntegerChoices):
+    UP = 1, "Helpful"
+    DOWN = -1, "Not helpful"
+
+
+class Feedback(models.Model):
+    """An employee's verdict on one answer; giving it again replaces the earlier one."""
+
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback"
+    )
+    rating = models.SmallIntegerField(choices=FeedbackRating.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["answer", "user"], name="unique_feedback_per_user"),
+            models.CheckConstraint(
+                condition=models.Q(rating__in=[1, -1]), name="feedback_rating_up_or_down"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on answer {self.answer_id}"

@@ -16,6 +16,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from assistant.audit import current_actor, document_access, document_act_details, ledger_append
+from assistant.models import AuditEvent
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.index import dense, passage_for_embedding, sparse, vector_index
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
@@ -120,6 +122,9 @@ def document_upload(
         )
         version.save()
         version_queue(version)
+        event = AuditEvent.DOCUMENT_UPLOADED if number == 1 else AuditEvent.DOCUMENT_VERSION_ADDED
+        details = document_act_details(event, document, version=version)
+        ledger_append(event=event, actor=user or current_actor(), details=details)
     return UploadOutcome(name=name, version=version, created=True)
 
 
@@ -162,10 +167,14 @@ def version_cancel(version: DocumentVersion) -> bool:
 def document_set_access(*, document: Document, groups: Iterable[Group], is_public: bool) -> None:
     """Who may read a document changes in the index at once, for every version's passages."""
     with transaction.atomic():
+        access_before = document_access(document)
         document.groups.set(list(groups))
         document.is_public = is_public
         document.save(update_fields=["is_public", "updated_at"])
         tags = document.access_tags()
+        event = AuditEvent.DOCUMENT_ACCESS_CHANGED
+        details = document_act_details(event, document, access_before=access_before)
+        ledger_append(event=event, actor=current_actor(), details=details)
     vector_index().set_payload(values={"groups": tags}, document_id=document.id)
 
 
@@ -177,6 +186,9 @@ def document_delete(*, document: Document) -> None:
         document.versions.filter(
             status__in=[VersionStatus.QUEUED, VersionStatus.PARSING, VersionStatus.EMBEDDING]
         ).update(status=VersionStatus.CANCELLED, status_message="The document was deleted.")
+        event = AuditEvent.DOCUMENT_DELETED
+        details = document_act_details(event, document)
+        ledger_append(event=event, actor=current_actor(), details=details)
     vector_index().delete(document_id=document.id)
 
 

@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
             name='AuditReference',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('document.cited', 'Document cited in the answer'), ('document.shown', 'Document passage shown to the model'), ('document.subject', 'Document acted on'), ('group.acl', "Group in the reader's access filter"), ('group.subject', 'Group acted on'), ('user.subject', 'User acted on')], max_length=20)),
+                ('kind', models.CharField(choices=[('document.cited', 'Document cited in the answer'), ('document.subject', 'Document acted on'), ('group.acl', "Group in the reader's access filter"), ('group.subject', 'Group acted on'), ('user.subject', 'User acted on')], max_length=20)),
                 ('target_id', models.BigIntegerField()),
                 ('record', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='references', to='assistant.auditrecord')),
             ],

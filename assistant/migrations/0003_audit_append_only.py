@@ -25,7 +25,7 @@ SEARCH_INDEX = (
 def install(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    schema_editor.execute(INSTALL)
+    schema_editor.execute(INSTALL, params=None)
     for table in LEDGER_TABLES:
         schema_editor.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "

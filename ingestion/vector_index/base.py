@@ -118,6 +118,10 @@ def access_scope(access_tags: Collection[str], *, only_active: bool) -> PointSco
     The one place where the access rule is written: both backends search only inside
     this scope, as a filter of the query itself.
     """
+    if isinstance(access_tags, str):
+        # A lone string is a collection of its characters: refuse it rather than match
+        # tags nobody meant.
+        raise TypeError("access_tags must be a collection of tags, not a single string")
     tags = sorted({tag for tag in access_tags if tag})
     if not tags:
         return None

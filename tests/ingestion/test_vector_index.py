@@ -45,10 +45,11 @@ class Passage:
     chunk_index: int
     groups: tuple[str, ...]
     text: str
+    revision: int = 0
 
     @property
     def version_id(self) -> int:
-        return self.document_id * 10
+        return self.document_id * 10 + self.revision
 
     @property
     def id(self) -> str:
@@ -161,7 +162,7 @@ def open_test_index(backend: str, path: Path) -> VectorIndex:
     return open_index(backend="edge" if backend == "edge" else "server", path=path)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -173,7 +174,19 @@ def index_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def index(backend: str, index_path: Path, encoder: Encoder) -> Iterator[VectorIndex]:
+    """A fresh index holding the corpus, for tests that change it."""
     opened = open_test_index(backend, index_path)
+    opened.upsert(index_points(encoder, CORPUS))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def corpus_index(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, encoder: Encoder
+) -> Iterator[VectorIndex]:
+    """One index holding the corpus, shared by the tests that only search it."""
+    opened = open_test_index(backend, tmp_path_factory.mktemp(backend) / "index")
     opened.upsert(index_points(encoder, CORPUS))
     yield opened
     opened.close()
@@ -214,8 +227,8 @@ def test_it_stores_a_passage_once_however_often_it_is_upserted(
     assert sorted(index.point_ids(version_id=40)) == sorted(p.id for p in BADGE_FAULTS)
 
 
-def test_it_returns_the_payload_of_each_hit(index: VectorIndex, encoder: Encoder) -> None:
-    hits = search(index, encoder, "vegetarian lasagna", USER_B, limit=1)
+def test_it_returns_the_payload_of_each_hit(corpus_index: VectorIndex, encoder: Encoder) -> None:
+    hits = search(corpus_index, encoder, "vegetarian lasagna", USER_B, limit=1)
 
     assert hit_ids(hits) == [OTHERS[0].id]
     assert hits[0].payload["text"] == OTHERS[0].text
@@ -226,9 +239,9 @@ def test_it_returns_the_payload_of_each_hit(index: VectorIndex, encoder: Encoder
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
 def test_it_never_shows_a_passage_to_someone_outside_its_groups(
-    index: VectorIndex, encoder: Encoder, mode: SearchMode, fusion: str
+    corpus_index: VectorIndex, encoder: Encoder, mode: SearchMode, fusion: str
 ) -> None:
-    hits = search(index, encoder, CANARY.text, USER_B, mode=mode, fusion=fusion, limit=50)
+    hits = search(corpus_index, encoder, CANARY.text, USER_B, mode=mode, fusion=fusion, limit=50)
 
     assert CANARY.id not in hit_ids(hits)
     assert all(set(hit.payload["groups"]) & USER_B for hit in hits)
@@ -237,26 +250,33 @@ def test_it_never_shows_a_passage_to_someone_outside_its_groups(
         assert len(hits) == len(CORPUS) - 1
 
 
-def test_it_shows_a_passage_to_its_group(index: VectorIndex, encoder: Encoder) -> None:
+def test_it_shows_a_passage_to_its_group(corpus_index: VectorIndex, encoder: Encoder) -> None:
     for mode in MODES:
-        hits = search(index, encoder, CANARY.text, USER_A, mode=mode)
+        hits = search(corpus_index, encoder, CANARY.text, USER_A, mode=mode)
 
         assert hit_ids(hits) == [CANARY.id]
 
 
 def test_it_shows_public_passages_to_everyone_with_the_public_tag(
-    index: VectorIndex, encoder: Encoder
+    corpus_index: VectorIndex, encoder: Encoder
 ) -> None:
-    hits = search(index, encoder, "vacation days", {PUBLIC}, limit=50)
+    hits = search(corpus_index, encoder, "vacation days", {PUBLIC}, limit=50)
 
     assert hit_ids(hits)[0] == LEAVE.id
     assert {hit.payload["document_id"] for hit in hits} == {2, 7}
 
 
-def test_it_shows_nothing_to_someone_without_tags(index: VectorIndex, encoder: Encoder) -> None:
+def test_it_shows_nothing_to_someone_without_tags(
+    corpus_index: VectorIndex, encoder: Encoder
+) -> None:
     for mode in MODES:
-        assert search(index, encoder, CANARY.text, set(), mode=mode) == []
-        assert search(index, encoder, CANARY.text, {""}, mode=mode) == []
+        assert search(corpus_index, encoder, CANARY.text, set(), mode=mode) == []
+        assert search(corpus_index, encoder, CANARY.text, {""}, mode=mode) == []
+
+
+def test_it_refuses_a_single_tag_given_as_text(corpus_index: VectorIndex, encoder: Encoder) -> None:
+    with pytest.raises(TypeError):
+        search(corpus_index, encoder, CANARY.text, "group:1")  # type: ignore[arg-type]
 
 
 def test_it_hides_a_new_version_until_it_is_activated(index: VectorIndex, encoder: Encoder) -> None:
@@ -283,14 +303,15 @@ def test_it_applies_a_change_of_groups_at_once(index: VectorIndex, encoder: Enco
 
 
 def test_it_deletes_the_passages_of_a_version(index: VectorIndex, encoder: Encoder) -> None:
-    next_version = Passage(4, 0, (GROUP_B,), "Badge reader faults are now shown as text.")
-    index.upsert(index_points(encoder, [next_version], version_id=41))
+    next_version = Passage(4, 0, (GROUP_B,), "Badge reader faults are now shown as text.", 1)
+    index.upsert(index_points(encoder, [next_version]))
 
     index.delete(version_id=40)
 
     assert index.count(version_id=40) == 0
     assert index.count(document_id=4) == 1
     assert index.point_ids(version_id=40) == []
+    assert index.point_ids(version_id=41) == [next_version.id]
     hits = search(index, encoder, "Badge reader fault XQ7719", USER_B, limit=50)
     assert {hit.payload["version_id"] for hit in hits if hit.payload["document_id"] == 4} == {41}
 
@@ -312,22 +333,26 @@ def test_it_refuses_to_delete_without_saying_what(index: VectorIndex) -> None:
 
 
 def test_hybrid_search_finds_a_rare_exact_term_that_dense_search_misses(
-    index: VectorIndex, encoder: Encoder
+    corpus_index: VectorIndex, encoder: Encoder
 ) -> None:
-    assert hit_ids(search(index, encoder, "XQ7791", USER_B, mode="dense"))[0] != ARCHIVE.id
+    assert hit_ids(search(corpus_index, encoder, "XQ7791", USER_B, mode="dense"))[0] != ARCHIVE.id
 
     for fusion in ("dbsf", "rrf"):
-        assert hit_ids(search(index, encoder, "XQ7791", USER_B, fusion=fusion))[0] == ARCHIVE.id
+        assert (
+            hit_ids(search(corpus_index, encoder, "XQ7791", USER_B, fusion=fusion))[0] == ARCHIVE.id
+        )
 
 
 def test_hybrid_search_finds_a_paraphrase_that_sparse_search_misses(
-    index: VectorIndex, encoder: Encoder
+    corpus_index: VectorIndex, encoder: Encoder
 ) -> None:
     question = "How many holidays roll over?"
 
-    assert LEAVE.id not in hit_ids(search(index, encoder, question, USER_B, mode="sparse"))
+    assert LEAVE.id not in hit_ids(search(corpus_index, encoder, question, USER_B, mode="sparse"))
     for fusion in ("dbsf", "rrf"):
-        assert hit_ids(search(index, encoder, question, USER_B, fusion=fusion))[0] == LEAVE.id
+        assert (
+            hit_ids(search(corpus_index, encoder, question, USER_B, fusion=fusion))[0] == LEAVE.id
+        )
 
 
 def test_it_keeps_the_passages_when_reopened(

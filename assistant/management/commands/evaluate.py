@@ -20,6 +20,9 @@ class Command(BaseCommand):
             "--mode", default="hybrid", choices=["dense", "sparse", "hybrid", "all"]
         )
         parser.add_argument("--fusion", default="dbsf", choices=["dbsf", "rrf"])
+        parser.add_argument(
+            "--candidates", type=int, default=None, help="candidates per retriever before fusion"
+        )
         parser.add_argument("--golden", default="", metavar="FILE.jsonl")
         parser.add_argument("--user", default="", help="with --golden: ask as this user")
         parser.add_argument("--json", action="store_true")
@@ -62,7 +65,13 @@ class Command(BaseCommand):
         modes = ["dense", "sparse", "hybrid"] if options["mode"] == "all" else [options["mode"]]
         try:
             results = {
-                mode: beir_evaluate(index, data, mode=mode, fusion=options["fusion"])  # type: ignore[arg-type]
+                mode: beir_evaluate(
+                    index,
+                    data,
+                    mode=mode,  # type: ignore[arg-type]
+                    fusion=options["fusion"],
+                    candidates=options["candidates"],
+                )
                 for mode in modes
             }
         finally:

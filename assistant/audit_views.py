@@ -1,0 +1,410 @@
+"""The auditors' pages: find records, read one as the model saw it, flag it, export a filter.
+
+Only members of the "auditors" group (and superusers) see them; every page opened and every
+export is itself appended to the ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from functools import wraps
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.models import Group
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from assistant.audit import (
+    AuditFilters,
+    audit_flag,
+    audit_records_filtered,
+    cited_passages,
+    export_lines,
+    is_auditor,
+    ledger_append,
+    passage_number,
+    record_chain_status,
+    text_sha256,
+)
+from assistant.models import AnswerStatus, AuditEvent, AuditFlag, AuditRecord
+from ingestion.models import Chunk, Document, DocumentVersion
+
+RECORDS_PER_PAGE = 50
+CITATION = re.compile(r"\[(\d{1,3})\]")
+
+View = Callable[..., HttpResponseBase]
+
+
+def auditor_required(view: View) -> View:
+    """Audit pages are for auditors: others log in first, then get 403."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_auditor(request.user):
+            raise PermissionDenied("Only auditors may read the audit log.")
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+SORT_CHOICES = [
+    ("-sequence", "Newest first"),
+    ("sequence", "Oldest first"),
+    ("actor_username", "User"),
+    ("event", "Event"),
+    ("status", "Status"),
+    ("model_name", "Model"),
+]
+
+
+class AuditFilterForm(forms.Form):
+    user = forms.CharField(required=False, max_length=150, label="User")
+    group = forms.ModelChoiceField(
+        queryset=Group.objects.order_by("name"), required=False, empty_label="Any"
+    )
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    status = forms.ChoiceField(choices=[("", "Any"), *AnswerStatus.choices], required=False)
+    event = forms.ChoiceField(choices=[("", "Any"), *AuditEvent.choices], required=False)
+    model = forms.ChoiceField(choices=[("", "Any")], required=False)
+    document = forms.IntegerField(required=False, min_value=1, label="Document (id)")
+    flagged = forms.ChoiceField(
+        choices=[("", "Any"), ("yes", "Flagged"), ("no", "Not flagged")], required=False
+    )
+    q = forms.CharField(required=False, max_length=500, label="Text in question or answer")
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        models = (
+            AuditRecord.objects.exclude(model_name="")
+            .order_by("model_name")
+            .values_list("model_name", flat=True)
+            .distinct()
+        )
+        self.fields["model"].choices = [("", "Any"), *((name, name) for name in models)]  # type: ignore[attr-defined]
+
+    def filters(self) -> AuditFilters:
+        """The filters chosen; none when the form is not valid."""
+        if not self.is_valid():
+            return AuditFilters()
+        data = self.cleaned_data
+        flagged = {"yes": True, "no": False}.get(data["flagged"])
+        return AuditFilters(
+            username=data["user"].strip(),
+            group_id=data["group"].pk if data["group"] else None,
+            since=_start_of(data["since"]) if data["since"] else None,
+            until=_start_of(data["until"] + timedelta(days=1)) if data["until"] else None,
+            status=data["status"],
+            document_id=data["document"],
+            model_name=data["model"],
+            event=data["event"],
+            flagged=flagged,
+            text=data["q"].strip(),
+            sort=data["sort"] or "-sequence",
+        )
+
+
+def _start_of(day: Any) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+class FlagForm(forms.Form):
+    note = forms.CharField(
+        max_length=2000, widget=forms.Textarea(attrs={"rows": 3}), label="Why this record"
+    )
+
+
+def _record_looking(request: HttpRequest, event: AuditEvent, details: dict[str, Any]) -> None:
+    with transaction.atomic():
+        ledger_append(event=event, actor=request.user, details=details)
+
+
+@auditor_required
+@require_GET
+def record_list(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET or None)
+    filters = form.filters()
+    records = audit_records_filtered(filters).annotate(
+        is_flagged=Exists(AuditFlag.objects.filter(target=OuterRef("pk")))
+    )
+    page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
+    _record_looking(
+        request,
+        AuditEvent.AUDIT_VIEWED,
+        {
+            "view": "list",
+            "filters": filters.as_details(),
+            "page": page.number,
+            "summary": f"Listed records (page {page.number})",
+        },
+    )
+    return render(
+        request,
+        "audit/record_list.html",
+        {
+            "form": form,
+            "page_obj": page,
+            "sort": filters.sort,
+            "sequence_sort": "sequence" if filters.sort == "-sequence" else "-sequence",
+            "filtered": bool(request.GET),
+        },
+    )
+
+
+@auditor_required
+@require_GET
+def record_export(request: HttpRequest) -> StreamingHttpResponse:
+    """The records of the current filter, oldest first, with their hashes."""
+    export_format = "csv" if request.GET.get("format") == "csv" else "jsonl"
+    filters = AuditFilterForm(request.GET).filters()
+    _record_looking(
+        request,
+        AuditEvent.AUDIT_EXPORTED,
+        {
+            "via": "audit pages",
+            "format": export_format,
+            "filters": filters.as_details(),
+            "summary": f"Exported records as {export_format.upper()}",
+        },
+    )
+    records = audit_records_filtered(dataclasses.replace(filters, sort="sequence"))
+    response = StreamingHttpResponse(
+        export_lines(records, export_format=export_format),
+        content_type="text/csv; charset=utf-8"
+        if export_format == "csv"
+        else "application/x-ndjson; charset=utf-8",
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{export_format}"'
+    return response
+
+
+@auditor_required
+@require_GET
+def record_detail(request: HttpRequest, sequence: int) -> HttpResponse:
+    record = get_object_or_404(AuditRecord, sequence=sequence)
+    _record_looking(
+        request,
+        AuditEvent.AUDIT_VIEWED,
+        {"view": "record", "sequence": sequence, "summary": f"Opened record {sequence}"},
+    )
+    details: dict[str, Any] = json.loads(record.details)
+    return render(
+        request,
+        "audit/record_detail.html",
+        {
+            "record": record,
+            "details": details,
+            "details_pretty": json.dumps(details, indent=2, ensure_ascii=False, sort_keys=True),
+            "is_answer": record.event == AuditEvent.ANSWER,
+            "answer_parts": _answer_parts(details),
+            "passages": _passages_now(details),
+            "cited_numbers": [passage_number(p) for p in cited_passages(details)],
+            "prompt_messages": _prompt_messages(details),
+            "chain": record_chain_status(record),
+            "flags": _flags_on(record),
+            "flag_form": FlagForm(),
+            "neighbours": _neighbours(record),
+            "other_details": _other_details(details),
+        },
+    )
+
+
+@auditor_required
+@require_POST
+def record_flag(request: HttpRequest, sequence: int) -> HttpResponse:
+    record = get_object_or_404(AuditRecord, sequence=sequence)
+    form = FlagForm(request.POST)
+    if form.is_valid():
+        flag = audit_flag(target=record, actor=request.user, note=form.cleaned_data["note"])
+        messages.success(request, f"Record {sequence} was flagged (record {flag.sequence}).")
+    else:
+        messages.error(request, "A flag needs a note saying why; nothing was recorded.")
+    return redirect("audit:record-detail", sequence=sequence)
+
+
+@dataclass(frozen=True)
+class AnswerPart:
+    text: str
+    citation: int | None = None
+
+
+def _answer_parts(details: Mapping[str, Any]) -> list[AnswerPart]:
+    """The answer split around its [n] markers, so that each can link to its passage."""
+    answer = str(details.get("answer") or "")
+    numbers = {passage_number(p) for p in details.get("passages") or [] if isinstance(p, Mapping)}
+    parts: list[AnswerPart] = []
+    position = 0
+    for match in CITATION.finditer(answer):
+        number = int(match.group(1))
+        if number not in numbers:
+            continue
+        parts.append(AnswerPart(answer[position : match.start()]))
+        parts.append(AnswerPart(match.group(0), citation=number))
+        position = match.end()
+    parts.append(AnswerPart(answer[position:]))
+    return [part for part in parts if part.text]
+
+
+@dataclass(frozen=True)
+class PassageNow:
+    """A passage as the model was shown it, and what became of its document since."""
+
+    passage: Mapping[str, Any]
+    number: Any
+    state: str
+    changed: bool
+
+
+def _passages_now(details: Mapping[str, Any]) -> list[PassageNow]:
+    passages = [p for p in details.get("passages") or [] if isinstance(p, Mapping)]
+    document_ids = {p.get("document_id") for p in passages}
+    documents: dict[Any, Mapping[str, Any]] = {
+        row["id"]: row
+        for row in Document.objects.filter(
+            id__in=[i for i in document_ids if isinstance(i, int)]
+        ).values("id", "deleted_at", "current_version_id")
+    }
+    current_numbers = dict(
+        DocumentVersion.objects.filter(
+            id__in=[d["current_version_id"] for d in documents.values() if d["current_version_id"]]
+        ).values_list("id", "number")
+    )
+    point_ids = [_uuid(p.get("point_id")) for p in passages]
+    chunk_texts = {
+        str(point): text
+        for point, text in Chunk.objects.filter(
+            point_id__in=[p for p in point_ids if p is not None]
+        ).values_list("point_id", "text")
+    }
+    shown = []
+    for passage in passages:
+        document = documents.get(passage.get("document_id"))
+        state, changed = _passage_state(passage, document, current_numbers, chunk_texts)
+        shown.append(PassageNow(passage, passage_number(passage), state, changed))
+    return shown
+
+
+def _passage_state(
+    passage: Mapping[str, Any],
+    document: Mapping[str, Any] | None,
+    current_numbers: Mapping[int, int],
+    chunk_texts: Mapping[str, str],
+) -> tuple[str, bool]:
+    if document is None:
+        return "Its document no longer exists.", True
+    if document["deleted_at"] is not None:
+        return f"Its document was deleted on {document['deleted_at']:%Y-%m-%d %H:%M}.", True
+    current = document["current_version_id"]
+    if current != passage.get("version_id"):
+        number = current_numbers.get(current)
+        now = f"version {number}" if number else "no version"
+        return f"Its document has changed: answers now use {now}.", True
+    point = _uuid(passage.get("point_id"))
+    stored = chunk_texts.get(str(point)) if point is not None else None
+    if stored is None:
+        return "The passage is no longer stored.", True
+    if text_sha256(stored) != passage.get("content_sha256"):
+        return "The stored passage text differs from what the model was shown.", True
+    return "Unchanged: this version is still the one answers use.", False
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _prompt_messages(details: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    messages_sent = details.get("prompt_messages") or details.get("prompt") or []
+    if isinstance(messages_sent, str):
+        return [{"role": "user", "content": messages_sent}]
+    return [m for m in messages_sent if isinstance(m, Mapping)]
+
+
+ANSWER_KEYS_SHOWN = frozenset(
+    {
+        "question",
+        "searched_query",
+        "answer",
+        "reasoning",
+        "passages",
+        "citations",
+        "prompt",
+        "prompt_messages",
+        "summary",
+    }
+)
+
+
+def _other_details(details: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Everything the page does not lay out by itself, as readable text."""
+    shown = []
+    for key in sorted(details):
+        if key in ANSWER_KEYS_SHOWN:
+            continue
+        value = details[key]
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        shown.append((key, text))
+    return shown
+
+
+@dataclass(frozen=True)
+class FlagShown:
+    record: AuditRecord
+    note: str
+
+
+def _flags_on(record: AuditRecord) -> list[FlagShown]:
+    flags = AuditFlag.objects.filter(target=record).select_related("record").order_by("record")
+    return [
+        FlagShown(flag.record, str(json.loads(flag.record.details).get("note", "")))
+        for flag in flags
+    ]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    previous: int | None
+    following: int | None
+
+
+def _neighbours(record: AuditRecord) -> Neighbours:
+    """The same user's records just before and after this one."""
+    if record.actor_id is None:
+        return Neighbours(None, None)
+    same_user = AuditRecord.objects.filter(actor_id=record.actor_id)
+    return Neighbours(
+        previous=same_user.filter(sequence__lt=record.sequence)
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)
+        .first(),
+        following=same_user.filter(sequence__gt=record.sequence)
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+        .first(),
+    )

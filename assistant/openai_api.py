@@ -1,0 +1,414 @@
+"""The assistant as an OpenAI-compatible model, so that chat clients and SDKs can use it.
+
+It answers like vLLM serving R1 with a reasoning parser: the reasoning in `reasoning` (and
+`reasoning_content`, for older clients), the answer in `content` with its [n] citations and a
+"Sources:" list, and the cited passages in an extra `citations` field. The sign-in is the
+caller's API token as a Bearer key, and the answer comes from what that person may read.
+
+The last user message is the question. Earlier turns are not taken on trust: when they are
+the questions of one of the caller's conversations (a client sending the chat so far), the
+answer continues it; a `conversation_id` field picks one explicitly; otherwise a new
+conversation starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.authtoken.models import Token
+
+from assistant.answering import QuestionRejected, question_validate
+from assistant.api import (
+    STREAM_HEADERS,
+    AnswerStream,
+    answer_stream,
+    citation_public,
+    new_request_id,
+    own_conversations,
+)
+from assistant.models import Answer
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "knowledge-assistant"
+MODEL_OWNER = "knowledge-assistant"
+# How many earlier answers with the same question are checked when matching a conversation.
+CONVERSATION_MATCH_CANDIDATES = 5
+
+
+class ChatRequestInvalid(Exception):
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    question: str
+    earlier_questions: list[str]
+    stream: bool
+    include_usage: bool
+    conversation_id: int | None
+
+
+def openai_error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def openai_error(
+    message: str,
+    *,
+    status: int,
+    error_type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> JsonResponse:
+    return JsonResponse(openai_error_body(message, error_type, param, code), status=status)
+
+
+def unauthorized() -> JsonResponse:
+    response = openai_error(
+        "Missing or invalid API key: send your API token as 'Authorization: Bearer <token>'.",
+        status=401,
+        code="invalid_api_key",
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def bearer_user(request: HttpRequest) -> User | None:
+    """The active user whose API token is the Bearer key, if any."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return None
+    token = await Token.objects.select_related("user").filter(key=key).afirst()
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
+
+
+def model_card() -> dict[str, Any]:
+    return {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": MODEL_OWNER}
+
+
+def _message_text(message: dict[str, Any], index: int) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ChatRequestInvalid(
+                    "Only text content is supported.", param=f"messages[{index}].content"
+                )
+            parts.append(str(part.get("text", "")))
+        return "\n".join(parts)
+    if content is None:
+        return ""
+    raise ChatRequestInvalid("Message content must be text.", param=f"messages[{index}].content")
+
+
+def chat_request_parse(body: Any) -> ChatRequest:
+    """Check a chat completion request; the sampling parameters are the assistant's own."""
+    if not isinstance(body, dict):
+        raise ChatRequestInvalid("The request body must be a JSON object.")
+    model = body.get("model")
+    if model not in (None, MODEL_ID):
+        raise ChatRequestInvalid(
+            f"The model `{model}` does not exist; use `{MODEL_ID}`.", param="model", status=404
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ChatRequestInvalid("`messages` must be a non-empty list.", param="messages")
+    if body.get("n", 1) != 1:
+        raise ChatRequestInvalid("Only one choice (n=1) is supported.", param="n")
+    # System and tool turns are left out: the assistant's instructions are fixed.
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ChatRequestInvalid("Each message needs a role.", param=f"messages[{index}]")
+        if message["role"] in ("user", "assistant"):
+            turns.append((message["role"], _message_text(message, index)))
+    if not turns or turns[-1][0] != "user":
+        raise ChatRequestInvalid("The last message must be the user's question.", param="messages")
+    try:
+        question = question_validate(turns[-1][1])
+    except QuestionRejected as rejected:
+        raise ChatRequestInvalid(str(rejected), param="messages") from rejected
+    stream = body.get("stream", False)
+    options = body.get("stream_options") or {}
+    conversation_id = body.get("conversation_id")
+    if not isinstance(stream, bool) or not isinstance(options, dict):
+        raise ChatRequestInvalid("`stream` must be a boolean.", param="stream")
+    if conversation_id is not None and (
+        not isinstance(conversation_id, int) or isinstance(conversation_id, bool)
+    ):
+        raise ChatRequestInvalid("`conversation_id` must be an integer.", param="conversation_id")
+    return ChatRequest(
+        question=question,
+        earlier_questions=[text.strip() for role, text in turns[:-1] if role == "user"],
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+        conversation_id=conversation_id,
+    )
+
+
+def conversation_for_chat(user: User, chat: ChatRequest) -> int | None:
+    """The conversation the request continues, or None for a new one."""
+    conversations = own_conversations(user)
+    if chat.conversation_id is not None:
+        if not conversations.filter(id=chat.conversation_id).exists():
+            raise ChatRequestInvalid("No such conversation.", param="conversation_id", status=404)
+        return chat.conversation_id
+    if not chat.earlier_questions:
+        return None
+    candidates = (
+        Answer.objects.filter(
+            user=user,
+            question=chat.earlier_questions[-1],
+            conversation__in=conversations.values("id"),
+        )
+        .order_by("-created_at")
+        .values_list("conversation_id", flat=True)[:CONVERSATION_MATCH_CANDIDATES]
+    )
+    for conversation_id in candidates:
+        questions = list(
+            Answer.objects.filter(conversation_id=conversation_id)
+            .order_by("created_at", "id")
+            .values_list("question", flat=True)
+        )
+        if questions == chat.earlier_questions:
+            return conversation_id
+    return None
+
+
+def sources_text(citations: list[dict[str, Any]]) -> str:
+    """The cited passages as a list the reader can follow, after the answer."""
+    if not citations:
+        return ""
+    lines = ["", "", "Sources:"]
+    for citation in citations:
+        where = [citation["source"]]
+        if citation.get("page"):
+            where.append(f"page {citation['page']}")
+        if citation.get("heading"):
+            where.append(citation["heading"])
+        title = citation.get("title") or citation["source"]
+        lines.append(f"[{citation['n']}] {title} ({', '.join(where)})")
+    return "\n".join(lines)
+
+
+def notice_text(notice: str, *, after_text: bool) -> str:
+    return f"\n\n{notice}" if after_text else notice
+
+
+def answer_extras(done: dict[str, Any]) -> dict[str, Any]:
+    """Fields beyond OpenAI's that carry what a chat client cannot show by itself."""
+    return {
+        "citations": [citation_public(citation) for citation in done["citations"]],
+        "conversation_id": done["conversation_id"],
+        "answer_id": done["answer_id"],
+        "status": done["status"],
+        "mode": done["mode"],
+        "searched_query": done["searched_query"],
+    }
+
+
+def usage_of(answer_id: int) -> dict[str, int]:
+    """Model tokens; an extractive answer used none."""
+    counts = (
+        Answer.objects.filter(id=answer_id)
+        .values_list("prompt_tokens", "completion_tokens")
+        .first()
+    )
+    prompt, completion = (counts[0] or 0, counts[1] or 0) if counts else (0, 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+async def models(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return openai_error("Use GET.", status=405)
+    if await bearer_user(request) is None:
+        return unauthorized()
+    return JsonResponse({"object": "list", "data": [model_card()]})
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    if request.method != "POST":
+        return openai_error("Use POST.", status=405)
+    user = await bearer_user(request)
+    if user is None:
+        return unauthorized()
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError:
+        return openai_error("The request body is not valid JSON.", status=400)
+    try:
+        chat = chat_request_parse(body)
+        conversation_id = await sync_to_async(conversation_for_chat)(user, chat)
+    except ChatRequestInvalid as invalid:
+        return openai_error(invalid.message, status=invalid.status, param=invalid.param)
+    completion_id = f"chatcmpl-{new_request_id()}"
+    events = answer_stream(
+        user=user,
+        question=chat.question,
+        conversation_id=conversation_id,
+        # The audit record carries the id the client received.
+        request_id=completion_id,
+    )
+    if chat.stream:
+        chunks = completion_chunks(
+            events, completion_id=completion_id, include_usage=chat.include_usage
+        )
+        return StreamingHttpResponse(
+            chunks, content_type="text/event-stream", headers=STREAM_HEADERS
+        )
+    return await completion(events, completion_id=completion_id)
+
+
+async def completion(events: AnswerStream, *, completion_id: str) -> HttpResponse:
+    notices: list[str] = []
+    done: dict[str, Any] | None = None
+    async with aclosing(events):
+        async for event in events:
+            if event.kind == "notice":
+                notices.append(event.text)
+            elif event.kind == "done":
+                done = event.data
+    if done is None:
+        raise RuntimeError("The answer stream ended without a final event.")
+    if done["status"] == "failed" and not done["answer"]:
+        message = " ".join(notices) or "The answer failed; please try again."
+        return openai_error(message, status=503, error_type="service_unavailable")
+    content = done["answer"]
+    for notice in notices:
+        content += notice_text(notice, after_text=bool(content))
+    content += sources_text(done["citations"])
+    reasoning = done["reasoning"] or None
+    return JsonResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": MODEL_ID,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "reasoning": reasoning,
+                        "reasoning_content": reasoning,
+                        "tool_calls": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                    "stop_reason": None,
+                }
+            ],
+            "usage": await sync_to_async(usage_of)(done["answer_id"]),
+            **answer_extras(done),
+        }
+    )
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def completion_chunks(
+    events: AnswerStream, *, completion_id: str, include_usage: bool
+) -> AsyncIterator[str]:
+    """`chat.completion.chunk` events framed as vLLM frames them, then `data: [DONE]`."""
+    created = int(time.time())
+
+    def chunk(
+        delta: dict[str, Any], finish_reason: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
+        if finish_reason is not None:
+            choice["stop_reason"] = None
+        payload: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": MODEL_ID,
+            "choices": [choice],
+            **extra,
+        }
+        if include_usage:
+            payload["usage"] = None
+        return payload
+
+    yield _sse(chunk({"role": "assistant", "content": ""}))
+    wrote_content = False
+    async with aclosing(events):
+        try:
+            async for event in events:
+                if event.kind == "reasoning":
+                    yield _sse(chunk({"reasoning": event.text, "reasoning_content": event.text}))
+                elif event.kind in ("answer", "reclassify"):
+                    yield _sse(chunk({"content": event.text}))
+                    wrote_content = wrote_content or bool(event.text)
+                elif event.kind == "notice":
+                    yield _sse(
+                        chunk({"content": notice_text(event.text, after_text=wrote_content)})
+                    )
+                    wrote_content = True
+                elif event.kind == "done":
+                    done = event.data
+                    if done["citations"]:
+                        yield _sse(chunk({"content": sources_text(done["citations"])}))
+                    yield _sse(chunk({}, "stop", **answer_extras(done)))
+                    if include_usage:
+                        usage = await sync_to_async(usage_of)(done["answer_id"])
+                        yield _sse(
+                            {
+                                "id": completion_id,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": MODEL_ID,
+                                "choices": [],
+                                "usage": usage,
+                            }
+                        )
+        except Exception:
+            # The answer is recorded as failed; the client gets an error it can show.
+            logger.exception("chat completion stream failed")
+            yield _sse(
+                {
+                    "error": {
+                        "message": "The answer failed; please try again.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            )
+    yield "data: [DONE]\n\n"

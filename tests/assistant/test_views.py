@@ -1,0 +1,412 @@
+"""The portal pages, through Django's test client: access, conversations, streaming, sources."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
+from django.test import AsyncClient, Client
+
+from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation, Feedback
+from ingestion.models import Chunk, Document
+from ingestion.runner import run_pending_once
+from ingestion.services import document_upload_bytes
+from tests.assistant.conftest import CANARY, Library
+
+SECRET = "7-4-1-9"
+NIGHTJAR_QUESTION = "What is the launch code for Project Nightjar?"
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def parse_sse(body: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in body.split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def stream(user: User, payload: dict[str, Any]) -> tuple[int, str, list[tuple[str, Any]]]:
+    """POST to /ask/stream over ASGI and read the Server-Sent Events as they come."""
+
+    async def consume() -> tuple[int, str, list[tuple[str, Any]]]:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.post("/ask/stream", payload, content_type="application/json")
+        if not response.streaming:
+            return response.status_code, response["Content-Type"], [("refused", response.json())]
+        body = b""
+        async for part in response.streaming_content:
+            body += part
+        return response.status_code, response["Content-Type"], parse_sse(body.decode())
+
+    return async_to_sync(consume)()
+
+
+def ask(user: User, question: str, conversation_id: int | None = None) -> dict[str, Any]:
+    status, _, events = stream(user, {"question": question, "conversation_id": conversation_id})
+    assert status == 200, events
+    kind, done = events[-1]
+    assert kind == "done", events
+    return dict(done)
+
+
+def a_conversation(user: User, title: str) -> Conversation:
+    return Conversation.objects.create(user=user, title=title)
+
+
+def an_answer(user: User, question: str, text: str, **fields: Any) -> Answer:
+    """An answer as the answering service saves it, without searching for one."""
+    conversation = fields.pop("conversation", None) or a_conversation(user, question)
+    return Answer.objects.create(
+        conversation=conversation,
+        user=user,
+        question=question,
+        searched_query=question,
+        answer=text,
+        status=fields.pop("status", AnswerStatus.ANSWERED),
+        mode=fields.pop("mode", AnswerMode.LLM),
+        **fields,
+    )
+
+
+class People:
+    """Two employees in different groups, and no documents: for pages that need none."""
+
+    def __init__(self) -> None:
+        self.alice = User.objects.create_user("alice", password="pw-alice-123")
+        self.bob = User.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def people(db: None) -> People:
+    return People()
+
+
+# ---- Access ------------------------------------------------------------------------------------
+
+
+def test_the_portal_asks_for_a_login_first(client: Client, db: None) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    refused = client.post("/ask/stream", {"question": "hello?"}, content_type="application/json")
+    assert refused.status_code == 401
+    assert "log in" in refused.json()["detail"].lower()
+
+
+def test_the_ask_page_has_a_labelled_box_with_its_limit(people: People, settings: Any) -> None:
+    settings.QUESTION_MAX_CHARS = 1234
+    page = logged_in(people.alice).get("/").content.decode()
+    assert '<label for="question">' in page
+    assert 'maxlength="1234"' in page
+    assert "Up to 1234 characters" in page
+    assert "js/chat.js" in page
+    assert "<script>" not in page.split("<main", 1)[1]
+
+
+# ---- Conversations -----------------------------------------------------------------------------
+
+
+def test_the_sidebar_lists_only_the_users_own_conversations(people: People) -> None:
+    a_conversation(people.alice, "Alice asks about rockets")
+    a_conversation(people.bob, "Bob asks about prices")
+    removed = a_conversation(people.alice, "Alice removed this one")
+    logged_in(people.alice).post(f"/c/{removed.id}/remove")
+
+    page = logged_in(people.alice).get("/").content.decode()
+    assert "Alice asks about rockets" in page
+    assert "Bob asks about prices" not in page
+    assert "Alice removed this one" not in page
+
+
+def test_the_sidebar_is_paginated_newest_first(people: People) -> None:
+    for number in range(25):
+        a_conversation(people.alice, f"Topic number {number:02d}")
+    client = logged_in(people.alice)
+    first_page = client.get("/").content.decode()
+    assert "Topic number 24" in first_page
+    assert "Topic number 00" not in first_page
+    assert "Page 1 of 2" in first_page
+    assert "Topic number 00" in client.get("/?page=2").content.decode()
+
+
+def test_another_users_conversation_is_not_found(people: People) -> None:
+    bobs = a_conversation(people.bob, "Bob's pricing questions")
+    alice = logged_in(people.alice)
+    assert alice.get(f"/c/{bobs.id}/").status_code == 404
+    assert alice.post(f"/c/{bobs.id}/rename", {"title": "Mine now"}).status_code == 404
+    assert alice.post(f"/c/{bobs.id}/remove").status_code == 404
+    bobs.refresh_from_db()
+    assert bobs.title == "Bob's pricing questions"
+    assert bobs.hidden_at is None
+
+
+def test_a_conversation_can_be_renamed_and_removed_without_losing_answers(
+    people: People,
+) -> None:
+    answer = an_answer(people.alice, "What is the launch code?", "It is secret.")
+    conversation_id = answer.conversation_id
+    client = logged_in(people.alice)
+
+    renamed = client.post(f"/c/{conversation_id}/rename", {"title": "  Nightjar   codes "})
+    assert renamed.status_code == 302
+    assert (
+        '<h1 id="chat-heading">Nightjar codes</h1>'
+        in client.get(f"/c/{conversation_id}/").content.decode()
+    )
+
+    client.post(f"/c/{conversation_id}/rename", {"title": "   "})
+    assert Conversation.objects.get(id=conversation_id).title == "Nightjar codes"
+
+    removed = client.post(f"/c/{conversation_id}/remove")
+    assert removed.status_code == 302
+    assert client.get(f"/c/{conversation_id}/").status_code == 404
+    assert f'href="/c/{conversation_id}/"' not in client.get("/").content.decode()
+    assert Answer.objects.filter(conversation_id=conversation_id).count() == 1
+
+
+def test_a_follow_up_continues_the_conversation_shown_as_one_thread(library: Library) -> None:
+    first = ask(library.alice, NIGHTJAR_QUESTION)
+    follow_up = ask(library.alice, "When is the first test flight?", first["conversation_id"])
+    assert follow_up["conversation_id"] == first["conversation_id"]
+
+    page = logged_in(library.alice).get(f"/c/{first['conversation_id']}/").content.decode()
+    assert page.index(NIGHTJAR_QUESTION) < page.index("When is the first test flight?")
+    assert f'href="/passages/{first["answer_id"]}/1/"' in page
+    assert "nightjar.md" in page
+    assert "Extracted from your documents without a language model" in page
+    assert f'name="conversation_id" value="{first["conversation_id"]}"' in page
+
+    status, _, _ = stream(
+        library.bob, {"question": "and the code?", "conversation_id": first["conversation_id"]}
+    )
+    assert status == 404
+    assert Answer.objects.count() == 2
+
+
+# ---- Asking ------------------------------------------------------------------------------------
+
+
+def test_the_stream_sends_the_events_of_an_extractive_answer_in_order(library: Library) -> None:
+    status, content_type, events = stream(library.alice, {"question": NIGHTJAR_QUESTION})
+    assert status == 200
+    assert content_type.startswith("text/event-stream")
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["meta", "answer", "done"]
+    meta, answer, done = (data for _, data in events)
+    assert meta["mode"] == "extractive"
+    assert meta["conversation_url"] == f"/c/{meta['conversation_id']}/"
+    assert meta["title"] == NIGHTJAR_QUESTION
+    assert SECRET in answer["text"]
+    assert done["status"] == "answered"
+    assert done["citations"][0]["source"] == "nightjar.md"
+    assert done["fragment_url"] == f"/answers/{done['answer_id']}/fragment"
+
+    fragment = logged_in(library.alice).get(done["fragment_url"]).content.decode()
+    assert "Extracted from your documents without a language model" in fragment
+    assert f'<a href="/passages/{done["answer_id"]}/1/"' in fragment
+    assert SECRET in fragment
+    assert logged_in(library.bob).get(done["fragment_url"]).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [("", "Please type a question."), ("   \n", "Please type a question."), ("x" * 40, "limit")],
+)
+def test_a_bad_question_is_refused_with_a_message_before_any_model_is_asked(
+    people: People, settings: Any, question: str, message: str
+) -> None:
+    settings.QUESTION_MAX_CHARS = 30
+    # An endpoint that does not exist: asking it would fail loudly, not refuse politely.
+    settings.VLLM_URLS = ["http://127.0.0.1:9/v1"]
+    status, _, events = stream(people.alice, {"question": question})
+    assert status == 400
+    assert message in events[0][1]["detail"]
+    assert not Answer.objects.exists()
+    assert not Conversation.objects.exists()
+
+
+def test_the_form_without_scripts_answers_and_keeps_a_refused_question(library: Library) -> None:
+    client = logged_in(library.alice)
+    answered = client.post("/ask/", {"question": NIGHTJAR_QUESTION})
+    assert answered.status_code == 302
+    answer = Answer.objects.get()
+    assert answered["Location"] == f"/c/{answer.conversation_id}/#answer-{answer.id}"
+
+    refused = client.post(
+        "/ask/", {"question": "?!", "conversation_id": str(answer.conversation_id)}
+    )
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert "The question has no words in it." in page
+    assert ">?!</textarea>" in page
+    assert Answer.objects.count() == 1
+
+
+def test_an_abstained_answer_says_so_and_shows_what_was_searched(library: Library) -> None:
+    done = ask(library.nobody, "What is the price of the Kestrel licence?")
+    assert done["status"] == AnswerStatus.ABSTAINED
+    fragment = logged_in(library.nobody).get(done["fragment_url"]).content.decode()
+    assert "Your documents do not answer this question." in fragment
+    assert "Searched for: <q>What is the price of the Kestrel licence?</q>" in fragment
+
+
+def test_a_failed_answer_shows_why(library: Library, settings: Any) -> None:
+    settings.VLLM_URLS = ["http://127.0.0.1:9/v1"]
+    settings.VLLM_CONNECT_TIMEOUT_S = 1.0
+    status, _, events = stream(library.alice, {"question": NIGHTJAR_QUESTION})
+    assert status == 200
+    kinds = [kind for kind, _ in events]
+    assert "notice" in kinds
+    done = events[-1][1]
+    assert done["status"] == AnswerStatus.FAILED
+    fragment = logged_in(library.alice).get(done["fragment_url"]).content.decode()
+    assert "No answer could be written." in fragment
+    assert "Was this answer helpful?" not in fragment
+
+
+# ---- Sources -----------------------------------------------------------------------------------
+
+
+def test_the_passage_viewer_highlights_the_cited_passage_in_its_version(library: Library) -> None:
+    done = ask(library.alice, NIGHTJAR_QUESTION)
+    client = logged_in(library.alice)
+    page = client.get(f"/passages/{done['answer_id']}/1/").content.decode()
+    cited = page.split('id="cited"', 1)[1].split("</article>", 1)[0]
+    assert f"<mark>{CANARY}" in cited
+    assert "Project Nightjar" in page
+    document = Document.objects.get(source_path="nightjar.md")
+    download_url = f"/documents/{document.id}/versions/1/file"
+    assert download_url in page
+
+    downloaded = client.get(download_url)
+    assert downloaded.status_code == 200
+    assert CANARY.encode() in b"".join(downloaded.streaming_content)  # type: ignore[arg-type]
+
+
+def test_a_guessed_passage_or_file_of_another_group_is_not_found_like_a_missing_one(
+    library: Library,
+) -> None:
+    done = ask(library.alice, NIGHTJAR_QUESTION)
+    document = Document.objects.get(source_path="nightjar.md")
+    chunk = Chunk.objects.filter(version__document=document).first()
+    assert chunk is not None
+    bob = logged_in(library.bob)
+    alice = logged_in(library.alice)
+    assert alice.get(f"/passages/point/{chunk.point_id}/").status_code == 200
+
+    guessed = [
+        f"/passages/{done['answer_id']}/1/",
+        f"/passages/point/{chunk.point_id}/",
+        f"/documents/{document.id}/versions/1/file",
+    ]
+    missing = [
+        f"/passages/{done['answer_id'] + 1000}/1/",
+        f"/passages/point/{uuid.uuid4()}/",
+        f"/documents/{document.id + 1000}/versions/1/file",
+    ]
+    for guessed_url, missing_url in zip(guessed, missing, strict=True):
+        refused, absent = bob.get(guessed_url), bob.get(missing_url)
+        assert refused.status_code == absent.status_code == 404
+        assert refused.content == absent.content
+        assert SECRET.encode() not in refused.content
+
+    # Access is checked at every read: out of the group, the passage closes for Alice too.
+    library.alice.groups.remove(library.group_a)
+    assert alice.get(f"/passages/{done['answer_id']}/1/").status_code == 404
+
+
+def test_script_in_a_document_or_answer_is_shown_as_text(people: People) -> None:
+    document_upload_bytes(
+        name="falcon.txt",
+        data=b"The Falcon budget marker is <script>window.__pwned=1</script> in the ledger.\n",
+        is_public=True,
+    )
+    run_pending_once()
+    chunk = Chunk.objects.get(version__document__source_path="falcon.txt")
+    answer = an_answer(
+        people.bob,
+        "What is the Falcon budget marker?",
+        "It is <script>window.__pwned=1</script> **here** [1] [2]",
+        passages=[
+            {
+                "n": 1,
+                "point_id": str(chunk.point_id),
+                "version_id": chunk.version_id,
+                "chunk_index": chunk.index,
+            }
+        ],
+    )
+    client = logged_in(people.bob)
+    fragment = client.get(f"/answers/{answer.id}/fragment").content.decode()
+    assert "<script>window" not in fragment
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in fragment
+    assert "<strong>here</strong>" in fragment
+    assert f'<a href="/passages/{answer.id}/1/"' in fragment
+    # [2] names no source: it stays text, not a link.
+    assert "[2]" in fragment
+    assert f"/passages/{answer.id}/2/" not in fragment
+
+    passage_page = client.get(f"/passages/{answer.id}/1/").content.decode()
+    assert "<script>window" not in passage_page
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in passage_page
+
+
+# ---- Feedback ----------------------------------------------------------------------------------
+
+
+def test_feedback_is_saved_once_per_answer_and_can_be_changed(people: People) -> None:
+    answer = an_answer(people.alice, "When is the test flight?", "In the autumn.")
+    client = logged_in(people.alice)
+    url = f"/answers/{answer.id}/feedback"
+    as_json = {"Accept": "application/json"}
+
+    first = client.post(url, {"rating": "1"}, headers=as_json)
+    assert first.json()["rating"] == 1
+    changed = client.post(url, {"rating": "-1", "comment": "Missing the date."}, headers=as_json)
+    assert changed.status_code == 200
+    feedback = Feedback.objects.get()
+    assert (feedback.rating, feedback.comment) == (-1, "Missing the date.")
+
+    fragment = client.get(f"/answers/{answer.id}/fragment").content.decode()
+    assert 'value="-1" class="button button-small" aria-pressed="true"' in fragment
+    assert "Missing the date." in fragment
+
+    without_scripts = client.post(url, {"rating": "1"})
+    assert without_scripts["Location"] == f"/c/{answer.conversation_id}/#answer-{answer.id}"
+    assert Feedback.objects.get().rating == 1
+
+    assert client.post(url, {"rating": "5"}, headers=as_json).status_code == 400
+    assert logged_in(people.bob).post(url, {"rating": "1"}).status_code == 404
+    assert Feedback.objects.count() == 1
+
+
+def test_the_feedback_page_shows_the_worst_rated_answers_first_to_staff_only(
+    people: People,
+) -> None:
+    good = an_answer(people.alice, "When is the Nightjar test flight?", "In the autumn [1].")
+    bad = an_answer(people.bob, "What does the Kestrel licence cost?", "1,000 euros.")
+    logged_in(people.alice).post(f"/answers/{good.id}/feedback", {"rating": "1"})
+    logged_in(people.bob).post(
+        f"/answers/{bad.id}/feedback", {"rating": "-1", "comment": "Wrong year."}
+    )
+    assert logged_in(people.alice).get("/feedback/").status_code == 403
+
+    staff = User.objects.create_user("reviewer", password="pw-reviewer-123", is_staff=True)
+    page = logged_in(staff).get("/feedback/").content.decode()
+    assert page.index("Kestrel licence") < page.index("Nightjar test flight")
+    assert "Wrong year." in page
+    assert "Score -1" in page
+    assert "Score 1" in page
