@@ -929,6 +929,11 @@ def is_auditor(user: AbstractBaseUser | AnonymousUser) -> bool:
     return Group.objects.filter(user=user.pk, name=AUDITORS_GROUP).exists()
 
 
+def audit_context(request: HttpRequest) -> dict[str, Callable[[], bool]]:
+    """Template context: `is_auditor`, asked of the database only when a template uses it."""
+    return {"is_auditor": lambda: is_auditor(request.user)}
+
+
 def audit_flag(*, target: AuditRecord, actor: Actor, note: str) -> AuditRecord:
     """Flag a record with a note: a new record pointing at it, the old one stays as it was."""
     with transaction.atomic():

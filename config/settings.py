@@ -145,7 +145,7 @@ CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 40)
 
 # Retrieval: hybrid dense + BM25, fused inside Qdrant; a local cross-encoder folder enables rerank.
 RETRIEVAL_TOP_K = env_int("RETRIEVAL_TOP_K", 8)
-RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 100)
+RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 400)
 RETRIEVAL_FUSION = env_str("RETRIEVAL_FUSION", "dbsf")
 RERANKER_MODEL_PATH = env_str("RERANKER_MODEL_PATH", "")
 QUESTION_MAX_CHARS = env_int("QUESTION_MAX_CHARS", 4000)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from ingestion.vector_index.base import (
+    FusionMethod,
     Hit,
     IndexLockedError,
     IndexPoint,
@@ -17,6 +18,7 @@ from ingestion.vector_index.base import (
 )
 
 __all__ = [
+    "FusionMethod",
     "Hit",
     "IndexLockedError",
     "IndexPoint",

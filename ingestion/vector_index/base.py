@@ -15,7 +15,7 @@ SPARSE_VECTOR = "bm25"
 POINT_ID_NAMESPACE = uuid.UUID("6f1f9a52-3c1e-4b7a-9d0e-5a8c2b7e4d10")
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
-Fusion = Literal["rrf", "dbsf"]
+FusionMethod = Literal["rrf", "dbsf"]
 
 
 class VectorIndexError(Exception):
@@ -27,7 +27,7 @@ class VectorIndexError(Exception):
 
 
 class IndexLockedError(VectorIndexError):
-    """The embedded index folder is already open in another process."""
+    """The embedded index folder is already held, by another process or another handle."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class VectorIndex(Protocol):
         limit: int = 10,
         mode: SearchMode = "hybrid",
         candidates: int = 100,
-        fusion: Fusion = "dbsf",
+        fusion: FusionMethod = "dbsf",
         only_active: bool = True,
     ) -> list[Hit]:
         """Passages readable with `access_tags`, best first; the ACL is part of the query."""

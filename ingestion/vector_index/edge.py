@@ -16,7 +16,7 @@ import qdrant_edge as edge
 from ingestion.vector_index.base import (
     DENSE_VECTOR,
     SPARSE_VECTOR,
-    Fusion,
+    FusionMethod,
     Hit,
     IndexLockedError,
     IndexPoint,
@@ -35,6 +35,8 @@ LOCK_FILE = ".lock"
 # Points that only sit in plain (not yet HNSW-indexed) segments are searched by brute
 # force: cheap for a few thousand, about 12 ms per query at 100k on two cores. Once an
 # upsert leaves more than this many of them, the shard is optimized before returning.
+# qdrant-edge keeps the interpreter lock while it optimizes (up to about a minute at
+# 100k points on two cores), stalling every thread of the process; hence few, large steps.
 UNINDEXED_POINTS_BEFORE_OPTIMIZE = 20_000
 
 # Fixed by Qdrant's RRF default, so that both backends rank alike.
@@ -48,7 +50,7 @@ class EdgeIndex:
 
     def __init__(self, *, path: Path, dense_size: int) -> None:
         self._path = path
-        self._lock_fd = _lock_folder(path)
+        self._lock_fd: int | None = _lock_folder(path)
         # The shard is not documented as safe for concurrent updates; serialising the
         # writes keeps an optimize or a flush from interleaving with another writer.
         self._write_lock = threading.Lock()
@@ -61,6 +63,7 @@ class EdgeIndex:
             raise
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
+        """Store the points durably; now and then also builds the search graph (slow)."""
         if not points:
             return
         edge_points = [
@@ -100,7 +103,7 @@ class EdgeIndex:
         limit: int = 10,
         mode: SearchMode = "hybrid",
         candidates: int = 100,
-        fusion: Fusion = "dbsf",
+        fusion: FusionMethod = "dbsf",
         only_active: bool = True,
     ) -> list[Hit]:
         check_search_arguments(
@@ -246,7 +249,7 @@ def _load_or_create_shard(path: Path, dense_size: int) -> edge.EdgeShard:
         return edge.EdgeShard.create(str(path), config)
 
 
-def _lock_folder(path: Path) -> int | None:
+def _lock_folder(path: Path) -> int:
     """Take the folder for this process, or say which process has it.
 
     qdrant-edge refuses a second opener through its WAL lock, but only after touching the

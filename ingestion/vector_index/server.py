@@ -19,7 +19,7 @@ from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 from ingestion.vector_index.base import (
     DENSE_VECTOR,
     SPARSE_VECTOR,
-    Fusion,
+    FusionMethod,
     Hit,
     IndexLockedError,
     IndexPoint,
@@ -107,7 +107,7 @@ class ServerIndex:
         limit: int = 10,
         mode: SearchMode = "hybrid",
         candidates: int = 100,
-        fusion: Fusion = "dbsf",
+        fusion: FusionMethod = "dbsf",
         only_active: bool = True,
     ) -> list[Hit]:
         check_search_arguments(

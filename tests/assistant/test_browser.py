@@ -39,11 +39,11 @@ ADMIN_PASSWORD = "a-long-test-password"
 BOB_PASSWORD = "bob-has-a-long-password"
 SECRET = "7-4-1-9"
 NIGHTJAR = (
-    "# Project Nightjar\n\n"
+    "# Nightjar launch code\n\n"
     f"The launch code for Project Nightjar is {SECRET}. The code was approved by the "
     "security board in March.\n\n"
-    "## Schedule\n\nThe first test flight of Project Nightjar is planned for the autumn, "
-    "after the wind tunnel trials.\n"
+    "# Nightjar schedule\n\nThe first test flight of Project Nightjar is planned for the "
+    "autumn, after the wind tunnel trials.\n"
 )
 FALCON = (
     "Falcon budget memo.\n\n"
@@ -210,7 +210,9 @@ def test_an_employee_asks_reads_the_reasoning_and_sources_and_follows_up(
 
     page.goto(f"{portal.url}/")
     watch_the_streamed_text(page)
-    box = page.get_by_label("Your question")
+    expect(page.get_by_label("Your question")).to_be_visible()
+    # The label turns into "Follow-up question" once the conversation exists.
+    box = page.locator("textarea[name=question]")
     box.fill("What is the launch code for Project Nightjar?")
     box.press("Enter")
     streaming = page.locator("article.is-streaming")
@@ -288,7 +290,7 @@ def test_the_stop_button_ends_the_answer_and_keeps_the_question(portal: Portal, 
     from playwright.sync_api import expect
 
     log_in(page, portal, "admin", ADMIN_PASSWORD)
-    box = page.get_by_label("Your question")
+    box = page.locator("textarea[name=question]")
     question = "Who approved the Nightjar launch code and when?"
     box.fill(question)
     box.press("Enter")
@@ -339,11 +341,12 @@ def _upload_public(client: httpx.Client, csrf: str, name: str, text: str) -> Non
     raise AssertionError("the upload did not finish")
 
 
-def _latest_answer(database: Path) -> dict[str, Any]:
+def _saved_answer(database: Path, question: str) -> dict[str, Any]:
     with sqlite3.connect(database, timeout=30) as connection:
         connection.row_factory = sqlite3.Row
         row = connection.execute(
-            "SELECT status, reasoning, answer, error FROM assistant_answer ORDER BY id DESC LIMIT 1"
+            "SELECT status, reasoning, answer, error FROM assistant_answer WHERE question = ?",
+            [question],
         ).fetchone()
     return dict(row) if row else {}
 
@@ -356,11 +359,12 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_answer(portal: 
         "heron.txt",
         "The Heron archive keeps expense reports for seven years in the basement vault.\n",
     )
+    question = "How long does the Heron archive keep expense reports?"
     reasoning_events = 0
     with client.stream(
         "POST",
         "/ask/stream",
-        json={"question": "How long does the Heron archive keep expense reports?"},
+        json={"question": question},
         headers={"X-CSRFToken": csrf, "Accept": "text/event-stream"},
     ) as response:
         assert response.status_code == 200
@@ -373,13 +377,13 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_answer(portal: 
     client.close()
 
     deadline = time.monotonic() + 30
-    latest = _latest_answer(portal.database)
-    while latest.get("status") != "cancelled" and time.monotonic() < deadline:
+    saved = _saved_answer(portal.database, question)
+    while not saved and time.monotonic() < deadline:
         time.sleep(0.2)
-        latest = _latest_answer(portal.database)
-    assert latest["status"] == "cancelled", latest
+        saved = _saved_answer(portal.database, question)
+    assert saved["status"] == "cancelled", saved
     # What was produced before the client left is kept with the answer.
-    assert latest["reasoning"].strip()
-    assert "Stopped" in latest["error"]
+    assert saved["reasoning"].strip()
+    assert "Stopped" in saved["error"]
     # The server stopped generating: the model was still reasoning when the client left.
-    assert latest["answer"] == ""
+    assert saved["answer"] == ""

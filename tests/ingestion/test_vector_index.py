@@ -12,11 +12,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from ingestion.vector_index import (
+    FusionMethod,
     Hit,
     IndexLockedError,
     IndexPoint,
@@ -29,8 +30,10 @@ from ingestion.vector_index import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = ["edge", "server"]
+Backend = Literal["edge", "server"]
+BACKENDS: list[Backend] = ["edge", "server"]
 MODES: list[SearchMode] = ["hybrid", "dense", "sparse"]
+FUSIONS: list[FusionMethod] = ["dbsf", "rrf"]
 
 GROUP_A = "group:1"
 GROUP_B = "group:2"
@@ -158,13 +161,9 @@ def index_points(
     ]
 
 
-def open_test_index(backend: str, path: Path) -> VectorIndex:
-    return open_index(backend="edge" if backend == "edge" else "server", path=path)
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
 
 
 @pytest.fixture
@@ -173,9 +172,9 @@ def index_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def index(backend: str, index_path: Path, encoder: Encoder) -> Iterator[VectorIndex]:
+def index(backend: Backend, index_path: Path, encoder: Encoder) -> Iterator[VectorIndex]:
     """A fresh index holding the corpus, for tests that change it."""
-    opened = open_test_index(backend, index_path)
+    opened = open_index(backend=backend, path=index_path)
     opened.upsert(index_points(encoder, CORPUS))
     yield opened
     opened.close()
@@ -183,10 +182,10 @@ def index(backend: str, index_path: Path, encoder: Encoder) -> Iterator[VectorIn
 
 @pytest.fixture(scope="module")
 def corpus_index(
-    backend: str, tmp_path_factory: pytest.TempPathFactory, encoder: Encoder
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory, encoder: Encoder
 ) -> Iterator[VectorIndex]:
     """One index holding the corpus, shared by the tests that only search it."""
-    opened = open_test_index(backend, tmp_path_factory.mktemp(backend) / "index")
+    opened = open_index(backend=backend, path=tmp_path_factory.mktemp(backend) / "index")
     opened.upsert(index_points(encoder, CORPUS))
     yield opened
     opened.close()
@@ -199,7 +198,7 @@ def search(
     access_tags: set[str],
     *,
     mode: SearchMode = "hybrid",
-    fusion: str = "dbsf",
+    fusion: FusionMethod = "dbsf",
     limit: int = 5,
     only_active: bool = True,
 ) -> list[Hit]:
@@ -209,7 +208,7 @@ def search(
         access_tags=access_tags,
         limit=limit,
         mode=mode,
-        fusion="rrf" if fusion == "rrf" else "dbsf",
+        fusion=fusion,
         only_active=only_active,
     )
 
@@ -237,9 +236,9 @@ def test_it_returns_the_payload_of_each_hit(corpus_index: VectorIndex, encoder: 
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
+@pytest.mark.parametrize("fusion", FUSIONS)
 def test_it_never_shows_a_passage_to_someone_outside_its_groups(
-    corpus_index: VectorIndex, encoder: Encoder, mode: SearchMode, fusion: str
+    corpus_index: VectorIndex, encoder: Encoder, mode: SearchMode, fusion: FusionMethod
 ) -> None:
     hits = search(corpus_index, encoder, CANARY.text, USER_B, mode=mode, fusion=fusion, limit=50)
 
@@ -337,7 +336,7 @@ def test_hybrid_search_finds_a_rare_exact_term_that_dense_search_misses(
 ) -> None:
     assert hit_ids(search(corpus_index, encoder, "XQ7791", USER_B, mode="dense"))[0] != ARCHIVE.id
 
-    for fusion in ("dbsf", "rrf"):
+    for fusion in FUSIONS:
         assert (
             hit_ids(search(corpus_index, encoder, "XQ7791", USER_B, fusion=fusion))[0] == ARCHIVE.id
         )
@@ -349,18 +348,18 @@ def test_hybrid_search_finds_a_paraphrase_that_sparse_search_misses(
     question = "How many holidays roll over?"
 
     assert LEAVE.id not in hit_ids(search(corpus_index, encoder, question, USER_B, mode="sparse"))
-    for fusion in ("dbsf", "rrf"):
+    for fusion in FUSIONS:
         assert (
             hit_ids(search(corpus_index, encoder, question, USER_B, fusion=fusion))[0] == LEAVE.id
         )
 
 
 def test_it_keeps_the_passages_when_reopened(
-    index: VectorIndex, backend: str, index_path: Path, encoder: Encoder
+    index: VectorIndex, backend: Backend, index_path: Path, encoder: Encoder
 ) -> None:
     index.close()
 
-    reopened = open_test_index(backend, index_path)
+    reopened = open_index(backend=backend, path=index_path)
     try:
         assert reopened.count() == len(CORPUS)
         assert hit_ids(search(reopened, encoder, "vegetarian lasagna", USER_B))[0] == OTHERS[0].id
@@ -368,8 +367,21 @@ def test_it_keeps_the_passages_when_reopened(
         reopened.close()
 
 
+SECOND_OPENER = """
+import sys
+from pathlib import Path
+from ingestion.vector_index import IndexLockedError, open_index
+
+try:
+    open_index(backend=sys.argv[1], path=Path(sys.argv[2]))
+except IndexLockedError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
 def test_it_refuses_a_second_process_on_the_same_folder(
-    index: VectorIndex, backend: str, index_path: Path, encoder: Encoder
+    index: VectorIndex, backend: Backend, index_path: Path, encoder: Encoder
 ) -> None:
     other_process = subprocess.run(
         [sys.executable, "-c", SECOND_OPENER, backend, str(index_path)],
@@ -388,23 +400,10 @@ def test_it_refuses_a_second_process_on_the_same_folder(
     assert hit_ids(search(index, encoder, "vegetarian lasagna", USER_B))[0] == OTHERS[0].id
 
 
-SECOND_OPENER = """
-import sys
-from pathlib import Path
-from ingestion.vector_index import IndexLockedError, open_index
-
-try:
-    open_index(backend=sys.argv[1], path=Path(sys.argv[2]))
-except IndexLockedError as error:
-    print(error)
-    sys.exit(3)
-"""
-
-
 def test_it_refuses_a_second_opener_in_the_same_process(
-    index: VectorIndex, backend: str, index_path: Path
+    index: VectorIndex, backend: Backend, index_path: Path
 ) -> None:
     with pytest.raises(IndexLockedError):
-        open_test_index(backend, index_path)
+        open_index(backend=backend, path=index_path)
 
     assert index.count() == len(CORPUS)

@@ -1,0 +1,185 @@
+"""The ingestion services end to end: real parsing, the real model, the real embedded index."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import override_settings
+from pypdf import PdfWriter
+
+from assistant.retrieval import passages_for_user
+from ingestion.index import vector_index
+from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+from ingestion.runner import run_pending_once
+from ingestion.services import (
+    document_delete,
+    document_set_access,
+    document_upload_bytes,
+    version_cancel,
+    version_retry,
+)
+
+pytestmark = pytest.mark.django_db
+
+GOOD = b"# Parking\n\nVisitors park on level minus two of the north garage.\n"
+
+
+def blank_pdf() -> bytes:
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def encrypted_pdf(shared_data: Path) -> bytes:
+    writer = PdfWriter(clone_from=shared_data / "samples" / "pdf" / "fhs-3.0.pdf")
+    writer.encrypt(user_password="secret", algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def docx_bomb() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            block = b"\0" * (1024 * 1024)
+            for _ in range(600):
+                member.write(block)
+    return out.getvalue()
+
+
+@pytest.fixture
+def reader() -> User:
+    user = User.objects.create_user("reader")
+    user.groups.add(Group.objects.create(name="staff-all"))
+    return user
+
+
+def test_each_bad_file_fails_alone_with_its_reason(shared_data: Path, reader: User) -> None:
+    bad_files = {
+        "empty.txt": (b"", "empty"),
+        "report.pdf": (b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, "not a PDF"),
+        "broken.pdf": (b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog", "PDF"),
+        "locked.pdf": (encrypted_pdf(shared_data), "encrypted"),
+        "scan.pdf": (blank_pdf(), "no extractable text"),
+        "bomb.docx": (docx_bomb(), "zip bomb"),
+    }
+    outcomes = {
+        name: document_upload_bytes(name=name, data=data, is_public=True)
+        for name, (data, _) in bad_files.items()
+    }
+    good = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+    latin1 = document_upload_bytes(
+        name="kantine.txt",
+        data="Die Kantine öffnet um 11:30 Uhr; Grüße an alle Mitarbeiter.".encode("latin-1"),
+        is_public=True,
+    )
+    run_pending_once()
+
+    for name, (_, reason) in bad_files.items():
+        version = DocumentVersion.objects.get(id=outcomes[name].version.id)  # type: ignore[union-attr]
+        assert version.status == VersionStatus.FAILED, name
+        assert reason.lower() in version.status_message.lower(), (name, version.status_message)
+    assert DocumentVersion.objects.get(id=good.version.id).status == VersionStatus.READY  # type: ignore[union-attr]
+    kantine = DocumentVersion.objects.get(id=latin1.version.id)  # type: ignore[union-attr]
+    assert kantine.status == VersionStatus.READY
+    assert "öffnet" in kantine.chunks.get().text
+    hits = passages_for_user(user=reader, query="where do visitors park")
+    assert hits[0].source == "parking.md"
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b.txt", "tab\there.txt", "nul\x00.txt"])
+def test_a_bad_file_name_is_refused_before_storage(name: str) -> None:
+    outcome = document_upload_bytes(name=name, data=GOOD, is_public=True)
+    assert outcome.status == VersionStatus.FAILED
+    assert outcome.error
+    assert not DocumentVersion.objects.exists()
+
+
+@override_settings(UPLOAD_MAX_BYTES=1000)
+def test_an_oversize_file_is_refused_before_storage() -> None:
+    outcome = document_upload_bytes(name="big.txt", data=b"word " * 400, is_public=True)
+    assert outcome.status == VersionStatus.FAILED
+    assert "larger than the upload limit" in outcome.error
+    assert not DocumentVersion.objects.exists()
+
+
+def test_the_same_bytes_twice_are_one_version() -> None:
+    first = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+    again = document_upload_bytes(name="parking-copy.md", data=GOOD, is_public=True)
+    assert first.created and not again.created
+    assert again.version == first.version
+    assert Document.objects.count() == 1
+
+
+def test_a_new_version_replaces_the_old_only_once_indexed(reader: User) -> None:
+    document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+    run_pending_once()
+    newer = document_upload_bytes(
+        name="parking.md",
+        data=b"# Parking\n\nVisitors now park in the south garage, bay C.\n",
+        is_public=True,
+    )
+    assert newer.version is not None and newer.version.number == 2
+    # Queued, not yet indexed: search still serves version 1.
+    hits = passages_for_user(user=reader, query="where do visitors park")
+    assert "north garage" in hits[0].text
+    run_pending_once()
+    hits = passages_for_user(user=reader, query="where do visitors park")
+    assert "south garage" in hits[0].text
+    assert all("north garage" not in hit.text for hit in hits)
+    document = Document.objects.get()
+    assert document.current_version == newer.version
+    assert document.versions.count() == 2  # the old version stays on record
+
+
+def test_changing_groups_and_deleting_apply_to_search_at_once(reader: User) -> None:
+    outcome = document_upload_bytes(name="parking.md", data=GOOD)
+    run_pending_once()
+    assert passages_for_user(user=reader, query="visitors park") == []
+    document = outcome.version.document  # type: ignore[union-attr]
+    document_set_access(document=document, groups=reader.groups.all(), is_public=False)
+    assert passages_for_user(user=reader, query="visitors park")[0].source == "parking.md"
+    document_delete(document=document)
+    assert passages_for_user(user=reader, query="visitors park") == []
+    assert vector_index().count(document_id=document.id) == 0
+    assert Chunk.objects.filter(version__document=document).exists()  # kept for the record
+
+
+def test_a_cancelled_version_leaves_nothing_in_search_and_can_be_retried(reader: User) -> None:
+    outcome = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+    version = outcome.version
+    assert version is not None
+    assert version_cancel(version)
+    run_pending_once()
+    version.refresh_from_db()
+    assert version.status == VersionStatus.CANCELLED
+    assert passages_for_user(user=reader, query="visitors park") == []
+    version_retry(version)
+    run_pending_once()
+    version.refresh_from_db()
+    assert version.status == VersionStatus.READY
+    assert passages_for_user(user=reader, query="visitors park")[0].source == "parking.md"
+
+
+def test_running_a_version_twice_leaves_no_duplicate_passages() -> None:
+    from ingestion.services import versions_ingest
+
+    outcome = document_upload_bytes(name="parking.md", data=GOOD * 30, is_public=True)
+    version = outcome.version
+    assert version is not None
+    run_pending_once()
+    version.refresh_from_db()
+    total = version.chunks_total
+    # A re-delivered task: the same version ingested again from the start.
+    DocumentVersion.objects.filter(id=version.id).update(status=VersionStatus.QUEUED)
+    versions_ingest([version.id])
+    assert vector_index().count(version_id=version.id) == total
+    assert Chunk.objects.filter(version=version).count() == total
