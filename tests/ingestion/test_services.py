@@ -114,7 +114,8 @@ def test_an_oversize_file_is_refused_before_storage() -> None:
 def test_the_same_bytes_twice_are_one_version() -> None:
     first = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
     again = document_upload_bytes(name="parking-copy.md", data=GOOD, is_public=True)
-    assert first.created and not again.created
+    assert first.created
+    assert not again.created
     assert again.version == first.version
     assert Document.objects.count() == 1
 
@@ -127,7 +128,8 @@ def test_a_new_version_replaces_the_old_only_once_indexed(reader: User) -> None:
         data=b"# Parking\n\nVisitors now park in the south garage, bay C.\n",
         is_public=True,
     )
-    assert newer.version is not None and newer.version.number == 2
+    assert newer.version is not None
+    assert newer.version.number == 2
     # Queued, not yet indexed: search still serves version 1.
     hits = passages_for_user(user=reader, query="where do visitors park")
     assert "north garage" in hits[0].text
