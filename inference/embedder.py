@@ -70,8 +70,8 @@ class DenseEncoder:
         self.model.eval()
         self.dimension: int = self.model.get_embedding_dimension() or 384
         self.max_tokens = int(self.model.max_seq_length or 256)
-        # One encode at a time: torch already uses every core for a batch.
-        self._lock = threading.Lock()
+        # One batch encode at a time: torch already uses every core for a batch.
+        self._batch_lock = threading.Lock()
 
     @property
     def tokenizer(self) -> Any:
@@ -79,11 +79,15 @@ class DenseEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
-        import torch
-
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock, torch.inference_mode():
+        with self._batch_lock:
+            return self._encode_now(texts)
+
+    def _encode_now(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
             if self.precision == "bf16":
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     vectors = self._encode(texts)
@@ -101,7 +105,9 @@ class DenseEncoder:
         )
 
     def encode_query(self, text: str) -> list[float]:
-        return [float(x) for x in self.encode([text])[0]]
+        # Not behind the batch lock: a question must not wait for an ingestion batch, and
+        # inference does not change the model, so two threads may share it.
+        return [float(x) for x in self._encode_now([text])[0]]
 
 
 class SparseEncoder:

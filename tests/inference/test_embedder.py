@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.embedder import DenseEncoder, SparseEncoder, best_precision, resolve_precision
+
+TEXTS = [
+    "Visitors park on level minus two of the north garage.",
+    "The canteen opens at half past eleven.",
+]
+
+
+@pytest.fixture(scope="module")
+def fp32() -> DenseEncoder:
+    return DenseEncoder(precision="fp32")
+
+
+def test_vectors_are_unit_length_and_similar_texts_are_close(fp32: DenseEncoder) -> None:
+    vectors = fp32.encode([*TEXTS, "Where can guests leave their car?"])
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[2] @ vectors[0] > vectors[2] @ vectors[1]
+
+
+def test_bf16_gives_nearly_the_same_vectors(fp32: DenseEncoder) -> None:
+    bf16 = DenseEncoder(precision="bf16")
+    similarity = (bf16.encode(TEXTS) * fp32.encode(TEXTS)).sum(axis=1)
+    assert similarity.min() > 0.999
+
+
+def test_auto_precision_follows_the_cpu() -> None:
+    assert resolve_precision("auto") == best_precision()
+    assert resolve_precision("fp32") == "fp32"
+    with pytest.raises(ValueError, match="EMBEDDING_PRECISION"):
+        resolve_precision("fp8")
+
+
+def test_sparse_vectors_weigh_the_words_of_a_document() -> None:
+    encoder = SparseEncoder()
+    doc_indices, doc_values = encoder.encode_document("garage garage parking level")
+    query_indices, query_values = encoder.encode_query("garage")
+    assert set(query_indices) <= set(doc_indices)
+    assert all(value == 1.0 for value in query_values)
+    assert max(doc_values) > min(doc_values)
