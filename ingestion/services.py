@@ -260,40 +260,54 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
     return drafts
 
 
-def _version_activate(version_id: int) -> None:
-    """Make a fully indexed version the one search serves, then drop the older passages."""
-    index = vector_index()
-    with transaction.atomic():
-        version = (
-            DocumentVersion.objects.select_for_update()
-            .select_related("document")
-            .get(id=version_id)
-        )
-        if version.status != VersionStatus.EMBEDDING:
-            return
-        document = Document.objects.select_for_update().get(id=version.document_id)
-        current = document.current_version
-        serves_newest = current is None or current.number <= version.number
-        if serves_newest and document.deleted_at is None:
+def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
+    """Make fully indexed versions the ones search serves, then drop older passages.
+
+    `indexed_with_tags` maps each version to the access tags its passages were written
+    with; if the document's readers changed meanwhile, the passages are corrected here.
+    """
+    activate: list[int] = []
+    retag: dict[int, list[str]] = {}
+    stale_versions: list[int] = []
+    deleted_documents: list[int] = []
+    for version_id, indexed_tags in indexed_with_tags.items():
+        with transaction.atomic():
+            version = DocumentVersion.objects.select_for_update().get(id=version_id)
+            if version.status != VersionStatus.EMBEDDING:
+                continue
+            document = Document.objects.select_for_update().get(id=version.document_id)
+            _set_status(version.id, VersionStatus.READY, chunks_done=version.chunks_total)
+            if document.deleted_at is not None:
+                deleted_documents.append(document.id)
+                continue
+            current = document.current_version
+            if current is not None and current.number > version.number:
+                # An older version finished after a newer one: it is kept on record only.
+                stale_versions.append(version.id)
+                continue
             document.current_version = version
             document.save(update_fields=["current_version", "updated_at"])
-        _set_status(version.id, VersionStatus.READY, chunks_done=version.chunks_total)
-        tags = document.access_tags()
-        deleted = document.deleted_at is not None
-        stale_ids = list(
-            document.versions.exclude(
-                id=document.current_version_id if document.current_version_id else -1
-            ).values_list("id", flat=True)
-        )
-    if deleted:
-        index.delete(document_id=document.id)
-        return
-    if serves_newest:
+            activate.append(version.id)
+            tags = document.access_tags()
+            if tags != indexed_tags:
+                retag[version.id] = tags
+            stale_versions.extend(
+                document.versions.exclude(id=version.id)
+                .filter(status=VersionStatus.READY)
+                .values_list("id", flat=True)
+            )
+    index = vector_index()
+    for version_id, tags in retag.items():
         index.set_payload(
-            values={"active": True, "groups": tags}, document_id=document.id, version_id=version.id
+            values={"groups": tags},
+            document_id=DocumentVersion.objects.get(id=version_id).document_id,
+            version_id=version_id,
         )
-    for stale_id in stale_ids:
-        index.delete(version_id=stale_id)
+    index.activate_versions(activate)
+    for version_id in stale_versions:
+        index.delete(version_id=version_id)
+    for document_id in deleted_documents:
+        index.delete(document_id=document_id)
 
 
 def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
@@ -316,6 +330,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     remaining = {version.id: 0 for version, _ in work}
     for version, _ in work:
         remaining[version.id] += 1
+    tags_of = {version.id: version.document.access_tags() for version, _ in work}
     cancelled: set[int] = set()
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
@@ -351,7 +366,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
                     payload={
                         "document_id": version.document_id,
                         "version_id": version.id,
-                        "groups": version.document.access_tags(),
+                        "groups": tags_of[version.id],
                         "title": version.document.title,
                         "source": version.document.source_path,
                         "page": draft.page,
@@ -366,13 +381,15 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         done_in_batch: dict[int, int] = {}
         for version, _ in batch:
             done_in_batch[version.id] = done_in_batch.get(version.id, 0) + 1
+        completed: dict[int, list[str]] = {}
         for version_id, done in done_in_batch.items():
             DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
                 chunks_done=F("chunks_done") + done
             )
             remaining[version_id] -= done
             if remaining[version_id] == 0:
-                _version_activate(version_id)
+                completed[version_id] = tags_of[version_id]
+        _versions_activate(completed)
 
     for version_id in cancelled:
         index.delete(version_id=version_id)

@@ -79,6 +79,10 @@ class VectorIndex(Protocol):
         self, *, values: dict[str, Any], document_id: int, version_id: int | None = None
     ) -> None: ...
 
+    def activate_versions(self, version_ids: Sequence[int]) -> None:
+        """Switch on the passages of fully indexed versions, many at once (one write)."""
+        ...
+
     def delete(self, *, document_id: int | None = None, version_id: int | None = None) -> None: ...
 
     def count(
@@ -109,6 +113,7 @@ class PointScope:
     groups_any: list[str] | None = None
     document_id: int | None = None
     version_id: int | None = None
+    version_ids: list[int] | None = None
     active: bool | None = None
 
 

@@ -156,6 +156,15 @@ class EdgeIndex:
             shard.update(edge.UpdateOperation.set_payload_by_filter(selected, values))
             shard.flush()
 
+    def activate_versions(self, version_ids: Sequence[int]) -> None:
+        if not version_ids:
+            return
+        selected = _filter(PointScope(version_ids=list(version_ids)))
+        with self._write_lock, _edge_errors("activate passages"):
+            shard = self._current_shard()
+            shard.update(edge.UpdateOperation.set_payload_by_filter(selected, {"active": True}))
+            shard.flush()
+
     def delete(self, *, document_id: int | None = None, version_id: int | None = None) -> None:
         selected = _filter(deletion_scope(document_id=document_id, version_id=version_id))
         with self._write_lock, _edge_errors("delete passages"):
@@ -292,6 +301,8 @@ def _filter(scope: PointScope) -> edge.Filter:
         conditions.append(
             edge.FieldCondition("version_id", match=edge.MatchValue(scope.version_id))
         )
+    if scope.version_ids is not None:
+        conditions.append(edge.FieldCondition("version_id", match=edge.MatchAny(scope.version_ids)))
     if scope.active is not None:
         # qdrant-edge 0.9 reads a Python bool as the integer 0/1, which never equals a
         # stored JSON boolean; numpy's bool reaches Qdrant as a real boolean.

@@ -165,6 +165,15 @@ class ServerIndex:
         with self._request("update passages"):
             self._client.set_payload(self._collection, payload=values, points=selected, wait=True)
 
+    def activate_versions(self, version_ids: Sequence[int]) -> None:
+        if not version_ids:
+            return
+        selected = _filter(PointScope(version_ids=list(version_ids)))
+        with self._request("activate passages"):
+            self._client.set_payload(
+                self._collection, payload={"active": True}, points=selected, wait=True
+            )
+
     def delete(self, *, document_id: int | None = None, version_id: int | None = None) -> None:
         selected = _filter(deletion_scope(document_id=document_id, version_id=version_id))
         with self._request("delete passages"):
@@ -271,6 +280,10 @@ def _filter(scope: PointScope) -> models.Filter:
     if scope.version_id is not None:
         conditions.append(
             models.FieldCondition(key="version_id", match=models.MatchValue(value=scope.version_id))
+        )
+    if scope.version_ids is not None:
+        conditions.append(
+            models.FieldCondition(key="version_id", match=models.MatchAny(any=scope.version_ids))
         )
     if scope.active is not None:
         conditions.append(

@@ -294,6 +294,19 @@ def test_it_hides_a_new_version_until_it_is_activated(index: VectorIndex, encode
     assert index.count(document_id=8, only_active=True) == 1
 
 
+def test_it_activates_many_versions_in_one_write(index: VectorIndex, encoder: Encoder) -> None:
+    first = Passage(8, 0, (GROUP_B,), "Parking permits are renewed every March.")
+    second = Passage(9, 0, (GROUP_B,), "Bicycle racks are behind building C.")
+    index.upsert(index_points(encoder, [first, second], active=False))
+    assert index.count(document_id=8, only_active=True) == 0
+
+    index.activate_versions([80, 90])
+
+    assert index.count(document_id=8, only_active=True) == 1
+    assert index.count(document_id=9, only_active=True) == 1
+    assert hit_ids(search(index, encoder, "bicycle racks", USER_B))[0] == second.id
+
+
 def test_it_applies_a_change_of_groups_at_once(index: VectorIndex, encoder: Encoder) -> None:
     index.set_payload(values={"groups": [GROUP_B]}, document_id=CANARY.document_id)
 
