@@ -45,7 +45,8 @@ ReasoningField = Literal["reasoning", "reasoning_content", "inline"]
 TokenKind = Literal["open", "reasoning", "close", "answer"]
 RequestStatus = Literal["completed", "failed", "cut", "disconnected"]
 
-_SOURCE_BLOCK = re.compile(r'<source id="(\d+)"[^>]*>\n(.*?)\n</source>', re.DOTALL)
+# Attribute values never hold a double quote (prompting replaces them), but may hold ">".
+_SOURCE_BLOCK = re.compile(r'<source id="(\d+)"(?:\s+\w+="[^"]*")*>\n(.*?)\n</source>', re.DOTALL)
 _WORD = re.compile(r"\w+")
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")

@@ -214,3 +214,14 @@ def test_an_api_key_is_enforced_like_vllm_does() -> None:
     assert refused.status_code == 401
     assert allowed.status_code == 200
     assert health.status_code == 200
+
+
+def test_a_source_under_a_nested_heading_is_still_read() -> None:
+    from inference.prompting import Source, build_messages
+    from inference.simulator import simulate_completion
+
+    source = Source(
+        1, "Nightjar", "nightjar.md", None, "Project > Schedule", "The test flight is in autumn."
+    )
+    completion = simulate_completion(build_messages("When is the test flight?", [source], []))
+    assert "[1]" in completion.answer
