@@ -139,26 +139,8 @@ def conversation_checked(user: User, conversation_id: int | None) -> int | None:
     return conversation_id
 
 
-class EventStreamRenderer(BaseRenderer):
-    """Lets clients ask for `text/event-stream`; the stream itself bypasses rendering."""
-
-    media_type = "text/event-stream"
-    format = "sse"
-    charset = "utf-8"
-
-    def render(
-        self,
-        data: Any,
-        accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
-    ) -> bytes:
-        return sse_frame(
-            "error", data if isinstance(data, dict) else {"detail": str(data)}
-        ).encode()
-
-
 class JSONWhenNothingMatches(DefaultContentNegotiation):
-    """An error must reach a client whatever it said it accepts, so fall back to JSON."""
+    """A streaming client accepts `text/event-stream`; its errors still come as JSON."""
 
     def select_renderer(
         self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
@@ -282,7 +264,6 @@ class ConversationRenameSerializer(serializers.Serializer):
 
 
 class AskView(APIView):
-    renderer_classes = [*APIView.renderer_classes, EventStreamRenderer]
     content_negotiation_class = JSONWhenNothingMatches
 
     @extend_schema(

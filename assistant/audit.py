@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -23,13 +24,14 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db import connection as default_connection
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet, signals
+from django.db.models import BooleanField, Q, QuerySet, signals
 from django.db.models.deletion import ProtectedError
 from django.db.models.expressions import RawSQL
 from django.db.transaction import TransactionManagementError
@@ -85,6 +87,10 @@ _CANONICAL_ENCODER = json.JSONEncoder(
 )
 
 
+# A string as canonical JSON writes it (non-ASCII kept), without the encoder's overhead.
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def canonical_json(value: Any) -> str:
     return _CANONICAL_ENCODER.encode(value)
 
@@ -111,12 +117,12 @@ def record_content(
     keeps verification fast. With `hash` it is an export line, without it the hashed content.
     """
     actor = (
-        "null" if actor_id is None else canonical_json({"id": actor_id, "username": actor_username})
+        "null" if actor_id is None else f'{{"id":{actor_id:d},"username":{_quote(actor_username)}}}'
     )
-    hash_part = "" if hash is None else f',"hash":{canonical_json(hash)}'
+    hash_part = "" if hash is None else f',"hash":{_quote(hash)}'
     return (
-        f'{{"actor":{actor},"details":{details_json},"event":{canonical_json(event)}{hash_part},'
-        f'"prev_hash":{canonical_json(prev_hash)},"sequence":{sequence},"time":{canonical_json(time)}}}'
+        f'{{"actor":{actor},"details":{details_json},"event":{_quote(event)}{hash_part},'
+        f'"prev_hash":{_quote(prev_hash)},"sequence":{sequence:d},"time":{_quote(time)}}}'
     )
 
 
@@ -147,6 +153,15 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, date | uuid.UUID | Decimal | PurePath):
         return str(value)
     raise TypeError(f"audit details cannot hold a {type(value).__name__}")
+
+
+def parse_details(details_json: str) -> Any:
+    """Stored details back as Python values; orjson reads them about four times faster."""
+    try:
+        return orjson.loads(details_json)
+    except orjson.JSONDecodeError:
+        # orjson stops at integers beyond 64 bits; the standard library does not.
+        return json.loads(details_json)
 
 
 def _encodable(text: str) -> str:
@@ -260,9 +275,11 @@ def ledger_append(
     For an answer, pass the `Answer`: its fields fill the details (question, searched_query,
     answer, reasoning, status, mode, citations, passages, dropped_citations, model_name,
     endpoint, error, token counts, first_token_ms, total_ms) and `details` adds or overrides
-    the rest: `acl_groups` ([{"id", "name"}], taken from the actor when absent),
-    `prompt_messages` ([{"role", "content"}]), `sampling` ({"temperature", ...}). Each passage
-    gets a `content_sha256` of its `text` when it has none.
+    the rest: `acl_groups` ([{"id", "name"}], taken from the actor when absent), `prompt`
+    ([{"role", "content"}]), `model`, `sampling` ({"temperature", ...}). Passages carry `n`,
+    `point_id`, `document_id`, `version_id`, `score` and the `text` shown to the model, and get
+    a `content_sha256` of that text when they have none; `citations` are passages or their
+    numbers. The record is committed, or rolled back, with the caller's transaction.
     """
     return ledger_append_many(
         [
@@ -557,7 +574,7 @@ def ledger_verify(*, from_sequence: int = 1, chunk_size: int = VERIFY_CHUNK) -> 
 def _column_mismatch(row: tuple[Any, ...]) -> str:
     sequence, event, details_json = row[0], row[2], row[5]
     stored = dict(zip(("status", "model_name", "summary", "search_text"), row[8:], strict=True))
-    derived = columns_from_details(event, json.loads(details_json))
+    derived = columns_from_details(event, parse_details(details_json))
     for name, value in derived.items():
         if stored[name] != value:
             return (
@@ -821,29 +838,41 @@ def audit_records_filtered(filters: AuditFilters) -> QuerySet[AuditRecord]:
     if filters.event:
         records = records.filter(event=filters.event)
     if filters.flagged is not None:
-        flagged = Exists(AuditFlag.objects.filter(target=OuterRef("pk")))
+        flagged = Q(sequence__in=AuditFlag.objects.values("target_id"))
         records = records.filter(flagged if filters.flagged else ~flagged)
     if filters.text:
         records = records.filter(_text_matches(filters.text))
     return records.order_by(*SORTS.get(filters.sort, SORTS["-sequence"]))
 
 
-def _referencing(kinds: list[AuditReferenceKind], target_id: int) -> Exists:
-    return Exists(
-        AuditReference.objects.filter(record=OuterRef("pk"), kind__in=kinds, target_id=target_id)
-    )
+def _referencing(kinds: list[AuditReferenceKind], target_id: int) -> Q:
+    # A subquery led by the (kind, target_id) index; SQLite would scan every record for EXISTS.
+    referencing = AuditReference.objects.filter(kind__in=kinds, target_id=target_id)
+    return Q(sequence__in=referencing.values("record_id"))
 
 
 def _text_matches(text: str) -> Q | RawSQL:
-    if default_connection.vendor != "postgresql":
-        return Q(search_text__icontains=text)
-    # The same expression as the GIN index of migration 0003, so that the index answers it.
-    return RawSQL(
-        "to_tsvector('english'::regconfig, search_text) "
-        "@@ websearch_to_tsquery('english'::regconfig, %s)",
-        [text],
-        output_field=BooleanField(),
-    )
+    if default_connection.vendor == "postgresql":
+        # The same expression as the GIN index of migration 0003, so that the index answers it.
+        return RawSQL(
+            "to_tsvector('english'::regconfig, search_text) "
+            "@@ websearch_to_tsquery('english'::regconfig, %s)",
+            [text],
+            output_field=BooleanField(),
+        )
+    if default_connection.vendor == "sqlite":
+        # The FTS5 index of migration 0003; every word must occur, each quoted as a phrase.
+        words = re.findall(r"\w+", text)
+        if not words:
+            return Q(pk__in=[])
+        match = " ".join(f'"{word}"' for word in words)
+        return Q(
+            sequence__in=RawSQL(
+                "SELECT rowid FROM assistant_auditsearch WHERE assistant_auditsearch MATCH %s",
+                [match],
+            )
+        )
+    return Q(search_text__icontains=text)
 
 
 _EXPORT_FIELDS = (

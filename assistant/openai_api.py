@@ -154,8 +154,10 @@ def chat_request_parse(body: Any) -> ChatRequest:
     stream = body.get("stream", False)
     options = body.get("stream_options") or {}
     conversation_id = body.get("conversation_id")
-    if not isinstance(stream, bool) or not isinstance(options, dict):
+    if not isinstance(stream, bool):
         raise ChatRequestInvalid("`stream` must be a boolean.", param="stream")
+    if not isinstance(options, dict):
+        raise ChatRequestInvalid("`stream_options` must be an object.", param="stream_options")
     if conversation_id is not None and (
         not isinstance(conversation_id, int) or isinstance(conversation_id, bool)
     ):
@@ -171,9 +173,8 @@ def chat_request_parse(body: Any) -> ChatRequest:
 
 def conversation_for_chat(user: User, chat: ChatRequest) -> int | None:
     """The conversation the request continues, or None for a new one."""
-    conversations = own_conversations(user)
     if chat.conversation_id is not None:
-        if not conversations.filter(id=chat.conversation_id).exists():
+        if not own_conversations(user).filter(id=chat.conversation_id).exists():
             raise ChatRequestInvalid("No such conversation.", param="conversation_id", status=404)
         return chat.conversation_id
     if not chat.earlier_questions:
@@ -182,7 +183,8 @@ def conversation_for_chat(user: User, chat: ChatRequest) -> int | None:
         Answer.objects.filter(
             user=user,
             question=chat.earlier_questions[-1],
-            conversation__in=conversations.values("id"),
+            conversation__user=user,
+            conversation__hidden_at__isnull=True,
         )
         .order_by("-created_at")
         .values_list("conversation_id", flat=True)[:CONVERSATION_MATCH_CANDIDATES]

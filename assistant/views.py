@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 # `[1]`, `[1, 3]`: the citation forms the answering service keeps.
 _CITATION_GROUP = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+# A citation with the space before it, taken out of plain-text excerpts.
+_CITATION_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _ANSWER_TAGS = {
     "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
     "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td",
@@ -418,7 +420,7 @@ def feedback_list(request: HttpRequest) -> HttpResponse:
     rows = [
         {
             "answer": answer,
-            "excerpt": _CITATION_GROUP.sub("", answer.answer)[:FEEDBACK_EXCERPT_CHARS],
+            "excerpt": _CITATION_MARK.sub("", answer.answer)[:FEEDBACK_EXCERPT_CHARS],
             "truncated": len(answer.answer) > FEEDBACK_EXCERPT_CHARS,
         }
         for answer in page

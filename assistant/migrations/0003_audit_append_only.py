@@ -1,6 +1,6 @@
 """On PostgreSQL the ledger refuses UPDATE and DELETE, and its text search gets a GIN index.
 
-SQLite has neither triggers of this kind in use nor full-text indexes here: a no-op there.
+On SQLite, where no such trigger is installed, text search gets an FTS5 index kept by triggers.
 """
 
 from django.db import migrations
@@ -21,9 +21,25 @@ SEARCH_INDEX = (
     "USING gin (to_tsvector('english'::regconfig, search_text))"
 )
 
+SQLITE_SEARCH = (
+    "CREATE VIRTUAL TABLE assistant_auditsearch "
+    "USING fts5(search_text, tokenize='porter unicode61')",
+    "CREATE TRIGGER assistant_auditsearch_insert AFTER INSERT ON assistant_auditrecord "
+    "WHEN new.search_text <> '' BEGIN "
+    "INSERT OR REPLACE INTO assistant_auditsearch(rowid, search_text) "
+    "VALUES (new.sequence, new.search_text); END",
+    "CREATE TRIGGER assistant_auditsearch_delete AFTER DELETE ON assistant_auditrecord BEGIN "
+    "DELETE FROM assistant_auditsearch WHERE rowid = old.sequence; END",
+)
+
 
 def install(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
+    vendor = schema_editor.connection.vendor
+    if vendor == "sqlite":
+        for statement in SQLITE_SEARCH:
+            schema_editor.execute(statement, params=None)
+        return
+    if vendor != "postgresql":
         return
     schema_editor.execute(INSTALL, params=None)
     for table in LEDGER_TABLES:
@@ -40,7 +56,13 @@ def install(apps, schema_editor):
 
 
 def uninstall(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
+    vendor = schema_editor.connection.vendor
+    if vendor == "sqlite":
+        schema_editor.execute("DROP TRIGGER IF EXISTS assistant_auditsearch_delete")
+        schema_editor.execute("DROP TRIGGER IF EXISTS assistant_auditsearch_insert")
+        schema_editor.execute("DROP TABLE IF EXISTS assistant_auditsearch")
+        return
+    if vendor != "postgresql":
         return
     schema_editor.execute("DROP INDEX IF EXISTS audit_search_text_idx")
     schema_editor.execute("DROP TRIGGER IF EXISTS assistant_audithead_kept ON assistant_audithead")

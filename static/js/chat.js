@@ -20,6 +20,8 @@
   const counter = role(form, "count");
   const maxChars = Number(textarea.getAttribute("maxlength")) || 0;
   let running = null;
+  // The script checks the question itself and says what is wrong next to the box.
+  form.noValidate = true;
 
   function role(root, name) {
     return root.querySelector('[data-role="' + name + '"]');
@@ -79,10 +81,17 @@
     ask(question);
   });
 
-  stopButton.addEventListener("click", function () {
+  function stop() {
     if (running) {
       running.stopped = true;
       running.controller.abort();
+    }
+  }
+
+  stopButton.addEventListener("click", stop);
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && running) {
+      stop();
     }
   });
 

@@ -127,6 +127,19 @@ def test_a_bad_question_is_refused_with_a_reason_and_not_recorded(
     assert not Answer.objects.exists()
 
 
+def test_a_streaming_client_gets_its_errors_as_json(reader_api: APIClient) -> None:
+    response = reader_api.post(
+        "/api/assistant/ask",
+        {"question": "", "stream": True},
+        format="json",
+        HTTP_ACCEPT="text/event-stream",
+    )
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "Please type a question." in response.json()["detail"]
+
+
 def test_another_users_conversation_cannot_be_continued_or_read(
     alice_api: APIClient, bob_api: APIClient
 ) -> None:

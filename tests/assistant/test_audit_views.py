@@ -14,11 +14,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import include, path, reverse
 from django.utils import timezone
 
-from assistant.audit import AUDITORS_GROUP, ledger_append
+from assistant.audit import AUDITORS_GROUP, audit_context, ledger_append
 from assistant.models import AuditEvent, AuditFlag, AuditRecord
 from config.urls import urlpatterns as site_urlpatterns
 from ingestion.models import Chunk, Document, DocumentVersion
@@ -356,3 +356,11 @@ def test_the_export_of_a_filter_verifies_outside_the_application(
     assert broken.stdout.strip().splitlines()[-1] == (
         f"BROKEN: record {sequence} was edited: its content does not match its hash"
     )
+
+
+def test_templates_can_ask_whether_the_user_audits(auditor: User, rf: RequestFactory) -> None:
+    request = rf.get("/")
+    request.user = auditor
+    assert audit_context(request)["is_auditor"]() is True
+    request.user = make_user("erin", is_staff=True)
+    assert audit_context(request)["is_auditor"]() is False

@@ -286,11 +286,16 @@ def test_a_script_in_a_document_or_answer_never_runs(
 
 
 @pytest.mark.browser
-def test_the_stop_button_ends_the_answer_and_keeps_the_question(portal: Portal, page: Page) -> None:
+def test_an_empty_question_is_refused_and_stop_keeps_the_question(
+    portal: Portal, page: Page
+) -> None:
     from playwright.sync_api import expect
 
     log_in(page, portal, "admin", ADMIN_PASSWORD)
     box = page.locator("textarea[name=question]")
+    box.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("Please type a question.")
+    expect(page.locator("article")).to_have_count(0)
     question = "Who approved the Nightjar launch code and when?"
     box.fill(question)
     box.press("Enter")

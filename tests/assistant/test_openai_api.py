@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -92,16 +91,12 @@ def api_server(data_dir: Path, **env: str) -> Server:
 
 def wait_until_searchable(server: Server, token: str) -> None:
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = httpx.get(
-            f"{server.url}/api/assistant/search",
-            params={"q": "Nightjar launch code"},
-            headers={"Authorization": f"Token {token}"},
-            timeout=30,
-        )
-        if "nightjar.md" in found.text:
-            return
-        time.sleep(0.5)
+    with rest_client(server, token) as rest:
+        while time.monotonic() < deadline:
+            found = rest.get("/api/assistant/search", params={"q": "Nightjar launch code"})
+            if "nightjar.md" in found.text:
+                return
+            time.sleep(0.5)
     raise AssertionError("the documents were not ingested:\n" + server.log.read_text())
 
 
@@ -151,6 +146,12 @@ def sdk(server: Server, token: str) -> openai.OpenAI:
 def raw(server: Server, token: str) -> httpx.Client:
     return httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+
+
+def rest_client(server: Server, token: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Token {token}"}, timeout=60
     )
 
 
@@ -215,7 +216,9 @@ def test_a_streamed_completion_sends_reasoning_then_answer_then_usage(servers: S
         if chunk.choices and (chunk.choices[0].delta.model_extra or {}).get("reasoning")
     ]
     content_at = [
-        index for index, chunk in enumerate(chunks) if chunk.choices and chunk.choices[0].delta.content
+        index
+        for index, chunk in enumerate(chunks)
+        if chunk.choices and chunk.choices[0].delta.content
     ]
     assert reasoning_at
     assert content_at
@@ -297,12 +300,10 @@ def test_an_empty_question_or_an_unknown_model_is_refused(servers: Servers) -> N
 def test_the_rest_stream_carries_reasoning_and_answer_through_the_server(
     servers: Servers,
 ) -> None:
-    response = httpx.post(
-        f"{servers.r1.url}/api/assistant/ask",
-        json={"question": NIGHTJAR_QUESTION, "stream": True},
-        headers={"Authorization": f"Token {servers.tokens['alice']}"},
-        timeout=60,
-    )
+    with rest_client(servers.r1, servers.tokens["alice"]) as rest:
+        response = rest.post(
+            "/api/assistant/ask", json={"question": NIGHTJAR_QUESTION, "stream": True}
+        )
 
     events = [
         line.removeprefix("event: ")
@@ -335,46 +336,36 @@ def test_a_client_that_hangs_up_mid_stream_leaves_a_cancelled_answer(servers: Se
             if '"reasoning"' in line:
                 break
 
-    conversations = httpx.Client(
-        base_url=servers.r1.url, headers={"Authorization": f"Token {token}"}, timeout=30
-    )
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        newest = conversations.get("/api/assistant/conversations").json()["results"][0]
-        answers = conversations.get(f"/api/assistant/conversations/{newest['id']}").json()
-        if answers["answers"] and answers["answers"][0]["question"].endswith("test flight?"):
-            assert answers["answers"][0]["status"] == "cancelled"
-            assert answers["answers"][0]["reasoning"]
-            return
-        time.sleep(0.2)
+    with rest_client(servers.r1, token) as rest:
+        while time.monotonic() < deadline:
+            newest = rest.get("/api/assistant/conversations").json()["results"][0]
+            answers = rest.get(f"/api/assistant/conversations/{newest['id']}").json()["answers"]
+            if answers and answers[0]["question"].endswith("test flight?"):
+                assert answers[0]["status"] == "cancelled"
+                assert answers[0]["reasoning"]
+                return
+            time.sleep(0.2)
     raise AssertionError("the cancelled answer was not recorded")
 
 
 def test_the_canary_never_reaches_another_group_through_any_api(servers: Servers) -> None:
     token = servers.tokens["bob"]
-    rest = httpx.Client(
-        base_url=servers.r1.url, headers={"Authorization": f"Token {token}"}, timeout=60
-    )
     question = {"role": "user", "content": NIGHTJAR_QUESTION}
     seen: list[str] = []
-    with raw(servers.r1, token) as chat:
+    with raw(servers.r1, token) as chat, rest_client(servers.r1, token) as rest:
         seen.append(chat.post("/v1/chat/completions", json={"messages": [question]}).text)
-        seen.append(
-            chat.post(
-                "/v1/chat/completions", json={"messages": [question], "stream": True}
-            ).text
-        )
-    seen.append(rest.post("/api/assistant/ask", json={"question": NIGHTJAR_QUESTION}).text)
-    seen.append(
-        rest.post(
-            "/api/assistant/ask", json={"question": NIGHTJAR_QUESTION, "stream": True}
-        ).text
-    )
-    seen.append(rest.get("/api/assistant/search", params={"q": NIGHTJAR_QUESTION, "k": 100}).text)
-    listing = rest.get("/api/assistant/conversations")
-    seen.append(listing.text)
-    for conversation in listing.json()["results"]:
-        seen.append(rest.get(f"/api/assistant/conversations/{conversation['id']}").text)
+        streamed = {"messages": [question], "stream": True}
+        seen.append(chat.post("/v1/chat/completions", json=streamed).text)
+        seen.append(rest.post("/api/assistant/ask", json={"question": NIGHTJAR_QUESTION}).text)
+        ask_streamed = {"question": NIGHTJAR_QUESTION, "stream": True}
+        seen.append(rest.post("/api/assistant/ask", json=ask_streamed).text)
+        search: dict[str, str | int] = {"q": NIGHTJAR_QUESTION, "k": 100}
+        seen.append(rest.get("/api/assistant/search", params=search).text)
+        listing = rest.get("/api/assistant/conversations")
+        seen.append(listing.text)
+        for conversation in listing.json()["results"]:
+            seen.append(rest.get(f"/api/assistant/conversations/{conversation['id']}").text)
 
     assert len(seen) >= 8
     for body in seen:

@@ -222,6 +222,25 @@ def test_the_stream_sends_the_events_of_an_extractive_answer_in_order(library: L
     assert logged_in(library.bob).get(done["fragment_url"]).status_code == 404
 
 
+def test_the_stream_needs_the_csrf_token_and_accepts_a_form_body(people: People) -> None:
+    guarded = Client(enforce_csrf_checks=True)
+    guarded.force_login(people.alice)
+    assert guarded.post("/ask/stream", {"question": "Where is the archive?"}).status_code == 403
+
+    async def consume() -> str:
+        client = AsyncClient()
+        await client.aforce_login(people.alice)
+        response = await client.post("/ask/stream", {"question": "Where is the archive?"})
+        assert isinstance(response, StreamingHttpResponse)
+        return b"".join([part async for part in response.streaming_content]).decode()
+
+    events = parse_sse(async_to_sync(consume)())
+    # Nothing is readable yet, so the answer is a plain abstention, recorded all the same.
+    assert events[-1][0] == "done"
+    assert events[-1][1]["status"] == AnswerStatus.ABSTAINED
+    assert Answer.objects.get().question == "Where is the archive?"
+
+
 @pytest.mark.parametrize(
     ("question", "message"),
     [("", "Please type a question."), ("   \n", "Please type a question."), ("x" * 40, "limit")],

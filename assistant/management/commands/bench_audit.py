@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, transaction
+from django.db.models import Avg
+from django.db.models.functions import Length
 
 INNER_FLAG = "--inner-run"
 FILL_BATCH = 500
@@ -206,9 +208,7 @@ class Command(BaseCommand):
 
         list_ms = self._time_listing(user)
         concurrent_intact = self._concurrent_appends(user, shapes)
-        database_bytes = sum(
-            path.stat().st_size for path in settings.DATA_DIR.glob("db.sqlite3*") if path.is_file()
-        )
+        details_chars = AuditRecord.objects.aggregate(average=Avg(Length("details")))["average"]
         result = {
             "database": connections["default"].vendor,
             "write_p50_ms": round(statistics.median(timings["write"]), 3),
@@ -219,7 +219,7 @@ class Command(BaseCommand):
                 statistics.median(timings["with"]) / statistics.median(timings["without"]), 3
             ),
             "records": records,
-            "record_kb_avg": round(database_bytes / records / 1024, 1),
+            "details_kb_avg": round(details_chars / 1024, 1),
             "fill_records_per_s": round(records / fill_s),
             "verify_s": round(verify_s, 2),
             "verify_records_per_s": round(verified.checked / verify_s),
@@ -234,7 +234,7 @@ class Command(BaseCommand):
             f"writing the record          {result['write_p50_ms']} ms p50, "
             f"{result['write_p95_ms']} ms p95\n"
             f"ledger                      {records:,} records, "
-            f"{result['record_kb_avg']} KB each on disk\n"
+            f"details of {result['details_kb_avg']} KB each\n"
             f"audit_verify                {result['verify_s']} s, "
             f"{result['verify_records_per_s']:,} records/s\n"
             f"review list (first page)    "

@@ -95,13 +95,19 @@ class Outcome:
     first_token_ms: float | None = None
     total_ms: float = 0.0
     error: str = ""
+    headers_ms: float | None = None
+    searched_ms: float | None = None
 
 
 async def stream_question(
     client: httpx.AsyncClient, api: str, question: str, timeout_s: float
 ) -> Outcome:
     started = time.perf_counter()
-    first: float | None = None
+
+    def elapsed_ms() -> float:
+        return (time.perf_counter() - started) * 1000
+
+    outcome = Outcome(ok=False)
     finished = False
     if api == "ask":
         url, body = "/api/assistant/ask", {"question": question, "stream": True}
@@ -112,7 +118,9 @@ async def stream_question(
         async with asyncio.timeout(timeout_s), client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
                 await response.aread()
-                return Outcome(False, error=f"HTTP {response.status_code}: {response.text[:200]}")
+                outcome.error = f"HTTP {response.status_code}: {response.text[:200]}"
+                return outcome
+            outcome.headers_ms = elapsed_ms()
             event = ""
             async for line in response.aiter_lines():
                 if line.startswith("event: "):
@@ -121,18 +129,26 @@ async def stream_question(
                 if not line.startswith("data: "):
                     continue
                 data = line.removeprefix("data: ")
-                if first is None and token_in(api, event, data):
-                    first = (time.perf_counter() - started) * 1000
+                if event == "meta":
+                    outcome.searched_ms = elapsed_ms()
+                if outcome.first_token_ms is None and token_in(api, event, data):
+                    outcome.first_token_ms = elapsed_ms()
                 if (api == "ask" and event == "done") or data == "[DONE]":
                     finished = True
                 if event == "error" or data.startswith('{"error"'):
-                    return Outcome(False, first, error=data[:200])
+                    outcome.error = data[:200]
+                    return outcome
     except (TimeoutError, httpx.HTTPError) as error:
-        return Outcome(False, first, error=f"{type(error).__name__}: {error}")
-    total = (time.perf_counter() - started) * 1000
+        outcome.error = f"{type(error).__name__}: {error}"
+        return outcome
+    outcome.total_ms = elapsed_ms()
     if not finished:
-        return Outcome(False, first, total, "the stream ended before the answer was complete")
-    return Outcome(first is not None, first, total, "" if first else "no token arrived")
+        outcome.error = "the stream ended before the answer was complete"
+    elif outcome.first_token_ms is None:
+        outcome.error = "no token arrived"
+    else:
+        outcome.ok = True
+    return outcome
 
 
 def token_in(api: str, event: str, data: str) -> bool:
@@ -288,6 +304,8 @@ class Command(BaseCommand):
         completed = [outcome for outcome in outcomes if outcome.ok]
         errors = [outcome.error for outcome in outcomes if not outcome.ok]
         seen = [outcome.first_token_ms for outcome in completed if outcome.first_token_ms]
+        headers = [outcome.headers_ms for outcome in completed if outcome.headers_ms]
+        searched = [outcome.searched_ms for outcome in completed if outcome.searched_ms]
         own = [record["ttft_s"] * 1000 for record in records if record["ttft_s"] is not None]
         tokens = sum(int(record["completion_tokens"]) for record in records)
         result = {
@@ -301,6 +319,10 @@ class Command(BaseCommand):
             "simulator_ttft_p95_ms": round(percentile(own, 0.95), 1),
             "overhead_ttft_p50_ms": round(percentile(seen, 0.5) - percentile(own, 0.5), 1),
             "overhead_ttft_p95_ms": round(percentile(seen, 0.95) - percentile(own, 0.95), 1),
+            "response_headers_p50_ms": round(percentile(headers, 0.5), 1),
+            "response_headers_p95_ms": round(percentile(headers, 0.95), 1),
+            "search_done_p50_ms": round(percentile(searched, 0.5), 1),
+            "search_done_p95_ms": round(percentile(searched, 0.95), 1),
             "wall_s": round(wall_s, 2),
             "answers_per_s": round(len(completed) / wall_s, 2),
             "tokens_per_s": round(tokens / wall_s, 1),
@@ -312,6 +334,10 @@ class Command(BaseCommand):
             f"{len(outcomes)} concurrent streamed questions through {options['api']}\n"
             f"completed            {len(completed)}\n"
             f"errors               {len(errors)}\n"
+            f"response headers     p50 {result['response_headers_p50_ms']} ms"
+            f"  p95 {result['response_headers_p95_ms']} ms\n"
+            f"search done (ask)    p50 {result['search_done_p50_ms']} ms"
+            f"  p95 {result['search_done_p95_ms']} ms\n"
             f"time to first token  p50 {result['ttft_p50_ms']} ms  p95 {result['ttft_p95_ms']} ms\n"
             f"simulators' own      p50 {result['simulator_ttft_p50_ms']} ms"
             f"  p95 {result['simulator_ttft_p95_ms']} ms\n"

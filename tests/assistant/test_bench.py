@@ -1,0 +1,52 @@
+"""The answering benchmark, run with tiny sizes: it must finish and report every figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_answer_reports_search_and_overhead_figures_last(shared_data: Path) -> None:
+    env = {**os.environ, "ASSISTANT_SHARED_DATA": str(shared_data), "HF_HUB_OFFLINE": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "bench_answer",
+            "--sizes=1000,3000",
+            "--queries=5",
+            "--questions=2",
+            "--base-texts=20",
+            "--tokens-per-s=0",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    for key in (
+        "search_p50_ms_1k",
+        "search_p95_ms_3k",
+        "search_with_embedding_p50_ms_3k",
+        "app_ttft_p50_ms",
+        "simulator_ttft_p50_ms",
+    ):
+        assert figures[key] > 0, key
+    assert "overhead_ttft_p50_ms" in figures
+    assert "overhead_ttft_p95_ms" in figures
+    assert figures["simulator_ttft_p50_ms"] >= 200
+    assert figures["mean_hits_3k"] > 0
+    assert figures["questions"] == 2
+    assert any(line.startswith("3000 passages") for line in lines)
