@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -72,6 +75,9 @@ class DenseEncoder:
         self.max_tokens = int(self.model.max_seq_length or 256)
         # One batch encode at a time: torch already uses every core for a batch.
         self._batch_lock = threading.Lock()
+        # Questions do not wait behind an ingestion batch; inference does not change the
+        # model, so both threads may share it.
+        self._questions = _QuestionBatcher(self._encode_now)
 
     @property
     def tokenizer(self) -> Any:
@@ -105,9 +111,56 @@ class DenseEncoder:
         )
 
     def encode_query(self, text: str) -> list[float]:
-        # Not behind the batch lock: a question must not wait for an ingestion batch, and
-        # inference does not change the model, so two threads may share it.
-        return [float(x) for x in self._encode_now([text])[0]]
+        """One question's vector; questions asked at the same moment are encoded together."""
+        return self._questions.encode(text)
+
+
+class _QuestionBatcher:
+    """Encodes questions on one thread, all those waiting at once in a single batch.
+
+    A single short text gains nothing from several torch threads, and on a busy machine
+    their hand-offs cost more than the work; many users asking at once share one batch.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray]) -> None:
+        self._encode = encode
+        self._waiting: queue.SimpleQueue[tuple[str, Future[list[float]]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def encode(self, text: str) -> list[float]:
+        result: Future[list[float]] = Future()
+        self._waiting.put((text, result))
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="question-encoder", daemon=True
+                )
+                self._thread.start()
+        return result.result()
+
+    def _serve(self) -> None:
+        import torch
+
+        # Per thread: the ingestion thread keeps every core for its batches.
+        torch.set_num_threads(1)
+        while True:
+            batch = [self._waiting.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._waiting.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                vectors = self._encode([text for text, _ in batch])
+            except Exception as error:  # each caller sees the failure of its own question
+                for _, result in batch:
+                    result.set_exception(error)
+                continue
+            for (_, result), vector in zip(batch, vectors, strict=True):
+                result.set_result([float(x) for x in vector])
 
 
 class SparseEncoder:

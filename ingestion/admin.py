@@ -84,6 +84,7 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "source_path",
         "groups",
         "is_public",
+        "legal_hold",
         "current_version",
         "created_by",
         "created_at",

@@ -441,9 +441,8 @@ def test_twenty_concurrent_answers_form_one_linear_chain(employee: User) -> None
 
 
 def test_document_acts_are_recorded_with_the_acting_admin(
-    admin_client: Client, admin_user: User, settings: Any
+    admin_client: Client, admin_user: User
 ) -> None:
-    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "assistant.audit.AuditContextMiddleware"]
     readers = Group.objects.create(name="readers")
     first = document_upload_bytes(
         name="policy.md", data=b"# Policy\n\nFirst text.\n", user=admin_user

@@ -15,17 +15,14 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.test import Client, RequestFactory
-from django.urls import include, path, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from assistant.audit import AUDITORS_GROUP, audit_context, ledger_append
 from assistant.models import AuditEvent, AuditFlag, AuditRecord
-from config.urls import urlpatterns as site_urlpatterns
 from ingestion.models import Chunk, Document, DocumentVersion
 
-urlpatterns = [path("audit/", include("assistant.audit_urls")), *site_urlpatterns]
-
-pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+pytestmark = [pytest.mark.django_db]
 
 VERIFIER = Path(settings.BASE_DIR) / "deploy" / "verify_audit_export.py"
 PASSAGE_TEXT = "Employees stay within the nightly limit of 180 euros."

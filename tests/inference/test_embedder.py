@@ -43,3 +43,14 @@ def test_sparse_vectors_weigh_the_words_of_a_document() -> None:
     assert set(query_indices) <= set(doc_indices)
     assert all(value == 1.0 for value in query_values)
     assert max(doc_values) > min(doc_values)
+
+
+def test_questions_asked_at_once_get_the_same_vectors_as_alone(fp32: DenseEncoder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [f"Where do visitors park on day {day}?" for day in range(12)]
+    alone = [fp32.encode([question])[0] for question in questions]
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(fp32.encode_query, questions))
+    for single, batched in zip(alone, together, strict=True):
+        assert float(np.dot(single, batched)) > 0.9999

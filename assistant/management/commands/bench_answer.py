@@ -38,6 +38,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def machine_load() -> dict[str, Any]:
+    """How busy the machine was when the clock started: other work skews every figure."""
+    return {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
 def size_label(points: int) -> str:
     return f"{points // 1000}k" if points % 1000 == 0 else str(points)
 
@@ -189,6 +194,7 @@ class Command(BaseCommand):
         from ingestion.models import group_tag
         from ingestion.vector_index.edge import EdgeIndex
 
+        load = machine_load()
         call_command("migrate", interactive=False, verbosity=0)
         groups = [Group.objects.create(name=f"department-{number}") for number in range(GROUPS)]
         reader = User.objects.create_user("bench-reader")
@@ -254,6 +260,7 @@ class Command(BaseCommand):
                 "reader_groups": READER_GROUPS,
                 "groups": GROUPS,
                 "simulator_ttft_ms": options["ttft_ms"],
+                **load,
             }
         )
         self.stdout.write(
@@ -263,7 +270,8 @@ class Command(BaseCommand):
             f"  the simulator's own        p50 {overhead['simulator_ttft_p50_ms']} ms"
             f"  p95 {overhead['simulator_ttft_p95_ms']} ms\n"
             f"  overhead (difference)      p50 {overhead['overhead_ttft_p50_ms']} ms"
-            f"  p95 {overhead['overhead_ttft_p95_ms']} ms"
+            f"  p95 {overhead['overhead_ttft_p95_ms']} ms\n"
+            f"{load['cpus']} CPUs, load average {load['load_average_1m']} before it started"
         )
         if options["json"]:
             self.stdout.write(json.dumps(result))

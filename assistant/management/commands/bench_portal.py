@@ -20,7 +20,7 @@ import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from assistant.management.commands.bench_answer import percentile, scifact_texts
+from assistant.management.commands.bench_answer import machine_load, percentile, scifact_texts
 
 STARTUP_TIMEOUT_S = 180
 INGEST_TIMEOUT_S = 300
@@ -183,6 +183,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1 or options["documents"] < 1:
             raise CommandError("Concurrency and documents must be positive.")
+        load = machine_load()
         corpus, queries = scifact_texts()
         questions = queries[: WARM_UP_QUESTIONS + options["concurrency"]]
         with tempfile.TemporaryDirectory(prefix="bench-portal-") as data_dir, ExitStack() as stack:
@@ -226,16 +227,19 @@ class Command(BaseCommand):
             token = client.post("/api/token/", data={"username": "admin", "password": password})
             if token.status_code != 200:
                 raise CommandError(f"No API token: {token.text}")
-            client.headers["Authorization"] = f"Token {token.json()['token']}"
+            key = token.json()["token"]
+            client.headers["Authorization"] = f"Token {key}"
             self.stderr.write(f"Ingesting {options['documents']} documents ...")
             self._ingest(client, corpus[: options["documents"]], server)
             for question in questions[:WARM_UP_QUESTIONS]:
-                asyncio.run(self._run(server.url, client, options, [question]))
+                (warm_up,) = asyncio.run(self._run(server.url, key, options, [question]))
+                if not warm_up.ok:
+                    raise CommandError(f"A first question failed: {warm_up.error}")
             before = [len(self._simulator_records(simulator)) for simulator in simulators]
             self.stderr.write(f"Streaming {options['concurrency']} questions at once ...")
             started_at = time.perf_counter()
             outcomes = asyncio.run(
-                self._run(server.url, client, options, questions[WARM_UP_QUESTIONS:])
+                self._run(server.url, key, options, questions[WARM_UP_QUESTIONS:])
             )
             wall_s = time.perf_counter() - started_at
             records = [
@@ -247,7 +251,7 @@ class Command(BaseCommand):
                 len(self._simulator_records(simulator)) - skip
                 for simulator, skip in zip(simulators, before, strict=True)
             ]
-        self._report(outcomes, records, per_simulator, wall_s, options)
+        self._report(outcomes, records, per_simulator, wall_s, {**options, **load})
 
     def _ingest(self, client: httpx.Client, texts: list[Any], server: Process) -> None:
         files = [
@@ -269,12 +273,13 @@ class Command(BaseCommand):
             raise CommandError(f"Ingestion did not finish:\n{server.log_tail()}")
 
     async def _run(
-        self, url: str, sync_client: httpx.Client, options: dict[str, Any], questions: list[str]
+        self, url: str, key: str, options: dict[str, Any], questions: list[str]
     ) -> list[Outcome]:
         limits = httpx.Limits(max_connections=len(questions) + 4, max_keepalive_connections=0)
         async with httpx.AsyncClient(
             base_url=url,
-            headers={"Authorization": sync_client.headers["Authorization"]},
+            # The REST API takes DRF's "Token" keyword, the OpenAI-compatible one a Bearer key.
+            headers={"Authorization": f"{'Token' if options['api'] == 'ask' else 'Bearer'} {key}"},
             limits=limits,
             timeout=httpx.Timeout(options["timeout_s"], connect=10),
         ) as client:
@@ -321,23 +326,32 @@ class Command(BaseCommand):
             "overhead_ttft_p95_ms": round(percentile(seen, 0.95) - percentile(own, 0.95), 1),
             "response_headers_p50_ms": round(percentile(headers, 0.5), 1),
             "response_headers_p95_ms": round(percentile(headers, 0.95), 1),
-            "search_done_p50_ms": round(percentile(searched, 0.5), 1),
-            "search_done_p95_ms": round(percentile(searched, 0.95), 1),
             "wall_s": round(wall_s, 2),
             "answers_per_s": round(len(completed) / wall_s, 2),
             "tokens_per_s": round(tokens / wall_s, 1),
             "requests_per_simulator": per_simulator,
             "simulator_tokens_per_s": options["tokens_per_s"],
             "simulator_ttft_ms": options["ttft_ms"],
+            "cpus": options["cpus"],
+            "load_average_1m": options["load_average_1m"],
         }
+        if searched:
+            # Only the REST stream says when the search is done (its `meta` event).
+            result["search_done_p50_ms"] = round(percentile(searched, 0.5), 1)
+            result["search_done_p95_ms"] = round(percentile(searched, 0.95), 1)
+        search_line = (
+            f"search done          p50 {result['search_done_p50_ms']} ms"
+            f"  p95 {result['search_done_p95_ms']} ms\n"
+            if searched
+            else ""
+        )
         self.stdout.write(
             f"{len(outcomes)} concurrent streamed questions through {options['api']}\n"
             f"completed            {len(completed)}\n"
             f"errors               {len(errors)}\n"
             f"response headers     p50 {result['response_headers_p50_ms']} ms"
             f"  p95 {result['response_headers_p95_ms']} ms\n"
-            f"search done (ask)    p50 {result['search_done_p50_ms']} ms"
-            f"  p95 {result['search_done_p95_ms']} ms\n"
+            f"{search_line}"
             f"time to first token  p50 {result['ttft_p50_ms']} ms  p95 {result['ttft_p95_ms']} ms\n"
             f"simulators' own      p50 {result['simulator_ttft_p50_ms']} ms"
             f"  p95 {result['simulator_ttft_p95_ms']} ms\n"
@@ -345,7 +359,8 @@ class Command(BaseCommand):
             f"  p95 {result['overhead_ttft_p95_ms']} ms\n"
             f"throughput           {result['answers_per_s']} answers/s, "
             f"{result['tokens_per_s']} tokens/s over {result['wall_s']} s\n"
-            f"requests per simulator {per_simulator}"
+            f"requests per simulator {per_simulator}\n"
+            f"{result['cpus']} CPUs, load average {result['load_average_1m']} before it started"
         )
         for error in sorted(set(errors))[:5]:
             self.stdout.write(f"error: {error}")

@@ -30,6 +30,9 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         login_hint = self._ensure_admin()
+        from assistant.audit import settings_record_if_changed
+
+        settings_record_if_changed()
         if settings.STANDALONE:
             if options["workers"] != 1:
                 raise CommandError("Standalone mode runs one process; use cluster mode to scale.")
