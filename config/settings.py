@@ -142,7 +142,7 @@ EMBEDDING_PRECISION = env_str("EMBEDDING_PRECISION", "auto")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
 CHUNK_MAX_TOKENS = env_int("CHUNK_MAX_TOKENS", 224)
 # Passages embedded and indexed together; progress is saved after each batch.
-INGEST_EMBED_BATCH = env_int("INGEST_EMBED_BATCH", 128)
+INGEST_EMBED_BATCH = env_int("INGEST_EMBED_BATCH", 256)
 CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 40)
 
 # Retrieval: hybrid dense + BM25, fused inside Qdrant; a local cross-encoder folder enables rerank.

@@ -16,7 +16,7 @@ from ingestion.models import DocumentVersion, VersionStatus
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-FILES_PER_RUN = 32
+FILES_PER_RUN = 64
 
 _wake = threading.Event()
 _thread: threading.Thread | None = None

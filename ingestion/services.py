@@ -327,6 +327,8 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         if drafts is not None:
             work.extend((version, draft) for draft in drafts)
 
+    # Passages of similar length share a batch, so little of each batch is padding.
+    work.sort(key=lambda item: item[1].token_count)
     remaining = {version.id: 0 for version, _ in work}
     for version, _ in work:
         remaining[version.id] += 1
