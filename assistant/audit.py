@@ -810,8 +810,22 @@ SORTS = {
 }
 
 
-def audit_records_filtered(filters: AuditFilters) -> QuerySet[AuditRecord]:
-    records = AuditRecord.objects.all()
+def audit_flags_in(scope: Q) -> QuerySet[AuditFlag]:
+    """The flags a reader of `scope` may know of: those whose flag record is in it."""
+    if not scope:
+        return AuditFlag.objects.all()
+    return AuditFlag.objects.filter(record__in=AuditRecord.objects.filter(scope).values("pk"))
+
+
+def audit_records_filtered(
+    filters: AuditFilters, *, scope: Q | None = None
+) -> QuerySet[AuditRecord]:
+    """The records matching the filters, within `scope` (see `audit_scope_for`).
+
+    Without a scope every record is read: that is for the operator's commands only.
+    """
+    scope = Q() if scope is None else scope
+    records = AuditRecord.objects.filter(scope)
     if filters.username:
         records = records.filter(actor_username=filters.username)
     if filters.group_id is not None:
@@ -838,7 +852,7 @@ def audit_records_filtered(filters: AuditFilters) -> QuerySet[AuditRecord]:
     if filters.event:
         records = records.filter(event=filters.event)
     if filters.flagged is not None:
-        flagged = Q(sequence__in=AuditFlag.objects.values("target_id"))
+        flagged = Q(sequence__in=audit_flags_in(scope).values("target_id"))
         records = records.filter(flagged if filters.flagged else ~flagged)
     if filters.text:
         records = records.filter(_text_matches(filters.text))
@@ -956,6 +970,26 @@ def is_auditor(user: AbstractBaseUser | AnonymousUser) -> bool:
     if getattr(user, "is_superuser", False):
         return True
     return Group.objects.filter(user=user.pk, name=AUDITORS_GROUP).exists()
+
+
+# The administrative acts on documents; document admins read these records and no others.
+DOCUMENT_EVENT_PREFIX = "document."
+
+
+def audit_scope_for(user: AbstractBaseUser | AnonymousUser) -> Q | None:
+    """The records a user may read in the audit pages and exports; None when they may not look.
+
+    Auditors (and superusers) read everything. Document admins (staff) manage every document,
+    so they read the administrative records of documents, and never answers, users, groups,
+    settings or the auditors' own records. Everyone else reads nothing.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return None
+    if is_auditor(user):
+        return Q()
+    if getattr(user, "is_staff", False):
+        return Q(event__startswith=DOCUMENT_EVENT_PREFIX)
+    return None
 
 
 def audit_context(request: HttpRequest) -> dict[str, Callable[[], bool]]:
@@ -1181,16 +1215,29 @@ def _refuse_deleting_documents_on_record(
 ) -> None:
     """Soft deletion is the way out of search; a hard delete must not take evidence with it."""
     document_id = instance.pk if isinstance(instance, Document) else instance.document_id
-    held = Document.objects.filter(pk=document_id, legal_hold=True).exists()
-    cited = AuditReference.objects.filter(
-        kind=AuditReferenceKind.DOCUMENT_CITED, target_id=document_id
-    ).exists()
-    if held or cited:
-        reason = "is under legal hold" if held else "is cited by audit records"
+    reason = document_kept_reason(document_id)
+    if reason:
         raise ProtectedError(
-            f"Document {document_id} {reason}; it can be deleted (out of search) but not purged.",
+            f"Document {document_id} is kept ({reason}); it can be deleted (out of search) "
+            "but not purged.",
             {instance},
         )
+
+
+def document_kept_reason(document_id: int) -> str:
+    """Why a document may not be hard-deleted, or "" when nothing keeps it.
+
+    A legal hold keeps it whatever the ledger says; otherwise the first record citing it does.
+    """
+    if Document.objects.filter(pk=document_id, legal_hold=True).exists():
+        return "legal hold"
+    citing = (
+        AuditReference.objects.filter(kind=AuditReferenceKind.DOCUMENT_CITED, target_id=document_id)
+        .order_by("record_id")
+        .values_list("record_id", flat=True)
+        .first()
+    )
+    return "" if citing is None else f"cited by audit record {citing}"
 
 
 def connect_signals() -> None:

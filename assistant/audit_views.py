@@ -1,7 +1,8 @@
 """The auditors' pages: find records, read one as the model saw it, flag it, export a filter.
 
-Only members of the "auditors" group (and superusers) see them; every page opened and every
-export is itself appended to the ledger.
+Members of the "auditors" group (and superusers) see every record and flag them; document
+admins (staff) see the administrative records of documents only; `audit_scope_for` says which.
+Every page opened and every export is itself appended to the ledger.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -33,16 +34,17 @@ from django.views.decorators.http import require_GET, require_POST
 from assistant.audit import (
     AuditFilters,
     audit_flag,
+    audit_flags_in,
     audit_records_filtered,
+    audit_scope_for,
     cited_passages,
     export_lines,
-    is_auditor,
     ledger_append,
     passage_number,
     record_chain_status,
     text_sha256,
 )
-from assistant.models import AnswerStatus, AuditEvent, AuditFlag, AuditRecord
+from assistant.models import AnswerStatus, AuditEvent, AuditRecord
 from ingestion.models import Chunk, Document, DocumentVersion
 
 RECORDS_PER_PAGE = 50
@@ -51,18 +53,28 @@ CITATION = re.compile(r"\[(\d{1,3})\]")
 View = Callable[..., HttpResponseBase]
 
 
-def auditor_required(view: View) -> View:
-    """Audit pages are for auditors: others log in first, then get 403."""
+def audit_reader_required(view: View) -> View:
+    """Audit pages are for auditors and document admins: others log in first, then get 403.
+
+    The view receives the reader's `scope`, the records they may see; a record outside it
+    answers 404, so that its existence does not show.
+    """
 
     @wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if not is_auditor(request.user):
-            raise PermissionDenied("Only auditors may read the audit log.")
-        return view(request, *args, **kwargs)
+        scope = audit_scope_for(request.user)
+        if scope is None:
+            raise PermissionDenied("Only auditors and document admins may read the audit log.")
+        return view(request, *args, scope=scope, **kwargs)
 
     return guarded
+
+
+def reads_every_record(scope: Q) -> bool:
+    # The empty condition is the auditors' scope: nothing is left out.
+    return not scope
 
 
 SORT_CHOICES = [
@@ -142,13 +154,13 @@ def _record_looking(request: HttpRequest, event: AuditEvent, details: dict[str, 
         ledger_append(event=event, actor=request.user, details=details)
 
 
-@auditor_required
+@audit_reader_required
 @require_GET
-def record_list(request: HttpRequest) -> HttpResponse:
+def record_list(request: HttpRequest, *, scope: Q) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
     filters = form.filters()
-    records = audit_records_filtered(filters).annotate(
-        is_flagged=Exists(AuditFlag.objects.filter(target=OuterRef("pk")))
+    records = audit_records_filtered(filters, scope=scope).annotate(
+        is_flagged=Exists(audit_flags_in(scope).filter(target=OuterRef("pk")))
     )
     page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
     _record_looking(
@@ -174,9 +186,9 @@ def record_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@auditor_required
+@audit_reader_required
 @require_GET
-def record_export(request: HttpRequest) -> StreamingHttpResponse:
+def record_export(request: HttpRequest, *, scope: Q) -> StreamingHttpResponse:
     """The records of the current filter, oldest first, with their hashes."""
     export_format = "csv" if request.GET.get("format") == "csv" else "jsonl"
     filters = AuditFilterForm(request.GET).filters()
@@ -190,7 +202,7 @@ def record_export(request: HttpRequest) -> StreamingHttpResponse:
             "summary": f"Exported records as {export_format.upper()}",
         },
     )
-    records = audit_records_filtered(dataclasses.replace(filters, sort="sequence"))
+    records = audit_records_filtered(dataclasses.replace(filters, sort="sequence"), scope=scope)
     response = StreamingHttpResponse(
         export_lines(records, export_format=export_format),
         content_type="text/csv; charset=utf-8"
@@ -202,10 +214,10 @@ def record_export(request: HttpRequest) -> StreamingHttpResponse:
     return response
 
 
-@auditor_required
+@audit_reader_required
 @require_GET
-def record_detail(request: HttpRequest, sequence: int) -> HttpResponse:
-    record = get_object_or_404(AuditRecord, sequence=sequence)
+def record_detail(request: HttpRequest, sequence: int, *, scope: Q) -> HttpResponse:
+    record = get_object_or_404(AuditRecord.objects.filter(scope), sequence=sequence)
     _record_looking(
         request,
         AuditEvent.AUDIT_VIEWED,
@@ -225,17 +237,20 @@ def record_detail(request: HttpRequest, sequence: int) -> HttpResponse:
             "cited_numbers": [passage_number(p) for p in cited_passages(details)],
             "prompt_messages": _prompt_messages(details),
             "chain": record_chain_status(record),
-            "flags": _flags_on(record),
+            "flags": _flags_on(record, scope),
+            "may_flag": reads_every_record(scope),
             "flag_form": FlagForm(),
-            "neighbours": _neighbours(record),
+            "neighbours": _neighbours(record, scope),
             "other_details": _other_details(details),
         },
     )
 
 
-@auditor_required
+@audit_reader_required
 @require_POST
-def record_flag(request: HttpRequest, sequence: int) -> HttpResponse:
+def record_flag(request: HttpRequest, sequence: int, *, scope: Q) -> HttpResponse:
+    if not reads_every_record(scope):
+        raise PermissionDenied("Only auditors flag records.")
     record = get_object_or_404(AuditRecord, sequence=sequence)
     form = FlagForm(request.POST)
     if form.is_valid():
@@ -379,8 +394,8 @@ class FlagShown:
     note: str
 
 
-def _flags_on(record: AuditRecord) -> list[FlagShown]:
-    flags = AuditFlag.objects.filter(target=record).select_related("record").order_by("record")
+def _flags_on(record: AuditRecord, scope: Q) -> list[FlagShown]:
+    flags = audit_flags_in(scope).filter(target=record).select_related("record").order_by("record")
     return [
         FlagShown(flag.record, str(json.loads(flag.record.details).get("note", "")))
         for flag in flags
@@ -393,11 +408,11 @@ class Neighbours:
     following: int | None
 
 
-def _neighbours(record: AuditRecord) -> Neighbours:
-    """The same user's records just before and after this one."""
+def _neighbours(record: AuditRecord, scope: Q) -> Neighbours:
+    """The same user's records, among those the reader may see, just before and after this one."""
     if record.actor_id is None:
         return Neighbours(None, None)
-    same_user = AuditRecord.objects.filter(actor_id=record.actor_id)
+    same_user = AuditRecord.objects.filter(scope, actor_id=record.actor_id)
     return Neighbours(
         previous=same_user.filter(sequence__lt=record.sequence)
         .order_by("-sequence")

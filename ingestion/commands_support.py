@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -22,3 +25,26 @@ def scifact_corpus_path() -> Path:
             f"SciFact is not at {corpus}; set ASSISTANT_SHARED_DATA or pass --path FOLDER."
         )
     return corpus
+
+
+# A benchmark re-runs itself with this flag inside a throw-away data folder.
+INNER_FLAG = "--inner-run"
+
+
+def run_isolated(command: str, arguments: list[str]) -> None:
+    """Re-run a benchmark in a throw-away standalone data folder; the real one is not touched."""
+    with tempfile.TemporaryDirectory(prefix=f"{command}-") as data_dir:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key
+            not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE", "VLLM_URLS")
+        }
+        env["ASSISTANT_DATA_DIR"] = data_dir
+        done = subprocess.run(
+            [sys.executable, "manage.py", command, INNER_FLAG, *arguments],
+            cwd=settings.BASE_DIR,
+            env=env,
+        )
+        if done.returncode:
+            raise CommandError("The benchmark failed.")

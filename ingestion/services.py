@@ -5,18 +5,26 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile, File
+from django.core.files.storage import Storage
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from assistant.audit import current_actor, document_access, document_act_details, ledger_append
+from assistant.audit import (
+    current_actor,
+    document_access,
+    document_act_details,
+    document_kept_reason,
+    ledger_append,
+)
 from assistant.models import AuditEvent
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.index import dense, passage_for_embedding, sparse, vector_index
@@ -403,3 +411,119 @@ def version_mark_failed(version_id: int, message: str) -> None:
     DocumentVersion.objects.filter(id=version_id).exclude(
         status__in=[VersionStatus.READY, VersionStatus.CANCELLED]
     ).update(status=VersionStatus.FAILED, status_message=message, finished_at=timezone.now())
+
+
+# The ledger event of a purge; its "document." prefix puts it among the document admins' records.
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """What became of one deleted document past the retention: purged, or kept and why."""
+
+    document_id: int
+    title: str
+    kept_reason: str = ""
+    record_sequence: int | None = None
+    files_removed: int = 0
+
+    @property
+    def purged(self) -> bool:
+        return not self.kept_reason
+
+
+@dataclass
+class PurgeReport:
+    dry_run: bool
+    outcomes: list[PurgeOutcome] = field(default_factory=list)
+    # Deleted documents still inside the retention period; nothing is done to them.
+    waiting: int = 0
+
+    @property
+    def purged(self) -> list[PurgeOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.purged]
+
+    @property
+    def kept(self) -> list[PurgeOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.purged]
+
+
+def documents_purge(*, older_than: timedelta, dry_run: bool) -> PurgeReport:
+    """Remove for good the documents deleted longer ago than `older_than`, with files and chunks.
+
+    A document under legal hold, or cited by an audit record, is kept and reported with the
+    reason. Each purge is one transaction with its "document.purged" ledger record; stored
+    files go once it commits. A dry run reports the same outcomes and changes nothing.
+    """
+    cutoff = timezone.now() - older_than
+    report = PurgeReport(dry_run=dry_run)
+    report.waiting = Document.objects.filter(deleted_at__gte=cutoff).count()
+    candidates = Document.objects.filter(deleted_at__lt=cutoff).order_by("deleted_at", "id")
+    for document_id in candidates.values_list("id", flat=True):
+        outcome = _document_purge(
+            document_id, cutoff=cutoff, older_than=older_than, dry_run=dry_run
+        )
+        if outcome is not None:
+            report.outcomes.append(outcome)
+    return report
+
+
+def _document_purge(
+    document_id: int, *, cutoff: datetime, older_than: timedelta, dry_run: bool
+) -> PurgeOutcome | None:
+    with transaction.atomic():
+        # Locked, so that a legal hold set meanwhile waits for this purge or prevents it.
+        document = (
+            Document.objects.select_for_update()
+            .filter(id=document_id, deleted_at__lt=cutoff)
+            .first()
+        )
+        if document is None:
+            return None
+        kept_reason = document_kept_reason(document.pk)
+        if kept_reason or dry_run:
+            return PurgeOutcome(document.pk, document.title, kept_reason=kept_reason)
+        title = document.title
+        versions = list(document.versions.order_by("number"))
+        chunk_count = Chunk.objects.filter(version__document=document).count()
+        details = {
+            "document_id": document.pk,
+            "title": title,
+            "source_path": document.source_path,
+            "deleted_at": document.deleted_at,
+            "retention_days": older_than.days,
+            "versions": [
+                {
+                    "id": version.pk,
+                    "number": version.number,
+                    "sha256": version.sha256,
+                    "original_name": version.original_name,
+                    "size_bytes": version.size_bytes,
+                }
+                for version in versions
+            ],
+            "chunks": chunk_count,
+            "summary": f"Purged “{title}” and its {len(versions)} version(s)",
+        }
+        document.delete()
+        # A file is shared only when the same bytes were stored again under the same name.
+        stored_files = [
+            (version.file.storage, version.file.name)
+            for version in versions
+            if version.file.name
+            and not DocumentVersion.objects.filter(file=version.file.name).exists()
+        ]
+        record = ledger_append(
+            event=AuditEvent.DOCUMENT_PURGED, actor=current_actor(), details=details
+        )
+        transaction.on_commit(lambda: _stored_files_remove(stored_files))
+    return PurgeOutcome(
+        document_id,
+        title,
+        record_sequence=record.sequence,
+        files_removed=len(stored_files),
+    )
+
+
+def _stored_files_remove(stored_files: Sequence[tuple[Storage, str]]) -> None:
+    for storage, name in stored_files:
+        storage.delete(name)

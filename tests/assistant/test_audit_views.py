@@ -18,7 +18,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from assistant.audit import AUDITORS_GROUP, audit_context, ledger_append
+from assistant.audit import AUDITORS_GROUP, audit_context, document_act_details, ledger_append
 from assistant.models import AuditEvent, AuditFlag, AuditRecord
 from ingestion.models import Chunk, Document, DocumentVersion
 
@@ -111,6 +111,13 @@ PAGES = [
     ("get", "audit:record-export", False),
     ("post", "audit:record-flag", True),
 ]
+# Document admins read the audit pages, but an answer record is not theirs to see or flag.
+DOCUMENT_ADMIN_ON_AN_ANSWER = {
+    "audit:record-list": 200,
+    "audit:record-detail": 404,
+    "audit:record-export": 200,
+    "audit:record-flag": 403,
+}
 
 
 @pytest.mark.parametrize(("method", "name", "takes_record"), PAGES)
@@ -119,17 +126,17 @@ PAGES = [
     [
         ("anonymous", 302),
         ("employee", 403),
-        ("document admin", 403),
+        ("document admin", None),
         ("auditor", 200),
         ("superuser", 200),
     ],
 )
-def test_only_auditors_open_the_audit_pages(
+def test_each_role_opens_the_audit_pages_it_may(
     method: str,
     name: str,
     takes_record: bool,
     role: str,
-    expected: int,
+    expected: int | None,
     travel_document: tuple[Document, DocumentVersion, Chunk],
 ) -> None:
     employee = make_user("erin")
@@ -143,6 +150,8 @@ def test_only_auditors_open_the_audit_pages(
     client = logged_in(users[role]) if role in users else Client()
     url = reverse(name, args=[record.sequence] if takes_record else [])
     before = AuditRecord.objects.count()
+    if expected is None:
+        expected = DOCUMENT_ADMIN_ON_AN_ANSWER[name]
 
     if method == "post":
         response = client.post(url, {"note": "Check the source."})
@@ -153,7 +162,7 @@ def test_only_auditors_open_the_audit_pages(
     assert response.status_code == expected
     if role == "anonymous":
         assert response["Location"].startswith(settings.LOGIN_URL)
-    if expected == 403:
+    if expected in (403, 404):
         assert AuditRecord.objects.count() == before
 
 
@@ -361,3 +370,65 @@ def test_templates_can_ask_whether_the_user_audits(auditor: User, rf: RequestFac
     assert audit_context(request)["is_auditor"]() is True
     request.user = make_user("erin", is_staff=True)
     assert audit_context(request)["is_auditor"]() is False
+
+
+def upload_record(document: Document, actor: User) -> AuditRecord:
+    with transaction.atomic():
+        return ledger_append(
+            event=AuditEvent.DOCUMENT_UPLOADED,
+            actor=actor,
+            details=document_act_details(AuditEvent.DOCUMENT_UPLOADED, document),
+        )
+
+
+def test_document_admins_read_the_records_of_documents_and_nothing_else(
+    auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
+) -> None:
+    document, _, chunk = travel_document
+    admin = make_user("dana", is_staff=True)
+    uploaded = upload_record(document, admin)
+    answer = record_answer(make_user("erin"), chunk, question="Secret travel question")
+    logged_in(auditor).get(reverse("audit:record-detail", args=[answer.sequence]))
+    client = logged_in(admin)
+
+    page = client.get(reverse("audit:record-detail", args=[uploaded.sequence]))
+    assert page.status_code == 200
+    assert "Uploaded “Travel policy”" in page.content.decode()
+    assert "Flag this record" not in page.content.decode()
+
+    hidden = client.get(reverse("audit:record-detail", args=[answer.sequence]))
+    assert hidden.status_code == 404
+    assert "Secret travel question" not in hidden.content.decode()
+
+    listed = client.get(reverse("audit:record-list")).content.decode()
+    assert "Uploaded “Travel policy”" in listed
+    assert "Secret travel question" not in listed
+    assert "audrey" not in listed
+    assert "Secret travel question" not in (
+        client.get(reverse("audit:record-list"), {"q": "Secret"}).content.decode()
+    )
+
+    exported = client.get(reverse("audit:record-export"), {"format": "jsonl"}).getvalue()
+    events = [json.loads(line)["event"] for line in exported.decode().splitlines()]
+    assert events == ["document.uploaded"]
+    csv_export = client.get(reverse("audit:record-export"), {"format": "csv"}).getvalue()
+    assert b"Secret travel question" not in csv_export
+    assert b"document.uploaded" in csv_export
+
+
+def test_what_document_admins_open_is_recorded_like_an_auditor_s(
+    travel_document: tuple[Document, DocumentVersion, Chunk],
+) -> None:
+    admin = make_user("dana", is_staff=True)
+    uploaded = upload_record(travel_document[0], admin)
+    client = logged_in(admin)
+    client.get(reverse("audit:record-list"))
+    client.get(reverse("audit:record-detail", args=[uploaded.sequence]))
+    client.get(reverse("audit:record-export"), {"format": "csv"}).getvalue()
+
+    looked = AuditRecord.objects.filter(actor_username="dana", event__startswith="audit.")
+    assert [(r.event, json.loads(r.details).get("view")) for r in looked.order_by("sequence")] == [
+        ("audit.viewed", "list"),
+        ("audit.viewed", "record"),
+        ("audit.exported", None),
+    ]

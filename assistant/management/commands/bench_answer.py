@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import aclosing
@@ -17,7 +14,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-INNER_FLAG = "--inner-run"
+from ingestion.commands_support import INNER_FLAG, run_isolated
+
 GROUPS = 50
 READER_GROUPS = 3
 PASSAGES_PER_DOCUMENT = 8
@@ -45,25 +43,6 @@ def machine_load() -> dict[str, Any]:
 
 def size_label(points: int) -> str:
     return f"{points // 1000}k" if points % 1000 == 0 else str(points)
-
-
-def run_isolated(command: str, arguments: list[str]) -> None:
-    """Re-run a benchmark in a throw-away standalone data folder; the real one is not touched."""
-    with tempfile.TemporaryDirectory(prefix=f"{command}-") as data_dir:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key
-            not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE", "VLLM_URLS")
-        }
-        env["ASSISTANT_DATA_DIR"] = data_dir
-        done = subprocess.run(
-            [sys.executable, "manage.py", command, INNER_FLAG, *arguments],
-            cwd=settings.BASE_DIR,
-            env=env,
-        )
-        if done.returncode:
-            raise CommandError("The benchmark failed.")
 
 
 @dataclass(frozen=True)

@@ -2,25 +2,21 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, transaction
 from django.db.models import Avg
 from django.db.models.functions import Length
 
-INNER_FLAG = "--inner-run"
+from ingestion.commands_support import INNER_FLAG, run_isolated
+
 FILL_BATCH = 500
 CONCURRENT_THREADS = 8
 CONCURRENT_APPENDS = 25
@@ -148,28 +144,8 @@ class Command(BaseCommand):
         self._bench(options)
 
     def _run_isolated(self, options: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix="bench-audit-") as data_dir:
-            env = {
-                key: value
-                for key, value in os.environ.items()
-                if key not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE")
-            }
-            env["ASSISTANT_DATA_DIR"] = data_dir
-            command = [
-                sys.executable,
-                "manage.py",
-                "bench_audit",
-                INNER_FLAG,
-                "--records",
-                str(options["records"]),
-                "--samples",
-                str(options["samples"]),
-            ]
-            if options["json"]:
-                command.append("--json")
-            done = subprocess.run(command, cwd=settings.BASE_DIR, env=env)
-            if done.returncode:
-                raise CommandError("The benchmark failed.")
+        arguments = ["--records", str(options["records"]), "--samples", str(options["samples"])]
+        run_isolated("bench_audit", [*arguments, "--json"] if options["json"] else arguments)
 
     def _bench(self, options: dict[str, Any]) -> None:
         from django.contrib.auth.models import Group, User

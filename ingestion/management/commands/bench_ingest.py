@@ -1,11 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,11 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from ingestion.commands_support import scifact_corpus_path
-
-INNER_FLAG = "--inner-run"
+from ingestion.commands_support import INNER_FLAG, run_isolated, scifact_corpus_path
 
 
 def peak_rss_mb() -> float:
@@ -43,29 +37,10 @@ class Command(BaseCommand):
         self._bench(options)
 
     def _run_isolated(self, options: dict[str, Any]) -> None:
-        """Run in a fresh standalone data folder so the real knowledge base is not touched."""
-        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as data_dir:
-            env = {
-                key: value
-                for key, value in os.environ.items()
-                if key not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE")
-            }
-            env["ASSISTANT_DATA_DIR"] = data_dir
-            command = [
-                sys.executable,
-                "manage.py",
-                "bench_ingest",
-                INNER_FLAG,
-                "--docs",
-                str(options["docs"]),
-            ]
-            if options["path"]:
-                command += ["--path", str(Path(options["path"]).resolve())]
-            if options["json"]:
-                command.append("--json")
-            done = subprocess.run(command, cwd=settings.BASE_DIR, env=env)
-            if done.returncode:
-                raise CommandError("The benchmark failed.")
+        arguments = ["--docs", str(options["docs"])]
+        if options["path"]:
+            arguments += ["--path", str(Path(options["path"]).resolve())]
+        run_isolated("bench_ingest", [*arguments, "--json"] if options["json"] else arguments)
 
     def _bench(self, options: dict[str, Any]) -> None:
         from sentence_transformers import SentenceTransformer
