@@ -94,7 +94,21 @@ def passages_for_user(
     mode: SearchMode = "hybrid",
 ) -> list[Passage]:
     """The top passages this user may read for the query; the access filter runs in Qdrant."""
-    tags = access_tags_for_user(user)
+    return passages_for_tags(access_tags=access_tags_for_user(user), query=query, k=k, mode=mode)
+
+
+def passages_for_tags(
+    *,
+    access_tags: frozenset[str],
+    query: str,
+    k: int | None = None,
+    mode: SearchMode = "hybrid",
+) -> list[Passage]:
+    """The search itself, for tags already read from the database by `access_tags_for_user`.
+
+    It touches no database, so many of them may run at once on any thread.
+    """
+    tags = access_tags
     if not tags or not query.strip():
         return []
     k = k or settings.RETRIEVAL_TOP_K
