@@ -23,6 +23,7 @@ from django.db import transaction
 
 from assistant.extractive import extractive_answer
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
+from assistant.operations import record_answer
 from assistant.retrieval import Passage, passages_for_tags
 from inference.llm import EndpointPool, LLMUnavailableError, PoolConfig
 from inference.prompting import (
@@ -245,6 +246,13 @@ def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
                 "error": draft.error,
             },
         )
+    record_answer(
+        draft.status,
+        draft.mode,
+        total_ms,
+        draft.first_token_ms,
+        (draft.usage.get("prompt_tokens") or 0) + (draft.usage.get("completion_tokens") or 0),
+    )
     return answer, citations
 
 

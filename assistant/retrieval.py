@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 
+from assistant.operations import record_retrieval
 from ingestion.access import access_tags_for_user
 from ingestion.index import query_vectors, vector_index
 from ingestion.vector_index.base import SearchMode
@@ -112,6 +114,7 @@ def passages_for_tags(
     if not tags or not query.strip():
         return []
     k = k or settings.RETRIEVAL_TOP_K
+    started = time.perf_counter()
     vectors = query_vectors(query)
     hits = vector_index().search(
         dense=vectors.dense,
@@ -122,6 +125,7 @@ def passages_for_tags(
         candidates=settings.RETRIEVAL_CANDIDATES,
         fusion="rrf" if settings.RETRIEVAL_FUSION == "rrf" else "dbsf",
     )
+    record_retrieval((time.perf_counter() - started) * 1000)
     passages = [
         Passage(
             point_id=str(hit.id),

@@ -197,6 +197,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# Operations: a bearer token lets Prometheus scrape /metrics from another host; loopback needs none.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+READINESS_TIMEOUT_S = env_float("READINESS_TIMEOUT_S", 2.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

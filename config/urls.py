@@ -14,5 +14,6 @@ urlpatterns = [
     path("documents/", include("ingestion.urls")),
     path("audit/", include("assistant.audit_urls")),
     path("", include("assistant.api_urls")),
+    path("", include("assistant.operations_urls")),
     path("", include("assistant.urls")),
 ]

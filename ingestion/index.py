@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from inference.embedder import DenseEncoder, SparseEncoder, dense_encoder, sparse_encoder
 from ingestion.vector_index import VectorIndex, open_index
-from ingestion.vector_index.base import SparseVec
+from ingestion.vector_index.base import IndexPoint, SparseVec, point_id
 
 _index: VectorIndex | None = None
 _index_lock = threading.Lock()
@@ -20,11 +21,15 @@ def vector_index() -> VectorIndex:
     global _index
     with _index_lock:
         if _index is None:
+            # Imported here: reindex builds on this module.
+            from ingestion.reindex import current_index_dir
+
             if settings.VECTOR_BACKEND == "edge":
                 _index = open_index(
                     backend="edge",
-                    path=settings.VECTOR_INDEX_DIR,
+                    path=current_index_dir(settings.VECTOR_INDEX_DIR),
                     collection=settings.VECTOR_COLLECTION,
+                    dense_size=dense().dimension,
                 )
             else:
                 from pathlib import Path
@@ -35,6 +40,7 @@ def vector_index() -> VectorIndex:
                     path=Path(settings.QDRANT_PATH) if settings.QDRANT_PATH else None,
                     api_key=settings.QDRANT_API_KEY or None,
                     collection=settings.VECTOR_COLLECTION,
+                    dense_size=dense().dimension,
                 )
         return _index
 
@@ -75,3 +81,52 @@ class QueryVectors:
 def query_vectors(text: str) -> QueryVectors:
     indices, values = sparse().encode_query(text)
     return QueryVectors(dense=dense().encode_query(text), sparse=SparseVec(indices, values))
+
+
+@dataclass(frozen=True)
+class IndexedPassage:
+    """A passage with everything its index point carries."""
+
+    document_id: int
+    version_id: int
+    chunk_index: int
+    title: str
+    source: str
+    groups: list[str]
+    page: int | None
+    heading: str
+    text: str
+    active: bool
+
+
+def passage_points(passages: Sequence[IndexedPassage]) -> list[IndexPoint]:
+    """Embed passages (dense and sparse, in one batch) into the points the index stores."""
+    texts = [
+        passage_for_embedding(title=passage.title, heading=passage.heading, text=passage.text)
+        for passage in passages
+    ]
+    vectors = dense().encode(texts)
+    sparse_encoder = sparse()
+    points = []
+    for passage, text, vector in zip(passages, texts, vectors, strict=True):
+        indices, values = sparse_encoder.encode_document(text)
+        points.append(
+            IndexPoint(
+                id=point_id(passage.version_id, passage.chunk_index),
+                dense=vector.tolist(),
+                sparse=SparseVec(indices, values),
+                payload={
+                    "document_id": passage.document_id,
+                    "version_id": passage.version_id,
+                    "groups": passage.groups,
+                    "title": passage.title,
+                    "source": passage.source,
+                    "page": passage.page,
+                    "heading": passage.heading,
+                    "chunk_index": passage.chunk_index,
+                    "text": passage.text,
+                    "active": passage.active,
+                },
+            )
+        )
+    return points

@@ -26,11 +26,12 @@ from assistant.audit import (
     ledger_append,
 )
 from assistant.models import AuditEvent
+from assistant.operations import record_passages_indexed
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
-from ingestion.index import dense, passage_for_embedding, sparse, vector_index
+from ingestion.index import IndexedPassage, dense, passage_points, vector_index
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.parsing import ParseError, parse_document, safe_filename
-from ingestion.vector_index.base import IndexPoint, SparseVec, point_id
+from ingestion.vector_index.base import point_id
 
 logger = logging.getLogger(__name__)
 
@@ -355,39 +356,25 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         batch = [(version, draft) for version, draft in batch if version.id not in cancelled]
         if not batch:
             continue
-        texts = [
-            passage_for_embedding(
-                title=version.document.title,
-                heading=" > ".join(draft.heading_path),
-                text=draft.text,
-            )
-            for version, draft in batch
-        ]
-        vectors = dense().encode(texts)
-        sparse_encoder = sparse()
-        points = []
-        for (version, draft), text, vector in zip(batch, texts, vectors, strict=True):
-            indices, values = sparse_encoder.encode_document(text)
-            points.append(
-                IndexPoint(
-                    id=point_id(version.id, draft.index),
-                    dense=vector.tolist(),
-                    sparse=SparseVec(indices, values),
-                    payload={
-                        "document_id": version.document_id,
-                        "version_id": version.id,
-                        "groups": tags_of[version.id],
-                        "title": version.document.title,
-                        "source": version.document.source_path,
-                        "page": draft.page,
-                        "heading": " > ".join(draft.heading_path),
-                        "chunk_index": draft.index,
-                        "text": draft.text,
-                        "active": False,
-                    },
+        points = passage_points(
+            [
+                IndexedPassage(
+                    document_id=version.document_id,
+                    version_id=version.id,
+                    chunk_index=draft.index,
+                    title=version.document.title,
+                    source=version.document.source_path,
+                    groups=tags_of[version.id],
+                    page=draft.page,
+                    heading=" > ".join(draft.heading_path),
+                    text=draft.text,
+                    active=False,
                 )
-            )
+                for version, draft in batch
+            ]
+        )
         index.upsert(points)
+        record_passages_indexed(len(points))
         done_in_batch: dict[int, int] = {}
         for version, _ in batch:
             done_in_batch[version.id] = done_in_batch.get(version.id, 0) + 1

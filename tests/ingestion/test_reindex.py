@@ -1,0 +1,104 @@
+"""Rebuilding the index from stored passages, on the server API and on the embedded shard."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from django.test import override_settings
+from qdrant_client import QdrantClient
+
+from assistant.retrieval import passages_for_user
+from ingestion.index import query_vectors, vector_index, vector_index_close
+from ingestion.reindex import current_index_dir, index_rebuild
+from ingestion.runner import run_pending_once
+from ingestion.services import document_upload_bytes
+from ingestion.vector_index import IndexLockedError, open_index
+
+pytestmark = pytest.mark.django_db
+
+PARKING = b"# Parking\n\nVisitors park on level minus two of the north garage.\n"
+CANTEEN = b"# Canteen\n\nThe canteen serves lunch from half past eleven until two.\n"
+
+
+@pytest.fixture
+def reader() -> User:
+    user = User.objects.create_user("reader")
+    user.groups.add(Group.objects.create(name="staff"))
+    return user
+
+
+def ingest_two_documents() -> None:
+    document_upload_bytes(name="parking.md", data=PARKING, is_public=True)
+    document_upload_bytes(name="canteen.md", data=CANTEEN, is_public=True)
+    run_pending_once()
+
+
+def test_reindex_on_the_server_moves_the_alias_to_a_complete_new_collection(
+    tmp_path: Path, reader: User
+) -> None:
+    qdrant_path = tmp_path / "qdrant"
+    with override_settings(VECTOR_BACKEND="server", QDRANT_PATH=str(qdrant_path)):
+        vector_index_close()
+        ingest_two_documents()
+        before = vector_index().count(only_active=True)
+        assert before >= 2
+
+        out = io.StringIO()
+        call_command("reindex", "--collection", "passages-v2", stdout=out)
+        assert "into passages-v2" in out.getvalue()
+        index_rebuild(collection="passages-v3")
+
+        client = QdrantClient(path=str(qdrant_path))
+        try:
+            aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+            names = {c.name for c in client.get_collections().collections}
+        finally:
+            client.close()
+        assert aliases == {"passages": "passages-v3"}
+        assert names == {"passages-v3"}
+        assert vector_index().count(only_active=True) == before
+        hits = passages_for_user(user=reader, query="where do visitors park")
+        assert hits[0].source == "parking.md"
+        vector_index_close()
+
+
+def test_reindex_on_the_edge_switches_to_a_new_shard_folder() -> None:
+    base = Path(settings.VECTOR_INDEX_DIR)
+    ingest_two_documents()
+    before = vector_index().count(only_active=True)
+
+    report = index_rebuild(collection="v2")
+
+    new_dir = current_index_dir(base)
+    assert new_dir == base.parent / "index-v2"
+    assert report.passages == before
+    assert not base.exists()
+    index = open_index(backend="edge", path=new_dir)
+    try:
+        assert index.count(only_active=True) == before
+        vectors = query_vectors("where do visitors park")
+        hits = index.search(
+            dense=vectors.dense, sparse=vectors.sparse, access_tags=["public"], limit=1
+        )
+        assert hits[0].payload["source"] == "parking.md"
+    finally:
+        index.close()
+
+
+def test_reindex_on_the_edge_refuses_while_a_server_holds_the_shard() -> None:
+    base = Path(settings.VECTOR_INDEX_DIR)
+    ingest_two_documents()
+    vector_index_close()
+    # Another handle on the folder stands for the serving process.
+    serving = open_index(backend="edge", path=base)
+    try:
+        with pytest.raises(IndexLockedError, match="stop it"):
+            index_rebuild(collection="v2")
+    finally:
+        serving.close()
+    assert current_index_dir(base) == base
