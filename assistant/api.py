@@ -80,7 +80,10 @@ def sse_frame(event: str, data: dict[str, Any]) -> str:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """The request's id as the audit middleware assigned it, so logs, header and record agree."""
+    from assistant.audit import current_request_id
+
+    return current_request_id() or uuid.uuid4().hex
 
 
 AnswerStream = AsyncGenerator[AnswerEvent, None]

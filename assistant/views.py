@@ -37,6 +37,7 @@ from markdown_it.rules_inline import StateInline
 
 from assistant import selectors, services
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
+from assistant.api import new_request_id
 from assistant.models import Answer, Conversation
 from assistant.services import PortalInputError
 
@@ -310,7 +311,7 @@ async def ask_stream(request: HttpRequest) -> HttpResponseBase:
         return _json_error(str(rejected), 400)
     if not await _own_conversation_exists(user, conversation_id):
         return _json_error("No such conversation.", 404)
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     events = answer_events(
         user=user, question=question, conversation_id=conversation_id, request_id=request_id
     )

@@ -201,11 +201,23 @@ SPECTACULAR_SETTINGS = {
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 READINESS_TIMEOUT_S = env_float("READINESS_TIMEOUT_S", 2.0)
 
+# "json" (one object a line, with the request id of the audit record) or "plain".
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if STANDALONE else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}},
 }
