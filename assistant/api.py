@@ -33,7 +33,7 @@ from assistant.answering import AnswerEvent, QuestionRejected, answer_events, qu
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import passages_for_user
 from assistant.selectors import answers_in_conversation
-from ingestion.api import ERROR_RESPONSE, RequestInvalid, _validated
+from ingestion.api import ERROR_RESPONSE, RequestInvalid, validated
 from ingestion.vector_index.base import SearchMode
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def answer_json(done: dict[str, Any]) -> dict[str, Any]:
 
 
 def sse_frame(event: str, data: dict[str, Any]) -> str:
+    # JSON escapes newlines, so one `data:` line carries the whole payload.
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
@@ -287,7 +288,7 @@ class AskView(APIView):
         },
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        data = _validated(AskRequestSerializer, request.data)
+        data = validated(AskRequestSerializer, request.data)
         try:
             question = question_validate(data["question"])
         except QuestionRejected as rejected:
@@ -323,7 +324,7 @@ class SearchView(APIView):
         responses={200: PassageSerializer(many=True), 400: ERROR_RESPONSE, 401: ERROR_RESPONSE},
     )
     def get(self, request: Request) -> Response:
-        query = _validated(SearchQuerySerializer, request.query_params)
+        query = validated(SearchQuerySerializer, request.query_params)
         mode: SearchMode = query["mode"]
         passages = passages_for_user(user=request.user, query=query["q"], k=query["k"], mode=mode)
         return Response([passage.as_json() for passage in passages])
@@ -374,7 +375,7 @@ class ConversationDetailView(APIView):
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
         conversation = self._conversation(request, conversation_id)
-        title = _validated(ConversationRenameSerializer, request.data)["title"]
+        title = validated(ConversationRenameSerializer, request.data)["title"]
         Conversation.objects.filter(id=conversation.id).update(title=title)
         return self._detail(request, self._conversation(request, conversation_id))
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from ingestion.index import dense, passage_for_embedding, sparse
+from ingestion.index import IndexedPassage, dense, passage_points, sparse
 from ingestion.vector_index import VectorIndex, open_index
-from ingestion.vector_index.base import IndexPoint, SearchMode, SparseVec
+from ingestion.vector_index.base import SearchMode, SparseVec
 
 EVAL_TAG = "public"
 INDEX_BATCH = 256
@@ -91,41 +91,36 @@ def _eval_index_dir(folder: Path, data: BeirSet) -> Path:
     return Path(settings.DATA_DIR) / "evaluation" / f"{folder.name}-{digest.hexdigest()[:16]}"
 
 
-def beir_index(folder: Path, data: BeirSet, progress: object = None) -> VectorIndex:
+def beir_index(
+    folder: Path, data: BeirSet, progress: Callable[[int, int], None] | None = None
+) -> VectorIndex:
     index_dir = _eval_index_dir(folder, data)
     complete = index_dir / "complete"
     index = open_index(backend="edge", path=index_dir / "shard")
     if complete.exists():
         return index
     doc_ids = sorted(data.corpus)
-    encoder, sparse_encoder = dense(), sparse()
     for start in range(0, len(doc_ids), INDEX_BATCH):
         batch = doc_ids[start : start + INDEX_BATCH]
-        texts = [
-            passage_for_embedding(title=data.corpus[d][0], heading="", text=data.corpus[d][1])
-            for d in batch
-        ]
-        vectors = encoder.encode(texts)
-        points = []
-        for position, (doc_id, text) in enumerate(zip(batch, texts, strict=True)):
-            indices, values = sparse_encoder.encode_document(text)
-            points.append(
-                IndexPoint(
-                    id=str(hashlib.md5(doc_id.encode()).hexdigest()),
-                    dense=vectors[position].tolist(),
-                    sparse=SparseVec(indices, values),
-                    payload={
-                        "document_id": start + position,
-                        "version_id": 0,
-                        "groups": [EVAL_TAG],
-                        "source": doc_id,
-                        "text": "",
-                        "active": True,
-                    },
+        points = passage_points(
+            [
+                IndexedPassage(
+                    document_id=start + position,
+                    version_id=0,
+                    chunk_index=start + position,
+                    title=data.corpus[doc_id][0],
+                    source=doc_id,
+                    groups=[EVAL_TAG],
+                    page=None,
+                    heading="",
+                    text=data.corpus[doc_id][1],
+                    active=True,
                 )
-            )
+                for position, doc_id in enumerate(batch)
+            ]
+        )
         index.upsert(points)
-        if callable(progress):
+        if progress is not None:
             progress(min(start + INDEX_BATCH, len(doc_ids)), len(doc_ids))
     complete.write_text("ok")
     return index

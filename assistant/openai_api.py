@@ -37,6 +37,7 @@ from assistant.api import (
     own_conversations,
 )
 from assistant.models import Answer
+from inference.openai_wire import completion_chunk, sse_data
 
 logger = logging.getLogger(__name__)
 
@@ -335,10 +336,6 @@ async def completion(events: AnswerStream, *, completion_id: str) -> HttpRespons
     )
 
 
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
 async def completion_chunks(
     events: AnswerStream, *, completion_id: str, include_usage: bool
 ) -> AsyncIterator[str]:
@@ -348,49 +345,43 @@ async def completion_chunks(
     def chunk(
         delta: dict[str, Any], finish_reason: str | None = None, **extra: Any
     ) -> dict[str, Any]:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }
-        if finish_reason is not None:
-            choice["stop_reason"] = None
-        payload: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": MODEL_ID,
-            "choices": [choice],
-            **extra,
-        }
+        payload = completion_chunk(
+            completion_id=completion_id,
+            created=created,
+            model=MODEL_ID,
+            delta=delta,
+            finish_reason=finish_reason,
+        )
+        payload.update(extra)
         if include_usage:
             payload["usage"] = None
         return payload
 
-    yield _sse(chunk({"role": "assistant", "content": ""}))
+    yield sse_data(chunk({"role": "assistant", "content": ""}))
     wrote_content = False
     async with aclosing(events):
         try:
             async for event in events:
                 if event.kind == "reasoning":
-                    yield _sse(chunk({"reasoning": event.text, "reasoning_content": event.text}))
+                    yield sse_data(
+                        chunk({"reasoning": event.text, "reasoning_content": event.text})
+                    )
                 elif event.kind in ("answer", "reclassify"):
-                    yield _sse(chunk({"content": event.text}))
+                    yield sse_data(chunk({"content": event.text}))
                     wrote_content = wrote_content or bool(event.text)
                 elif event.kind == "notice":
-                    yield _sse(
+                    yield sse_data(
                         chunk({"content": notice_text(event.text, after_text=wrote_content)})
                     )
                     wrote_content = True
                 elif event.kind == "done":
                     done = event.data
                     if done["citations"]:
-                        yield _sse(chunk({"content": sources_text(done["citations"])}))
-                    yield _sse(chunk({}, "stop", **answer_extras(done)))
+                        yield sse_data(chunk({"content": sources_text(done["citations"])}))
+                    yield sse_data(chunk({}, "stop", **answer_extras(done)))
                     if include_usage:
                         usage = await sync_to_async(usage_of)(done["answer_id"])
-                        yield _sse(
+                        yield sse_data(
                             {
                                 "id": completion_id,
                                 "object": "chat.completion.chunk",
@@ -403,7 +394,7 @@ async def completion_chunks(
         except Exception:
             # The answer is recorded as failed; the client gets an error it can show.
             logger.exception("chat completion stream failed")
-            yield _sse(
+            yield sse_data(
                 {
                     "error": {
                         "message": "The answer failed; please try again.",

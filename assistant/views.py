@@ -37,7 +37,7 @@ from markdown_it.rules_inline import StateInline
 
 from assistant import selectors, services
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
-from assistant.api import new_request_id
+from assistant.api import new_request_id, sse_frame
 from assistant.models import Answer, Conversation
 from assistant.services import PortalInputError
 
@@ -239,9 +239,8 @@ async def _own_conversation_exists(user: User, conversation_id: int | None) -> b
     ).aexists()
 
 
-def _sse(kind: str, data: dict[str, Any]) -> bytes:
-    # JSON escapes newlines, so one `data:` line carries the whole payload.
-    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+def sse_bytes(kind: str, data: dict[str, Any]) -> bytes:
+    return sse_frame(kind, data).encode()
 
 
 def _event_data(event: AnswerEvent) -> dict[str, Any]:
@@ -283,12 +282,12 @@ async def _answer_stream(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[by
                 if event.kind == "meta":
                     # The page lists a new conversation under the name it was given.
                     data["title"] = await _conversation_title(data["conversation_id"])
-                yield _sse(event.kind, data)
+                yield sse_bytes(event.kind, data)
         except QuestionRejected as rejected:
-            yield _sse("error", {"message": str(rejected)})
+            yield sse_bytes("error", {"message": str(rejected)})
         except Exception:
             logger.exception("An answer stream failed")
-            yield _sse(
+            yield sse_bytes(
                 "error",
                 {"message": "The answer failed on the server. Your question is kept; try again."},
             )

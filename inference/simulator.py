@@ -12,7 +12,6 @@ reproduce a behaviour of real vLLM deployments.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -30,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from inference.openai_wire import completion_chunk, sse_data
 from inference.prompting import (
     ABSTAIN_MARKER,
     CONVERSATION_HEADING,
@@ -297,10 +297,6 @@ def _error(message: str, error_type: str, status: int) -> JSONResponse:
     )
 
 
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
 class _ChatRequest:
     def __init__(self, body: dict[str, Any], options: SimulatorOptions) -> None:
         self.messages: list[dict[str, Any]] = body["messages"]
@@ -467,22 +463,14 @@ def build_simulator_app(
         )
 
     def chunk(chat: _ChatRequest, delta: dict[str, str], finish_reason: str | None) -> str:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }
-        if finish_reason is not None:
-            choice["stop_reason"] = None
-        return _sse(
-            {
-                "id": chat.id,
-                "object": "chat.completion.chunk",
-                "created": chat.created,
-                "model": options.model,
-                "choices": [choice],
-            }
+        return sse_data(
+            completion_chunk(
+                completion_id=chat.id,
+                created=chat.created,
+                model=options.model,
+                delta=delta,
+                finish_reason=finish_reason,
+            )
         )
 
     async def stream_body(chat: _ChatRequest, received: float) -> AsyncIterator[str]:
@@ -509,7 +497,7 @@ def build_simulator_app(
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
             if chat.include_usage:
-                yield _sse(
+                yield sse_data(
                     {
                         "id": chat.id,
                         "object": "chat.completion.chunk",

@@ -55,7 +55,7 @@ class IsStaffForWrites(BasePermission):
         return request.method in SAFE_METHODS or bool(user.is_staff)
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
     """Validate, or answer 400 with every problem spelled out in `detail`."""
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
@@ -278,7 +278,7 @@ class DocumentListView(generics.GenericAPIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = _validated(DocumentUploadSerializer, request.data)
+        data = validated(DocumentUploadSerializer, request.data)
         groups = groups_from_references(data["groups"])
         outcomes = [
             services.document_upload(
@@ -322,7 +322,7 @@ class DocumentDetailView(generics.GenericAPIView):
     )
     def patch(self, request: Request, document_id: int) -> Response:
         document = self._document(document_id)
-        data = _validated(DocumentAccessSerializer, request.data)
+        data = validated(DocumentAccessSerializer, request.data)
         if "groups" not in data and "everyone" not in data:
             raise RequestInvalid("Send groups, everyone or both.")
         groups = (

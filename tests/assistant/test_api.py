@@ -17,8 +17,6 @@ from rest_framework.test import APIClient
 from assistant.models import Answer, AuditRecord, Conversation
 from tests.assistant.conftest import Library
 
-pytestmark = pytest.mark.urls("tests.assistant.urls_for_api")
-
 SECRET = "7-4-1-9"
 NIGHTJAR_QUESTION = "What is the launch code for Project Nightjar?"
 

@@ -26,7 +26,6 @@ from tests.ingestion.test_standalone import ROOT, Server
 
 SECRET = "7-4-1-9"
 NIGHTJAR_QUESTION = "What is the launch code for Project Nightjar?"
-SERVER_SETTINGS = "tests.assistant.api_server_settings"
 PREPARE = (
     "import json\n"
     "from django.core.management import call_command\n"
@@ -85,7 +84,7 @@ class Servers:
 
 def api_server(data_dir: Path, **env: str) -> Server:
     server = Server(data_dir)
-    server.env.update(DJANGO_SETTINGS_MODULE=SERVER_SETTINGS, **env)
+    server.env.update(**env)
     return server
 
 

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events
+from assistant.api import answer_json
 
 EXTRACTIVE_LABEL = "(Extracted from your documents without a language model.)"
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         ):
             if as_json:
                 if event.kind == "done":
-                    final = self._as_json(event)
+                    final = answer_json(event.data)
                 continue
             in_reasoning = self._print_event(event, in_reasoning)
             if event.kind == "done":
@@ -91,34 +92,3 @@ class Command(BaseCommand):
                 out.write(f"({len(data['dropped_citations'])} citations to no source were removed)")
             out.write(f"Conversation: {data['conversation_id']}")
         return in_reasoning
-
-    def _as_json(self, event: AnswerEvent) -> dict[str, Any]:
-        data = event.data
-        return {
-            "answer": data["answer"],
-            "reasoning": data["reasoning"],
-            "citations": [
-                {
-                    key: c[key]
-                    for key in (
-                        "n",
-                        "source",
-                        "text",
-                        "title",
-                        "page",
-                        "heading",
-                        "document_id",
-                        "version_id",
-                        "point_id",
-                    )
-                }
-                for c in data["citations"]
-            ],
-            "status": data["status"],
-            "mode": data["mode"],
-            "searched_query": data["searched_query"],
-            "conversation_id": data["conversation_id"],
-            "answer_id": data["answer_id"],
-            "error": data["error"],
-            "model": data["model"],
-        }
