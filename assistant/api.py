@@ -29,6 +29,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.limits import api_ask_admit, holding_slot
+from accounts.models import TokenScope
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import passages_for_user
@@ -269,6 +271,7 @@ class ConversationRenameSerializer(serializers.Serializer):
 
 class AskView(APIView):
     content_negotiation_class = JSONWhenNothingMatches
+    token_scopes = {"POST": TokenScope.ASK}
 
     @extend_schema(
         summary="Ask a question",
@@ -284,7 +287,9 @@ class AskView(APIView):
             (200, "text/event-stream"): OpenApiTypes.STR,
             400: ERROR_RESPONSE,
             401: ERROR_RESPONSE,
+            403: ERROR_RESPONSE,
             404: ERROR_RESPONSE,
+            429: ERROR_RESPONSE,
         },
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
@@ -295,11 +300,16 @@ class AskView(APIView):
             raise RequestInvalid(f"question: {rejected}") from rejected
         user = request.user
         assert isinstance(user, User)
-        events = answer_stream(
-            user=user,
-            question=question,
-            conversation_id=conversation_checked(user, data.get("conversation_id")),
-            request_id=new_request_id(),
+        conversation_id = conversation_checked(user, data.get("conversation_id"))
+        slot = api_ask_admit(request)
+        events = holding_slot(
+            answer_stream(
+                user=user,
+                question=question,
+                conversation_id=conversation_id,
+                request_id=new_request_id(),
+            ),
+            slot,
         )
         if data["stream"]:
             # The stream runs on the server's event loop after this view has returned.
@@ -310,6 +320,8 @@ class AskView(APIView):
 
 
 class SearchView(APIView):
+    token_scopes = {"GET": TokenScope.READ}
+
     @extend_schema(
         summary="Search the documents",
         description="The passages the caller would get for the query, best first; only "
@@ -332,6 +344,7 @@ class SearchView(APIView):
 
 class ConversationListView(generics.GenericAPIView):
     serializer_class = ConversationSerializer
+    token_scopes = {"GET": TokenScope.READ}
 
     def get_queryset(self) -> QuerySet[Conversation]:
         return own_conversations(self.request.user)
@@ -347,6 +360,9 @@ class ConversationListView(generics.GenericAPIView):
 
 
 class ConversationDetailView(APIView):
+    # A read-only token changes nothing; conversations are what asking makes.
+    token_scopes = {"GET": TokenScope.READ, "PATCH": TokenScope.ASK, "DELETE": TokenScope.ASK}
+
     def _conversation(self, request: Request, conversation_id: int) -> Conversation:
         return get_object_or_404(own_conversations(request.user), id=conversation_id)
 

@@ -38,6 +38,7 @@ from django.db.transaction import TransactionManagementError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from accounts.roles import is_auditor, is_document_admin, manageable_documents
 from assistant.models import (
     Answer,
     AuditEvent,
@@ -50,7 +51,6 @@ from assistant.models import (
 from ingestion.models import Document, DocumentVersion
 
 GENESIS_HASH = "0" * 64
-AUDITORS_GROUP = "auditors"
 # Any constant will do; it names the one PostgreSQL advisory lock that orders appends.
 LEDGER_LOCK_KEY = 0x4155444954
 # How far from its place a record is looked for when its hash only fits another position.
@@ -961,15 +961,7 @@ def _csv_lines(records: QuerySet[AuditRecord]) -> Iterator[str]:
         yield line([sequence, time_text(created_at), *rest])
 
 
-# Who may audit, and the record of their looking
-
-
-def is_auditor(user: AbstractBaseUser | AnonymousUser) -> bool:
-    if not user.is_authenticated or not user.is_active:
-        return False
-    if getattr(user, "is_superuser", False):
-        return True
-    return Group.objects.filter(user=user.pk, name=AUDITORS_GROUP).exists()
+# Who may audit (accounts/roles.py says who has which role), and the record of their looking
 
 
 # The administrative acts on documents; document admins read these records and no others.
@@ -979,17 +971,21 @@ DOCUMENT_EVENT_PREFIX = "document."
 def audit_scope_for(user: AbstractBaseUser | AnonymousUser) -> Q | None:
     """The records a user may read in the audit pages and exports; None when they may not look.
 
-    Auditors (and superusers) read everything. Document admins (staff) manage every document,
-    so they read the administrative records of documents, and never answers, users, groups,
-    settings or the auditors' own records. Everyone else reads nothing.
+    Auditors (and superusers) read everything. Document admins read the administrative records
+    of the documents they manage (deleted ones too), and never answers, users, groups, settings
+    or the auditors' own records. Everyone else reads nothing.
     """
     if not user.is_authenticated or not user.is_active:
         return None
     if is_auditor(user):
         return Q()
-    if getattr(user, "is_staff", False):
-        return Q(event__startswith=DOCUMENT_EVENT_PREFIX)
-    return None
+    if not is_document_admin(user):
+        return None
+    managed = manageable_documents(user, include_deleted=True)
+    subjects = AuditReference.objects.filter(
+        kind=AuditReferenceKind.DOCUMENT_SUBJECT, target_id__in=managed.values("pk")
+    )
+    return Q(event__startswith=DOCUMENT_EVENT_PREFIX, sequence__in=subjects.values("record_id"))
 
 
 def audit_context(request: HttpRequest) -> dict[str, Callable[[], bool]]:

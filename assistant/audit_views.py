@@ -1,7 +1,7 @@
 """The auditors' pages: find records, read one as the model saw it, flag it, export a filter.
 
-Members of the "auditors" group (and superusers) see every record and flag them; document
-admins (staff) see the administrative records of documents only; `audit_scope_for` says which.
+Auditors (and superusers) see every record and flag them; document admins see the
+administrative records of the documents they manage only; `audit_scope_for` says which.
 Every page opened and every export is itself appended to the ledger.
 """
 

@@ -84,6 +84,10 @@ class AuditEvent(models.TextChoices):
     AUDIT_VIEWED = "audit.viewed", "Audit records viewed"
     AUDIT_EXPORTED = "audit.exported", "Audit records exported"
     AUDIT_FLAGGED = "audit.flagged", "Audit record flagged"
+    TOKEN_CREATED = "token.created", "API token created"
+    TOKEN_REVOKED = "token.revoked", "API token revoked"
+    USER_SIGNED_IN = "user.signed_in", "Signed in"
+    USER_SIGNED_OUT = "user.signed_out", "Signed out"
 
 
 class AuditRecord(models.Model):

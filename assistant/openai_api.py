@@ -25,8 +25,11 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.authtoken.models import Token
 
+from accounts.authentication import client_ip
+from accounts.limits import Limited, aask_admit, holding_slot
+from accounts.models import ApiToken, TokenScope
+from accounts.tokens import ScopeMissing, TokenRejected, atoken_verify, bearer_key, scope_require
 from assistant.answering import QuestionRejected, question_validate
 from assistant.api import (
     STREAM_HEADERS,
@@ -81,9 +84,9 @@ def openai_error(
     return JsonResponse(openai_error_body(message, error_type, param, code), status=status)
 
 
-def unauthorized() -> JsonResponse:
+def unauthorized(reason: str = "Missing API key.") -> JsonResponse:
     response = openai_error(
-        "Missing or invalid API key: send your API token as 'Authorization: Bearer <token>'.",
+        f"{reason} Send your API token as 'Authorization: Bearer <token>'.",
         status=401,
         code="invalid_api_key",
     )
@@ -91,16 +94,29 @@ def unauthorized() -> JsonResponse:
     return response
 
 
-async def bearer_user(request: HttpRequest) -> User | None:
-    """The active user whose API token is the Bearer key, if any."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        return None
-    token = await Token.objects.select_related("user").filter(key=key).afirst()
-    if token is None or not token.user.is_active:
-        return None
-    return token.user
+async def token_for(request: HttpRequest, scope: str) -> ApiToken | JsonResponse:
+    """The caller's API token when it signs someone in and has `scope`; else the error to send."""
+    key = bearer_key(request.headers.get("Authorization", ""))
+    if key is None:
+        return unauthorized()
+    try:
+        token = await atoken_verify(key, ip=client_ip(request))
+        scope_require(token, scope)
+    except TokenRejected as rejected:
+        return unauthorized(str(rejected))
+    except ScopeMissing as missing:
+        return openai_error(
+            str(missing), status=403, error_type="permission_error", code="insufficient_scope"
+        )
+    return token
+
+
+def rate_limited(limited: Limited) -> JsonResponse:
+    response = openai_error(
+        limited.message, status=429, error_type="rate_limit_error", code="rate_limit_exceeded"
+    )
+    response["Retry-After"] = str(limited.retry_after_s)
+    return response
 
 
 def model_card() -> dict[str, Any]:
@@ -251,8 +267,9 @@ def usage_of(answer_id: int) -> dict[str, int]:
 async def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return openai_error("Use GET.", status=405)
-    if await bearer_user(request) is None:
-        return unauthorized()
+    token = await token_for(request, TokenScope.ASK)
+    if isinstance(token, JsonResponse):
+        return token
     return JsonResponse({"object": "list", "data": [model_card()]})
 
 
@@ -260,9 +277,10 @@ async def models(request: HttpRequest) -> HttpResponse:
 async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "POST":
         return openai_error("Use POST.", status=405)
-    user = await bearer_user(request)
-    if user is None:
-        return unauthorized()
+    token = await token_for(request, TokenScope.ASK)
+    if isinstance(token, JsonResponse):
+        return token
+    user = token.user
     try:
         body = json.loads(request.body or b"null")
     except ValueError:
@@ -272,13 +290,20 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
         conversation_id = await sync_to_async(conversation_for_chat)(user, chat)
     except ChatRequestInvalid as invalid:
         return openai_error(invalid.message, status=invalid.status, param=invalid.param)
+    try:
+        slot = await aask_admit(user_id=user.pk, token=token)
+    except Limited as limited:
+        return rate_limited(limited)
     completion_id = f"chatcmpl-{new_request_id()}"
-    events = answer_stream(
-        user=user,
-        question=chat.question,
-        conversation_id=conversation_id,
-        # The audit record carries the id the client received.
-        request_id=completion_id,
+    events = holding_slot(
+        answer_stream(
+            user=user,
+            question=chat.question,
+            conversation_id=conversation_id,
+            # The audit record carries the id the client received.
+            request_id=completion_id,
+        ),
+        slot,
     )
     if chat.stream:
         chunks = completion_chunks(

@@ -35,6 +35,8 @@ from django.views.decorators.http import require_GET, require_POST
 from markdown_it import MarkdownIt
 from markdown_it.rules_inline import StateInline
 
+from accounts import roles
+from accounts.limits import Limited, aask_admit, holding_slot, limited_response
 from assistant import selectors, services
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
 from assistant.api import new_request_id, sse_frame
@@ -310,9 +312,17 @@ async def ask_stream(request: HttpRequest) -> HttpResponseBase:
         return _json_error(str(rejected), 400)
     if not await _own_conversation_exists(user, conversation_id):
         return _json_error("No such conversation.", 404)
+    try:
+        slot = await aask_admit(user_id=user.pk, token=None)
+    except Limited as limited:
+        # The page shows `detail` above the question box.
+        return limited_response(limited)
     request_id = new_request_id()
-    events = answer_events(
-        user=user, question=question, conversation_id=conversation_id, request_id=request_id
+    events = holding_slot(
+        answer_events(
+            user=user, question=question, conversation_id=conversation_id, request_id=request_id
+        ),
+        slot,
     )
     response = StreamingHttpResponse(_answer_stream(events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -354,10 +364,18 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
         question_validate(question)
     except QuestionRejected as rejected:
         return await _render_chat_async(request, conversation_id, question, str(rejected), 400)
+    try:
+        slot = await aask_admit(user_id=user.pk, token=None)
+    except Limited as limited:
+        response = await _render_chat_async(
+            request, conversation_id, question, limited.message, 429
+        )
+        response["Retry-After"] = str(limited.retry_after_s)
+        return response
     done: dict[str, Any] = {}
     try:
-        async for event in answer_events(
-            user=user, question=question, conversation_id=conversation_id
+        async for event in holding_slot(
+            answer_events(user=user, question=question, conversation_id=conversation_id), slot
         ):
             if event.kind == "done":
                 done = event.data
@@ -413,9 +431,9 @@ def answer_feedback(request: HttpRequest, answer_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def feedback_list(request: HttpRequest) -> HttpResponse:
-    """For staff: the answers people rated, the worst first."""
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff may read the feedback on answers.")
+    """For auditors (and superusers): the answers people rated, the worst first."""
+    if not roles.is_auditor(request.user):
+        raise PermissionDenied("Only auditors may read the feedback on answers.")
     page = selectors.answers_with_feedback_worst_first(page_number=request.GET.get("page", 1))
     rows = [
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -41,15 +42,18 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The Django admin, for superusers only (accounts/admin_site.py).
+    "accounts.apps.SuperuserAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
+    "csp",
+    "accounts",
     "ingestion",
     "inference",
     "assistant",
@@ -57,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,6 +70,8 @@ MIDDLEWARE = [
     "assistant.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -81,6 +88,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "assistant.audit.audit_context",
+                "accounts.context_processors.roles",
             ]
         },
     }
@@ -108,6 +116,118 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+# ---- Sign-on (README "Signing in"; the code is in accounts/ldap.py and accounts/oidc.py) ----
+# Local accounts always work; LDAP / Active Directory and OpenID Connect are added when set.
+# Directory groups become Django groups. Members of SUPERUSERS_GROUP (a directory group) become
+# superusers at sign-in; when it is empty, no directory group makes anyone a superuser.
+SUPERUSERS_GROUP = env_str("SUPERUSERS_GROUP", "")
+LDAP_SERVER_URI = env_str("LDAP_SERVER_URI", "")
+LDAP_BIND_DN = env_str("LDAP_BIND_DN", "")
+LDAP_BIND_PASSWORD = env_str("LDAP_BIND_PASSWORD", "")
+LDAP_USER_SEARCH_BASE = env_str("LDAP_USER_SEARCH_BASE", "")
+LDAP_USER_FILTER = env_str("LDAP_USER_FILTER", "(uid=%(user)s)")
+LDAP_GROUP_SEARCH_BASE = env_str("LDAP_GROUP_SEARCH_BASE", "")
+# groupOfNames, nestedGroupOfNames, groupOfUniqueNames, posixGroup or activeDirectory.
+LDAP_GROUP_TYPE = env_str("LDAP_GROUP_TYPE", "groupOfNames")
+LDAP_GROUP_FILTER = env_str("LDAP_GROUP_FILTER", "")
+LDAP_START_TLS = env_bool("LDAP_START_TLS", False)
+LDAP_CA_CERT_FILE = env_str("LDAP_CA_CERT_FILE", "")
+LDAP_TIMEOUT_S = env_float("LDAP_TIMEOUT_S", 10.0)
+# A signed-in directory user's groups are read again after this long (0: at every request).
+LDAP_REFRESH_SECONDS = env_int("LDAP_REFRESH_SECONDS", 900)
+# The provider: an issuer whose discovery document names the endpoints, or the endpoints.
+OIDC_OP_ISSUER = env_str("OIDC_OP_ISSUER", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET", "")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
+# A signed-in session goes back to the provider after this long, which renews its groups.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_int("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", 900)
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT_S", 10.0)
+OIDC_EXEMPT_URLS = ["login", "logout"]
+OIDC_AUTHENTICATE_CLASS = "accounts.oidc.ProviderRedirectView"
+OIDC_CALLBACK_CLASS = "accounts.oidc.ProviderCallbackView"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+LDAP_ENABLED = bool(LDAP_SERVER_URI)
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID and (OIDC_OP_ISSUER or OIDC_OP_AUTHORIZATION_ENDPOINT))
+SIGN_ON_MIDDLEWARE = [
+    *(["accounts.oidc.SessionRefreshMiddleware"] if OIDC_ENABLED else []),
+    *(["accounts.ldap.LDAPSessionRefreshMiddleware"] if LDAP_ENABLED else []),
+]
+_after_audit_context = MIDDLEWARE.index("assistant.audit.AuditContextMiddleware") + 1
+MIDDLEWARE[_after_audit_context:_after_audit_context] = SIGN_ON_MIDDLEWARE
+
+# Login throttling first: a locked-out account and address is refused before any password check.
+AUTHENTICATION_BACKENDS = [
+    "config.security.LoginThrottleBackend",
+    *(["accounts.oidc.DirectoryOIDCBackend"] if OIDC_ENABLED else []),
+    *(["accounts.ldap.DirectoryLDAPBackend"] if LDAP_ENABLED else []),
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# ---- Security (README "Security"; the code these name is in config/security.py) ----
+# Served over HTTPS by a TLS-terminating proxy (Caddy in compose, the ingress in Kubernetes).
+SECURE_BEHIND_TLS = env_bool("SECURE_BEHIND_TLS", False)
+if SECURE_BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Probes and the metrics scraper reach the pods directly over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_BEHIND_TLS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_AGE_HOURS", 12) * 3600
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# An internal host name cannot be on the browsers' public HSTS preload list, so Django's
+# advice to ask for it does not apply unless SECURE_HSTS_PRELOAD is turned on.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_BEHIND_TLS and SECURE_HSTS_PRELOAD else ["security.W021"]
+# No inline script or style anywhere: every page loads its code and styles from static files.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    }
+}
+# After LOGIN_FAILURES_LIMIT failed logins of one account from one address, that pair is
+# refused for LOGIN_LOCKOUT_MINUTES (each further try starts the wait again).
+LOGIN_FAILURES_LIMIT = env_int("LOGIN_FAILURES_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_USERNAME_CALLABLE = "config.security.login_username"
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+
+# Roles (docs/PERMISSIONS.md): members of "<group><suffix>" administer the documents of <group>;
+# members of AUDITORS_GROUP read the whole audit log. Groups may come from LDAP or OIDC alike.
+DOCUMENT_ADMIN_GROUP_SUFFIX = env_str("DOCUMENT_ADMIN_GROUP_SUFFIX", "-admins")
+if not DOCUMENT_ADMIN_GROUP_SUFFIX.strip():
+    # An empty suffix would make every member of a group the administrator of that group.
+    raise ValueError("DOCUMENT_ADMIN_GROUP_SUFFIX must not be empty")
+AUDITORS_GROUP = env_str("AUDITORS_GROUP", "auditors")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
@@ -126,6 +246,16 @@ MEDIA_ROOT = Path(env_str("ASSISTANT_FILES_DIR", str(DATA_DIR / "files")))
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 100 * 1024 * 1024)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("UPLOAD_MAX_FILES", 1000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Parsing limits. Each file is parsed in a child process that may use PARSE_MEMORY_MB of address
+# space (about 200 MB of it is the parsers themselves) for PARSE_TIMEOUT_S seconds; a file that
+# exceeds any limit fails alone, with the reason, and the worker goes on.
+PARSE_MAX_PAGES = env_int("PARSE_MAX_PAGES", 5000)
+PARSE_MAX_ZIP_MEMBERS = env_int("PARSE_MAX_ZIP_MEMBERS", 10000)
+PARSE_MAX_UNCOMPRESSED_BYTES = env_int("PARSE_MAX_UNCOMPRESSED_BYTES", 500 * 1024 * 1024)
+PARSE_MAX_COMPRESSION_RATIO = env_float("PARSE_MAX_COMPRESSION_RATIO", 100.0)
+PARSE_MAX_SHEET_ROWS = env_int("PARSE_MAX_SHEET_ROWS", 100_000)
+PARSE_MEMORY_MB = env_int("PARSE_MEMORY_MB", 2048)
+PARSE_TIMEOUT_S = env_float("PARSE_TIMEOUT_S", 300.0)
 
 # How long deleted documents stay on record before `documents_purge` may remove them for good.
 DOCUMENT_RETENTION_DAYS = env_int("DOCUMENT_RETENTION_DAYS", 365)
@@ -136,7 +266,14 @@ QDRANT_API_KEY = env_str("QDRANT_API_KEY", "")
 # qdrant-client's local mode (a folder); used where a Qdrant server API is wanted without a server.
 QDRANT_PATH = env_str("QDRANT_PATH", "")
 VECTOR_BACKEND = env_str("VECTOR_BACKEND", "server" if (QDRANT_URL or QDRANT_PATH) else "edge")
+if VECTOR_BACKEND not in ("edge", "server"):
+    raise ValueError("VECTOR_BACKEND must be 'edge' or 'server'")
 VECTOR_COLLECTION = env_str("VECTOR_COLLECTION", "passages")
+# A new collection on a distributed Qdrant: shards spread the points over the peers,
+# replication keeps each shard on that many peers, and a write waits for this many copies.
+VECTOR_SHARDS = env_int("VECTOR_SHARDS", 1)
+VECTOR_REPLICATION = env_int("VECTOR_REPLICATION", 1)
+VECTOR_WRITE_CONSISTENCY = env_int("VECTOR_WRITE_CONSISTENCY", 1)
 VECTOR_INDEX_DIR = DATA_DIR / "index"
 
 # Embeddings: the bundled all-MiniLM-L6-v2 unless a local folder is configured.
@@ -181,12 +318,34 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# Personal API tokens: lifetime in days when none is given, the longest allowed, and whether
+# a token may never expire (days 0).
+API_TOKEN_DEFAULT_DAYS = env_int("API_TOKEN_DEFAULT_DAYS", 90)
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
+API_TOKEN_ALLOW_NO_EXPIRY = env_bool("API_TOKEN_ALLOW_NO_EXPIRY", False)
+
+# Rate limits ("30/minute", "200/hour", "off"), per user and per API token; the counts live in
+# this process when standalone and in Redis in a cluster, where every app server shares them.
+RATE_LIMIT_BACKEND = env_str("RATE_LIMIT_BACKEND", "memory" if STANDALONE else "redis")
+RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", CELERY_BROKER_URL)
+RATE_LIMIT_ASK = env_str("RATE_LIMIT_ASK", "30/minute")
+RATE_LIMIT_ASK_TOKEN = env_str("RATE_LIMIT_ASK_TOKEN", "20/minute")
+RATE_LIMIT_UPLOAD = env_str("RATE_LIMIT_UPLOAD", "600/hour")
+RATE_LIMIT_UPLOAD_TOKEN = env_str("RATE_LIMIT_UPLOAD_TOKEN", "300/hour")
+# Answers in progress per user (0: no cap). A slot left by a killed server frees itself after
+# the lease, which outlasts the longest answer.
+STREAMS_PER_USER = env_int("STREAMS_PER_USER", 3)
+STREAM_LEASE_S = env_int("STREAM_LEASE_S", int(VLLM_TOTAL_TIMEOUT_S) + 60)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "accounts.authentication.TokenScopePermission",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -195,6 +354,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Knowledge assistant API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two models have a "status"; naming their enums keeps the schema (and check --deploy) clean.
+    "ENUM_NAME_OVERRIDES": {
+        "VersionStatusEnum": "ingestion.models.VersionStatus",
+        "AnswerStatusEnum": "assistant.models.AnswerStatus",
+    },
 }
 
 # Operations: a bearer token lets Prometheus scrape /metrics from another host; loopback needs none.
@@ -219,5 +383,6 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}},
+    # axes logs every sign-in at INFO; the ledger already records sign-ins.
+    "loggers": {"httpx": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -178,6 +179,48 @@ class SparseEncoder:
     def encode_query(self, text: str) -> tuple[list[int], list[float]]:
         vector = self._bm25.embed_query(text)
         return list(vector.indices), list(vector.values)
+
+
+POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+)
+
+
+@cache
+def embedding_dimension(model_path: str) -> int:
+    """The size of the model's vectors, read from its files without loading the weights.
+
+    Opening the index needs only this number; loading the model for it would make every
+    command that touches the index (an `ingest` handing off to a running server, say) pay
+    seconds of start-up. Folders whose layout is not the plain pooling one are loaded.
+    """
+    folder = Path(model_path) if model_path else bundled_model_path()
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dimension: int | None = None
+        for module in modules:
+            kind = module.get("type", "")
+            config_file = folder / module.get("path", "") / "config.json"
+            if kind.endswith(".Pooling"):
+                config = json.loads(config_file.read_text())
+                modes = sum(bool(config.get(mode)) for mode in POOLING_MODES)
+                if modes != 1:
+                    return _loaded_dimension(model_path)
+                dimension = int(config["word_embedding_dimension"])
+            elif kind.endswith(".Dense"):
+                dimension = int(json.loads(config_file.read_text())["out_features"])
+            elif not kind.endswith((".Transformer", ".Normalize")):
+                return _loaded_dimension(model_path)
+        return dimension if dimension is not None else _loaded_dimension(model_path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return _loaded_dimension(model_path)
+
+
+def _loaded_dimension(model_path: str) -> int:
+    return DenseEncoder(Path(model_path) if model_path else None).dimension
 
 
 @cache

@@ -116,7 +116,7 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         names = [group.name for group in document.groups.all()]
         if document.is_public:
             names.insert(0, "Everyone")
-        return ", ".join(names) or "Staff only"
+        return ", ".join(names) or "Nobody yet"
 
     def save_related(
         self,

@@ -1,4 +1,5 @@
-"""The documents REST API: reads for anyone signed in (what they may read), writes for staff."""
+"""The documents REST API: reads for anyone signed in (what they may read or manage), writes for
+document admins on the documents they manage (accounts/roles.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import roles
+from accounts.authentication import TokenScopePermission
+from accounts.limits import api_upload_admit
 from ingestion import selectors, services
 from ingestion.models import Document, DocumentVersion, VersionStatus
 
@@ -43,16 +47,28 @@ class StateConflict(APIException):
     default_code = "conflict"
 
 
-class IsStaffForWrites(BasePermission):
-    """Anyone signed in may read; only staff may upload, change, delete, retry or cancel."""
+class DocumentAdminForWrites(BasePermission):
+    """Anyone signed in may read; only document admins may upload, change, delete, retry or cancel.
 
-    message = "Only staff may change documents."
+    Which documents a document admin may change is checked on each document (`managed`).
+    """
+
+    message = "Only document admins may change documents."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
         if not (user and user.is_authenticated):
             return False
-        return request.method in SAFE_METHODS or bool(user.is_staff)
+        return request.method in SAFE_METHODS or roles.is_document_admin(user)
+
+
+def managed(user: Any, document: Document) -> Document:
+    """The document, if the user manages it; 403 otherwise (they can see it, so it exists)."""
+    if not roles.can_manage_document(user, document):
+        raise PermissionDenied(
+            "You do not manage this document: only documents read by groups you administer."
+        )
+    return document
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -235,7 +251,7 @@ def _upload_result(outcome: services.UploadOutcome) -> dict[str, Any]:
 
 
 class DocumentListView(generics.GenericAPIView):
-    permission_classes = [IsStaffForWrites]
+    permission_classes = [DocumentAdminForWrites, TokenScopePermission]
     serializer_class = DocumentSerializer
 
     def get_queryset(self) -> QuerySet[Document]:
@@ -247,7 +263,7 @@ class DocumentListView(generics.GenericAPIView):
 
     @extend_schema(
         summary="List documents",
-        description="Staff see every document; anyone else the ones they may read.",
+        description="The documents the caller may read, and those they manage.",
         parameters=[
             OpenApiParameter("q", OpenApiTypes.STR, description="Words in the title or source."),
             OpenApiParameter(
@@ -275,11 +291,16 @@ class DocumentListView(generics.GenericAPIView):
             400: ERROR_RESPONSE,
             401: ERROR_RESPONSE,
             403: ERROR_RESPONSE,
+            429: ERROR_RESPONSE,
         },
     )
     def post(self, request: Request) -> Response:
         data = validated(DocumentUploadSerializer, request.data)
         groups = groups_from_references(data["groups"])
+        refusal = roles.sharing_refusal(request.user, groups, data["everyone"])
+        if refusal:
+            raise PermissionDenied(refusal)
+        api_upload_admit(request, files=len(data["files"]))
         outcomes = [
             services.document_upload(
                 name=uploaded.name or "",
@@ -287,6 +308,7 @@ class DocumentListView(generics.GenericAPIView):
                 groups=groups,
                 is_public=data["everyone"],
                 user=request.user if request.user.is_authenticated else None,
+                manager=request.user if request.user.is_authenticated else None,
             )
             for uploaded in data["files"]
         ]
@@ -298,7 +320,7 @@ class DocumentListView(generics.GenericAPIView):
 
 
 class DocumentDetailView(generics.GenericAPIView):
-    permission_classes = [IsStaffForWrites]
+    permission_classes = [DocumentAdminForWrites, TokenScopePermission]
     serializer_class = DocumentDetailSerializer
 
     def get_queryset(self) -> QuerySet[Document]:
@@ -318,10 +340,15 @@ class DocumentDetailView(generics.GenericAPIView):
         summary="Change who may read a document",
         description="The change reaches the search index at once.",
         request=DocumentAccessSerializer,
-        responses={200: DocumentDetailSerializer, 400: ERROR_RESPONSE, 404: ERROR_RESPONSE},
+        responses={
+            200: DocumentDetailSerializer,
+            400: ERROR_RESPONSE,
+            403: ERROR_RESPONSE,
+            404: ERROR_RESPONSE,
+        },
     )
     def patch(self, request: Request, document_id: int) -> Response:
-        document = self._document(document_id)
+        document = managed(request.user, self._document(document_id))
         data = validated(DocumentAccessSerializer, request.data)
         if "groups" not in data and "everyone" not in data:
             raise RequestInvalid("Send groups, everyone or both.")
@@ -330,23 +357,25 @@ class DocumentDetailView(generics.GenericAPIView):
             if "groups" in data
             else list(document.groups.all())
         )
-        services.document_set_access(
-            document=document, groups=groups, is_public=data.get("everyone", document.is_public)
-        )
+        everyone = data.get("everyone", document.is_public)
+        refusal = roles.sharing_refusal(request.user, groups, everyone)
+        if refusal:
+            raise PermissionDenied(refusal)
+        services.document_set_access(document=document, groups=groups, is_public=everyone)
         return Response(DocumentDetailSerializer(self._document(document_id)).data)
 
     @extend_schema(
         summary="Delete a document",
         description="It leaves search and answers at once; its record is kept.",
-        responses={204: None, 404: ERROR_RESPONSE},
+        responses={204: None, 403: ERROR_RESPONSE, 404: ERROR_RESPONSE},
     )
     def delete(self, request: Request, document_id: int) -> Response:
-        services.document_delete(document=self._document(document_id))
+        services.document_delete(document=managed(request.user, self._document(document_id)))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class VersionDetailView(APIView):
-    permission_classes = [IsStaffForWrites]
+    permission_classes = [DocumentAdminForWrites, TokenScopePermission]
 
     @extend_schema(
         summary="The status and progress of a version",
@@ -358,15 +387,21 @@ class VersionDetailView(APIView):
 
 
 class VersionRetryView(APIView):
-    permission_classes = [IsStaffForWrites]
+    permission_classes = [DocumentAdminForWrites, TokenScopePermission]
 
     @extend_schema(
         summary="Queue a failed or cancelled version again",
         request=None,
-        responses={200: VersionSerializer, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE},
+        responses={
+            200: VersionSerializer,
+            403: ERROR_RESPONSE,
+            404: ERROR_RESPONSE,
+            409: ERROR_RESPONSE,
+        },
     )
     def post(self, request: Request, version_id: int) -> Response:
         version = selectors.version_readable_by(request.user, version_id=version_id)
+        managed(request.user, version.document)
         if not selectors.version_is_retryable(version):
             raise StateConflict("Only a failed or cancelled version can be retried.")
         services.version_retry(version)
@@ -375,15 +410,21 @@ class VersionRetryView(APIView):
 
 
 class VersionCancelView(APIView):
-    permission_classes = [IsStaffForWrites]
+    permission_classes = [DocumentAdminForWrites, TokenScopePermission]
 
     @extend_schema(
         summary="Stop the ingestion of a queued or running version",
         request=None,
-        responses={200: VersionSerializer, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE},
+        responses={
+            200: VersionSerializer,
+            403: ERROR_RESPONSE,
+            404: ERROR_RESPONSE,
+            409: ERROR_RESPONSE,
+        },
     )
     def post(self, request: Request, version_id: int) -> Response:
         version = selectors.version_readable_by(request.user, version_id=version_id)
+        managed(request.user, version.document)
         if not services.version_cancel(version):
             raise StateConflict("Only a queued or running version can be cancelled.")
         version.refresh_from_db()

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from ingestion import api
 
 app_name = "ingestion_api"
 
 urlpatterns = [
-    path("token/", obtain_auth_token, name="token"),
     path("documents/", api.DocumentListView.as_view(), name="document-list"),
     path("documents/<int:document_id>/", api.DocumentDetailView.as_view(), name="document-detail"),
     path("versions/<int:version_id>/", api.VersionDetailView.as_view(), name="version-detail"),

@@ -5,12 +5,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from inference.embedder import DenseEncoder, SparseEncoder, dense_encoder, sparse_encoder
+from inference.embedder import (
+    DenseEncoder,
+    SparseEncoder,
+    dense_encoder,
+    embedding_dimension,
+    sparse_encoder,
+)
 from ingestion.vector_index import VectorIndex, open_index
 from ingestion.vector_index.base import IndexPoint, SparseVec, point_id
+
+if TYPE_CHECKING:
+    from ingestion.vector_index.server import CollectionLayout
 
 _index: VectorIndex | None = None
 _index_lock = threading.Lock()
@@ -29,7 +39,7 @@ def vector_index() -> VectorIndex:
                     backend="edge",
                     path=current_index_dir(settings.VECTOR_INDEX_DIR),
                     collection=settings.VECTOR_COLLECTION,
-                    dense_size=dense().dimension,
+                    dense_size=embedding_dimension(settings.EMBEDDING_MODEL_PATH),
                 )
             else:
                 from pathlib import Path
@@ -40,9 +50,21 @@ def vector_index() -> VectorIndex:
                     path=Path(settings.QDRANT_PATH) if settings.QDRANT_PATH else None,
                     api_key=settings.QDRANT_API_KEY or None,
                     collection=settings.VECTOR_COLLECTION,
-                    dense_size=dense().dimension,
+                    dense_size=embedding_dimension(settings.EMBEDDING_MODEL_PATH),
+                    layout=collection_layout(),
                 )
         return _index
+
+
+def collection_layout() -> CollectionLayout:
+    """Shards, replication and write consistency of a new collection, from settings."""
+    from ingestion.vector_index.server import CollectionLayout
+
+    return CollectionLayout(
+        shards=settings.VECTOR_SHARDS,
+        replication=settings.VECTOR_REPLICATION,
+        write_consistency=settings.VECTOR_WRITE_CONSISTENCY,
+    )
 
 
 def vector_index_close() -> None:

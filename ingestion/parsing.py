@@ -7,11 +7,12 @@ file) surfaces as a `ParseError` whose message can be shown to the uploader as i
 from __future__ import annotations
 
 import io
-import itertools
 import re
 import threading
 import unicodedata
 import zipfile
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -66,6 +67,9 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"Rar!\x1a\x07", "a RAR archive"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
     (b"\x7fELF", "a program (ELF executable)"),
+    (b"\xcf\xfa\xed\xfe", "a program (Mach-O executable)"),
+    (b"\xce\xfa\xed\xfe", "a program (Mach-O executable)"),
+    (b"\x00asm", "a program (WebAssembly module)"),
     (b"PK\x05\x06", "an empty ZIP archive"),
 )
 
@@ -92,12 +96,17 @@ _HTML_START = re.compile(
 _FRONT_MATTER = re.compile(
     r"\A(?:---|\+\+\+)[ \t]*\n(.*?)\n(?:---|\+\+\+|\.\.\.)[ \t]*(?:\n|\Z)", re.S
 )
-_FRONT_MATTER_TITLE = re.compile(r"""^title\s*[:=]\s*["']?(.+?)["']?\s*$""", re.MULTILINE)
+# Patterns below that start with a run of blanks are anchored where the run begins (lookbehind)
+# and take it possessively: otherwise every blank of a long run starts a new scan of the rest.
+_FRONT_MATTER_TITLE = re.compile(r"^title[ \t]*+[:=](.*)$", re.MULTILINE)
 _DOCX_HEADING_STYLE = re.compile(r"heading ([1-9])", re.IGNORECASE)
 _PERMALINK_MARKS = frozenset({"¶", "#", "§", "🔗"})
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 _NOT_LETTER_OR_DIGIT = re.compile(r"[\W_]+")
-_DOT_LEADER = re.compile(r"[ \t]*(?:\.[ \t]?){4,}")
+_DOT_LEADER = re.compile(r"(?<![ \t])[ \t]*+(?:\.[ \t]?){4,}|(?:\.[ \t]?){4,}")
+_TRAILING_BLANKS = re.compile(r"(?<![ \t\u00a0])[ \t\u00a0]++\n")
+# How long a section number before a heading's title on its line may be.
+_HEADING_PREFIX_CHARS = 12
 _CHAPTER_LABEL = re.compile(r"(?:chapter|part|appendix)\s+[\w.]+", re.IGNORECASE)
 
 # PDFium is not thread-safe, not even across documents, and the standalone server runs
@@ -189,7 +198,8 @@ def parse_document(
         if document_type in ("docx", "pptx", "xlsx"):
             _refuse_zip_bomb(data, limits)
         title, sections = _PARSERS[document_type](data, stem, limits)
-    except ParseError:
+    except (ParseError, MemoryError):
+        # Running out of memory is not damage; the sandbox reports it as what it is.
         raise
     except Exception as error:
         raise ParseError(
@@ -220,6 +230,8 @@ def _sniff_content(data: bytes) -> tuple[str, str]:
         return "pdf", _TYPE_NAMES["pdf"]
     if data.startswith(b"PK\x03\x04"):
         return _sniff_zip(data)
+    if _is_windows_program(data):
+        return "unsupported", "a Windows program (.exe or .dll)"
     for signature, description in _UNSUPPORTED_SIGNATURES:
         if data.startswith(signature):
             return "unsupported", description
@@ -229,6 +241,17 @@ def _sniff_content(data: bytes) -> tuple[str, str]:
     if _HTML_START.match(_decode_text(sample)):
         return "text", _TYPE_NAMES["html"]
     return "text", _TYPE_NAMES["text"]
+
+
+def _is_windows_program(data: bytes) -> bool:
+    """A DOS header ("MZ") whose pointer at 0x3C leads to a PE header: an EXE or DLL.
+
+    "MZ" alone is too short a signature to tell a program from text that starts with it.
+    """
+    if not data.startswith(b"MZ") or len(data) < 0x40:
+        return False
+    pe_offset = int.from_bytes(data[0x3C:0x40], "little")
+    return data[pe_offset : pe_offset + 4] == b"PE\x00\x00"
 
 
 def _sniff_zip(data: bytes) -> tuple[str, str]:
@@ -302,7 +325,7 @@ def _decode_text(data: bytes) -> str:
 def _clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x0c", "\n")
     text = _CONTROL_CHARACTERS.sub("", text)
-    text = re.sub(r"[ \t\u00a0]+\n", "\n", text)
+    text = _TRAILING_BLANKS.sub("\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
@@ -532,25 +555,27 @@ class _LetterIndex:
         letters = _NOT_LETTER_OR_DIGIT.sub("", text)
         lowered = letters.lower()
         self.letters = lowered if len(lowered) == len(letters) else "".join(map(_fold, letters))
+        # Where each letter is in the text; a page with many outline entries asks often.
+        self._offsets = array("q", (match.start() for match in _LETTER_OR_DIGIT.finditer(text)))
 
     def heading_line_start(self, title: str, start: int) -> int | None:
         """Return where the line holding `title` begins, at or after offset `start`."""
         needle = "".join(map(_fold, _NOT_LETTER_OR_DIGIT.sub("", title)))[:80]
         if not needle:
             return None
-        found = self.letters.find(needle, len(_NOT_LETTER_OR_DIGIT.sub("", self.text[:start])))
+        found = self.letters.find(needle, bisect_left(self._offsets, start))
         while found != -1:
-            match_start = self._offset_of_letter(found)
-            line_start = max(start, self.text.rfind("\n", 0, match_start) + 1)
-            # Allow a section number before the title on its line, but not running prose.
-            if match_start - line_start <= 12:
+            match_start = self._offsets[found]
+            # Allow a section number before the title on its line, but not running prose; so
+            # only the last few characters before the title need a look for the line's start.
+            newline = self.text.rfind(
+                "\n", max(0, match_start - _HEADING_PREFIX_CHARS - 1), match_start
+            )
+            line_start = max(start, newline + 1) if newline != -1 else start
+            if match_start - line_start <= _HEADING_PREFIX_CHARS:
                 return self._include_chapter_label(line_start, start)
             found = self.letters.find(needle, found + 1)
         return None
-
-    def _offset_of_letter(self, letter_index: int) -> int:
-        letters = _LETTER_OR_DIGIT.finditer(self.text)
-        return next(itertools.islice(letters, letter_index, None)).start()
 
     def _include_chapter_label(self, line_start: int, start: int) -> int:
         previous_start = self.text.rfind("\n", 0, max(0, line_start - 1)) + 1
@@ -569,6 +594,7 @@ def _parse_docx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
     from docx.table import Table
 
     document = docx.Document(io.BytesIO(data))
+    style_names, default_style_name = _docx_paragraph_style_names(document)
     builder = _SectionBuilder()
     title_paragraph = ""
     for item in document.iter_inner_content():
@@ -578,7 +604,7 @@ def _parse_docx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
                 builder.block(_table_row_text(cell.text for cell in row.cells), paragraph=False)
             builder.end_block(paragraph=True)
             continue
-        style_name = item.style.name if item.style is not None and item.style.name else ""
+        style_name = style_names.get(item._p.style, default_style_name)
         if heading := _DOCX_HEADING_STYLE.fullmatch(style_name):
             builder.heading(int(heading.group(1)), item.text)
         elif style_name.casefold() == "title" and not title_paragraph:
@@ -588,6 +614,23 @@ def _parse_docx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
     builder.flush()
     title = document.core_properties.title or title_paragraph or builder.first_h1 or stem
     return title, builder.sections
+
+
+def _docx_paragraph_style_names(document: Any) -> tuple[dict[str | None, str], str]:
+    """Map paragraph style ids to names once, and name the default paragraph style.
+
+    `Paragraph.style` looks the default style up by walking every style of the document, for
+    each paragraph without a style of its own: minutes for a long document.
+    """
+    from docx.enum.style import WD_STYLE_TYPE
+
+    names = {
+        style.style_id: style.name or ""
+        for style in document.styles
+        if style.type == WD_STYLE_TYPE.PARAGRAPH and style.style_id is not None
+    }
+    default = document.styles.default(WD_STYLE_TYPE.PARAGRAPH)
+    return names, (default.name or "") if default is not None else ""
 
 
 def _table_row_text(cells: Iterable[str]) -> str:
@@ -790,7 +833,7 @@ def _parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, l
     front_matter_title = ""
     if front_matter := _FRONT_MATTER.match(text):
         if title_line := _FRONT_MATTER_TITLE.search(front_matter.group(1)):
-            front_matter_title = title_line.group(1).strip()
+            front_matter_title = title_line.group(1).strip().strip("\"'").strip()
         text = text[front_matter.end() :]
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     builder = _SectionBuilder()

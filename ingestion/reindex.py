@@ -32,7 +32,13 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from ingestion.index import IndexedPassage, dense, passage_points, vector_index_close
+from ingestion.index import (
+    IndexedPassage,
+    collection_layout,
+    dense,
+    passage_points,
+    vector_index_close,
+)
 from ingestion.models import Chunk, Document, VersionStatus
 from ingestion.vector_index import IndexLockedError, IndexPoint, VectorIndexError
 
@@ -152,7 +158,11 @@ def _rebuild_server(
         since = timezone.now()
         # The client stays open for the alias switch: ServerIndex would close it.
         new_index = ServerIndex(
-            client, collection=target, dense_size=dense().dimension, local=local
+            client,
+            collection=target,
+            dense_size=dense().dimension,
+            local=local,
+            layout=collection_layout(),
         )
         versions, passages = _copy_current_passages(new_index.upsert, progress)
         operations: list[models.AliasOperations] = []

@@ -12,6 +12,7 @@ import threading
 from django.db import close_old_connections, transaction
 
 from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.sandbox import sandbox_warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ def run_pending_once() -> int:
 
 
 def _loop() -> None:
+    try:
+        # The parser sandbox's fork server starts now rather than with the first upload.
+        sandbox_warm_up()
+    except Exception:  # parsing starts it again when needed
+        logger.exception("standalone ingestion runner: the parser sandbox did not start")
     while not _stop.is_set():
         try:
             run_pending_once()

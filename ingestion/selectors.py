@@ -11,6 +11,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
+from accounts.roles import manageable_documents
 from ingestion.access import readable_documents
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 
@@ -70,8 +71,8 @@ def _as_listed(documents: QuerySet[Document]) -> QuerySet[Document]:
     )
 
 
-def documents_with_status() -> QuerySet[Document]:
-    return _as_listed(Document.objects.filter(deleted_at__isnull=True))
+def documents_managed_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
+    return _as_listed(manageable_documents(user))
 
 
 def documents_search(
@@ -87,9 +88,14 @@ def documents_search(
 
 
 def documents_for_admin(
-    *, query: str = "", status: str = "", page: int | str = 1
+    user: AbstractBaseUser | AnonymousUser,
+    *,
+    query: str = "",
+    status: str = "",
+    page: int | str = 1,
 ) -> DocumentListPage:
-    documents = documents_search(documents_with_status(), query=query, status=status)
+    """The documents the user manages, a page at a time."""
+    documents = documents_search(documents_managed_by(user), query=query, status=status)
     documents_page = Paginator(documents, DOCUMENTS_PER_PAGE).get_page(page)
     latest_ids = [document.latest_version_id for document in documents_page]  # type: ignore[attr-defined]
     latest_by_id = DocumentVersion.objects.in_bulk([vid for vid in latest_ids if vid is not None])
@@ -105,19 +111,21 @@ def documents_for_admin(
 
 
 def _documents_of_reader(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
-    """Staff manage every document; anyone else sees only what the access rule lets them read."""
-    if user.is_authenticated and user.is_active and getattr(user, "is_staff", False):
-        return Document.objects.filter(deleted_at__isnull=True)
-    return Document.objects.filter(id__in=readable_documents(user).values("id"))
+    """What the access rule lets the user read, and the documents they manage."""
+    return Document.objects.filter(
+        Q(id__in=readable_documents(user).values("id"))
+        | Q(id__in=manageable_documents(user).values("id"))
+    )
 
 
 def documents_readable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
     return _as_listed(_documents_of_reader(user))
 
 
-def document_detail(*, document_id: int) -> Document:
+def document_managed_by(user: AbstractBaseUser | AnonymousUser, *, document_id: int) -> Document:
+    """A document the user manages; 404 otherwise, as if it did not exist."""
     return get_object_or_404(
-        Document.objects.filter(deleted_at__isnull=True).prefetch_related("groups"),
+        manageable_documents(user).prefetch_related("groups"),
         id=document_id,
     )
 
@@ -146,21 +154,26 @@ def document_chunks(
     return ChunkListPage(version=version, page=Paginator(chunks, CHUNKS_PER_PAGE).get_page(page))
 
 
-def versions_by_ids(ids: Iterable[int]) -> list[DocumentVersion]:
-    """Versions of documents not deleted; unknown and deleted ones are left out."""
+def versions_managed_by(
+    user: AbstractBaseUser | AnonymousUser, *, ids: Iterable[int]
+) -> list[DocumentVersion]:
+    """Versions of documents the user manages; unknown, deleted and others' are left out."""
     wanted = list(dict.fromkeys(ids))[:MAX_STATUS_IDS]
     return list(
-        DocumentVersion.objects.filter(id__in=wanted, document__deleted_at__isnull=True).order_by(
-            "id"
-        )
+        DocumentVersion.objects.filter(
+            id__in=wanted, document__in=manageable_documents(user).values("id")
+        ).order_by("id")
     )
 
 
-def version_detail(*, version_id: int) -> DocumentVersion:
+def version_managed_by(
+    user: AbstractBaseUser | AnonymousUser, *, version_id: int
+) -> DocumentVersion:
+    """A version of a document the user manages; 404 otherwise, as if it did not exist."""
     return get_object_or_404(
         DocumentVersion.objects.select_related("document", "uploaded_by"),
         id=version_id,
-        document__deleted_at__isnull=True,
+        document__in=manageable_documents(user).values("id"),
     )
 
 

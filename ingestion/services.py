@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.roles import can_manage_document
 from assistant.audit import (
     current_actor,
     document_access,
@@ -30,10 +31,17 @@ from assistant.operations import record_passages_indexed
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.index import IndexedPassage, dense, passage_points, vector_index
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
-from ingestion.parsing import ParseError, parse_document, safe_filename
+from ingestion.parsing import ParseError, safe_filename
+from ingestion.sandbox import limits_from_settings, parse_document_isolated
 from ingestion.vector_index.base import point_id
 
 logger = logging.getLogger(__name__)
+
+
+NOT_YOURS = (
+    "This file is already stored, or its name is taken, in a document you do not manage; "
+    "not stored."
+)
 
 
 class UploadRefused(Exception):
@@ -72,10 +80,13 @@ def document_upload(
     groups: Sequence[Group] = (),
     is_public: bool = False,
     user: User | None = None,
+    manager: User | None = None,
 ) -> UploadOutcome:
     """Store a file as a new document or a new version of the document at its source path.
 
     The same bytes twice are one version, not two; the file is checked before it is stored.
+    With a `manager` (a person uploading, not the operator), a file that would join a document
+    they do not manage is refused, and that document is not named.
     """
     try:
         clean_name = safe_filename(name)
@@ -99,6 +110,8 @@ def document_upload(
             .first()
         )
         if existing is not None:
+            if manager is not None and not can_manage_document(manager, existing.document):
+                return UploadOutcome(name=name, version=None, created=False, error=NOT_YOURS)
             return UploadOutcome(name=name, version=existing, created=False)
         document = (
             Document.objects.select_for_update()
@@ -114,6 +127,8 @@ def document_upload(
             )
             document.groups.set(groups)
             number = 1
+        elif manager is not None and not can_manage_document(manager, document):
+            return UploadOutcome(name=name, version=None, created=False, error=NOT_YOURS)
         else:
             number = (
                 document.versions.order_by("-number").values_list("number", flat=True).first() or 0
@@ -228,7 +243,11 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
     try:
         with version.file.open("rb") as stored:
             data = stored.read()
-        parsed = parse_document(data, version.original_name)
+        # In a child process under memory and time limits: a hostile file fails alone.
+        limits, sandbox = limits_from_settings()
+        parsed = parse_document_isolated(
+            data, version.original_name, limits=limits, sandbox=sandbox
+        )
         drafts = chunk_document(
             parsed,
             _token_counter(),

@@ -17,6 +17,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import roles
+from accounts.limits import Limited, limited_response, upload_limit_check
 from ingestion import selectors, services
 from ingestion.forms import DocumentAccessForm, UploadForm
 from ingestion.models import DocumentVersion, VersionStatus
@@ -25,18 +27,53 @@ from ingestion.services import UploadOutcome
 View = Callable[..., HttpResponseBase]
 
 
-def staff_required(view: View) -> View:
-    """Every document page is for staff: others log in first, then get 403."""
+def document_admin_required(view: View) -> View:
+    """Document pages are for document admins: others log in first, then get 403.
+
+    Within them, a document the user does not manage answers 404, as if it did not exist.
+    """
 
     @wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            raise PermissionDenied("Only staff may manage documents.")
+        if not roles.is_document_admin(request.user):
+            raise PermissionDenied("Only document admins may manage documents.")
         return view(request, *args, **kwargs)
 
     return guarded
+
+
+def _readers_offered(form: UploadForm | DocumentAccessForm, user: Any) -> None:
+    """Offer the groups the user administers; a superuser alone may also choose everyone."""
+    form.fields["groups"].queryset = roles.administered_groups(user).order_by("name")  # type: ignore[attr-defined]
+    if not roles.is_superuser(user):
+        del form.fields["everyone"]
+
+
+def _readers_allowed(form: UploadForm | DocumentAccessForm, user: Any) -> bool:
+    """Check the chosen readers against the user's role; the reason is a form error."""
+    refusal = roles.sharing_refusal(
+        user, form.cleaned_data["groups"], form.cleaned_data.get("everyone", False)
+    )
+    if refusal:
+        form.add_error("groups", refusal)
+    return not refusal
+
+
+def _upload_limit_check(request: HttpRequest, form: UploadForm) -> None:
+    """Count the files against the user's upload limit (accounts/limits.py), or raise Limited."""
+    upload_limit_check(user_id=request.user.pk, token=None, files=len(form.cleaned_data["files"]))
+
+
+def _upload_allowed(request: HttpRequest, form: UploadForm) -> bool:
+    """The upload limit for the page without scripts: a refusal is a form error."""
+    try:
+        _upload_limit_check(request, form)
+    except Limited as limited:
+        form.add_error(None, limited.message)
+        return False
+    return True
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -88,29 +125,37 @@ def _upload(request: HttpRequest, form: UploadForm) -> list[UploadOutcome]:
             name=uploaded.name or "",
             file=uploaded,
             groups=list(form.cleaned_data["groups"]),
-            is_public=form.cleaned_data["everyone"],
+            is_public=form.cleaned_data.get("everyone", False),
             user=request.user if request.user.is_authenticated else None,
+            manager=request.user if request.user.is_authenticated else None,
         )
         for uploaded in form.cleaned_data["files"]
     ]
 
 
-@staff_required
+@document_admin_required
 @require_http_methods(["GET", "POST"])
 def document_list(request: HttpRequest) -> HttpResponse:
     """The documents and the upload form; a post here is the upload without scripts."""
     outcomes: list[UploadOutcome] = []
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)
-        if form.is_valid():
+        _readers_offered(form, request.user)
+        if (
+            form.is_valid()
+            and _readers_allowed(form, request.user)
+            and _upload_allowed(request, form)
+        ):
             outcomes = _upload(request, form)
             form = UploadForm(initial={"groups": form.cleaned_data["groups"]})
+            _readers_offered(form, request.user)
     else:
         form = UploadForm()
+        _readers_offered(form, request.user)
     query = request.GET.get("q", "")
     status = request.GET.get("status", "")
     listing = selectors.documents_for_admin(
-        query=query, status=status, page=request.GET.get("page", 1)
+        request.user, query=query, status=status, page=request.GET.get("page", 1)
     )
     return render(
         request,
@@ -128,17 +173,22 @@ def document_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_required
+@document_admin_required
 @require_POST
 def document_upload_json(request: HttpRequest) -> JsonResponse:
     form = UploadForm(request.POST, request.FILES)
-    if not form.is_valid():
+    _readers_offered(form, request.user)
+    if not form.is_valid() or not _readers_allowed(form, request.user):
         first_error = next(iter(form.errors.values()))[0]
         return JsonResponse({"detail": first_error, "errors": form.errors}, status=400)
+    try:
+        _upload_limit_check(request, form)
+    except Limited as limited:
+        return limited_response(limited)
     return JsonResponse({"results": [upload_result(outcome) for outcome in _upload(request, form)]})
 
 
-@staff_required
+@document_admin_required
 @require_GET
 def version_status_json(request: HttpRequest) -> JsonResponse:
     """The state of the versions named in ?ids=1,2,3; the page polls it while any is running."""
@@ -148,14 +198,19 @@ def version_status_json(request: HttpRequest) -> JsonResponse:
     except ValueError:
         return _json_error("ids must be a comma-separated list of version numbers.", 400)
     return JsonResponse(
-        {"versions": [version_state(version) for version in selectors.versions_by_ids(ids)]}
+        {
+            "versions": [
+                version_state(version)
+                for version in selectors.versions_managed_by(request.user, ids=ids)
+            ]
+        }
     )
 
 
-@staff_required
+@document_admin_required
 @require_GET
 def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
-    document = selectors.document_detail(document_id=document_id)
+    document = selectors.document_managed_by(request.user, document_id=document_id)
     try:
         shown_version_id = int(request.GET["version"]) if "version" in request.GET else None
     except ValueError as error:
@@ -163,6 +218,7 @@ def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
     access_form = DocumentAccessForm(
         initial={"groups": list(document.groups.all()), "everyone": document.is_public}
     )
+    _readers_offered(access_form, request.user)
     return render(
         request,
         "ingestion/document_detail.html",
@@ -177,28 +233,32 @@ def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
     )
 
 
-@staff_required
+@document_admin_required
 @require_POST
 def document_access(request: HttpRequest, document_id: int) -> HttpResponse:
-    document = selectors.document_detail(document_id=document_id)
+    document = selectors.document_managed_by(request.user, document_id=document_id)
     form = DocumentAccessForm(request.POST)
-    if form.is_valid():
+    _readers_offered(form, request.user)
+    if form.is_valid() and _readers_allowed(form, request.user):
         services.document_set_access(
             document=document,
             groups=form.cleaned_data["groups"],
-            is_public=form.cleaned_data["everyone"],
+            is_public=form.cleaned_data.get("everyone", False),
         )
         messages.success(request, "Who may read this document was saved.")
     else:
-        messages.error(request, "The choice of groups was not valid; nothing was changed.")
+        problem = " ".join(str(error) for error in form.errors.get("groups", [])) or (
+            "The choice of groups was not valid."
+        )
+        messages.error(request, f"{problem} Nothing was changed.")
     return redirect("ingestion:document-detail", document_id=document.id)
 
 
-@staff_required
+@document_admin_required
 @require_http_methods(["GET", "POST"])
 def document_delete(request: HttpRequest, document_id: int) -> HttpResponse:
     """A page asks for confirmation; its post takes the document out of search."""
-    document = selectors.document_detail(document_id=document_id)
+    document = selectors.document_managed_by(request.user, document_id=document_id)
     if request.method == "POST":
         services.document_delete(document=document)
         messages.success(
@@ -217,10 +277,10 @@ def _back(request: HttpRequest, version: DocumentVersion) -> HttpResponse:
     return redirect(target)
 
 
-@staff_required
+@document_admin_required
 @require_POST
 def version_retry(request: HttpRequest, version_id: int) -> HttpResponse:
-    version = selectors.version_detail(version_id=version_id)
+    version = selectors.version_managed_by(request.user, version_id=version_id)
     if not selectors.version_is_retryable(version):
         detail = "Only a failed or cancelled file can be retried."
         if _wants_json(request):
@@ -235,10 +295,10 @@ def version_retry(request: HttpRequest, version_id: int) -> HttpResponse:
     return _back(request, version)
 
 
-@staff_required
+@document_admin_required
 @require_POST
 def version_cancel(request: HttpRequest, version_id: int) -> HttpResponse:
-    version = selectors.version_detail(version_id=version_id)
+    version = selectors.version_managed_by(request.user, version_id=version_id)
     cancelled = services.version_cancel(version)
     version.refresh_from_db()
     if not cancelled:
@@ -253,10 +313,10 @@ def version_cancel(request: HttpRequest, version_id: int) -> HttpResponse:
     return _back(request, version)
 
 
-@staff_required
+@document_admin_required
 @require_GET
 def version_download(request: HttpRequest, version_id: int) -> FileResponse:
-    version = selectors.version_detail(version_id=version_id)
+    version = selectors.version_managed_by(request.user, version_id=version_id)
     try:
         stored = version.file.open("rb")
     except FileNotFoundError as error:

@@ -16,6 +16,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Each test starts with no questions or uploads counted, as a fresh server process would."""
+    from accounts.limits import limiter_reset
+
+    limiter_reset()
+
+
+@pytest.fixture(autouse=True)
 def isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     """Each test gets its own stored files and vector index, as a fresh install would."""
     if "django_db_setup" not in request.fixturenames and "db" not in request.fixturenames:

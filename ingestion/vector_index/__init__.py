@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ingestion.vector_index.base import (
     FusionMethod,
@@ -16,6 +16,9 @@ from ingestion.vector_index.base import (
     VectorIndexError,
     point_id,
 )
+
+if TYPE_CHECKING:
+    from ingestion.vector_index.server import CollectionLayout
 
 __all__ = [
     "FusionMethod",
@@ -39,12 +42,14 @@ def open_index(
     api_key: str | None = None,
     collection: str = "passages",
     dense_size: int = 384,
+    layout: CollectionLayout | None = None,
 ) -> VectorIndex:
     """Open the index, creating its shard or collection on first use.
 
     edge: an embedded shard in `path`, held by this process alone (`collection` is not
     used: the folder is the collection). server: the Qdrant at `url`, or with `path`
-    instead, qdrant-client's local mode in that folder.
+    instead, qdrant-client's local mode in that folder. `layout` (shards, replication) applies
+    when the server backend creates the collection.
     """
     # Backends are imported here so that a deployment loads only the one it uses.
     if backend == "edge":
@@ -58,7 +63,11 @@ def open_index(
 
         if url is not None:
             return ServerIndex.connect(
-                url=url, api_key=api_key, collection=collection, dense_size=dense_size
+                url=url,
+                api_key=api_key,
+                collection=collection,
+                dense_size=dense_size,
+                layout=layout,
             )
         if path is not None:
             return ServerIndex.open_folder(path=path, collection=collection, dense_size=dense_size)

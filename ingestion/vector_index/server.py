@@ -10,6 +10,7 @@ import threading
 import warnings
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,55 @@ from ingestion.vector_index.base import (
 UPSERT_BATCH = 256
 SCROLL_PAGE = 1_000
 REQUEST_TIMEOUT_SECONDS = 30
+# The collection a new installation's name first points to (an alias of that name).
+FIRST_COLLECTION_SUFFIX = "-v1"
+
+
+@dataclass(frozen=True)
+class CollectionLayout:
+    """How a new collection is spread over a distributed Qdrant.
+
+    shards: parts the points are split into, spread over the peers; replication: copies of
+    each shard on different peers (2 survives the loss of one); write_consistency: copies
+    that must confirm a write before it counts as done. A single server uses 1, 1, 1.
+    """
+
+    shards: int = 1
+    replication: int = 1
+    write_consistency: int = 1
+
+    def __post_init__(self) -> None:
+        if self.shards < 1 or self.replication < 1:
+            raise VectorIndexError("VECTOR_SHARDS and VECTOR_REPLICATION must be at least 1.")
+        if not 1 <= self.write_consistency <= self.replication:
+            raise VectorIndexError(
+                "VECTOR_WRITE_CONSISTENCY must be between 1 and VECTOR_REPLICATION "
+                f"({self.replication}); it is {self.write_consistency}."
+            )
 
 
 class ServerIndex:
-    """One collection of a Qdrant server, cluster, or qdrant-client local folder."""
+    """One collection of a Qdrant server, cluster, or qdrant-client local folder.
+
+    With `behind_alias`, a name that does not exist yet is created as an alias of a
+    collection `<name>-v1`, so that a later re-index only ever moves the alias (one
+    atomic request) and never has to delete a collection that holds the name.
+    """
 
     def __init__(
-        self, client: QdrantClient, *, collection: str, dense_size: int, local: bool
+        self,
+        client: QdrantClient,
+        *,
+        collection: str,
+        dense_size: int,
+        local: bool,
+        layout: CollectionLayout | None = None,
+        behind_alias: bool = False,
     ) -> None:
         self._client = client
         self._collection = collection
+        self._layout = layout or CollectionLayout()
+        self._behind_alias = behind_alias
         # Local mode is not safe for a reader and a writer at once (searches index arrays
         # that an upsert is growing); a server is, so its requests run concurrently.
         self._access: AbstractContextManager[Any] = threading.Lock() if local else nullcontext()
@@ -57,12 +97,25 @@ class ServerIndex:
 
     @classmethod
     def connect(
-        cls, *, url: str, api_key: str | None, collection: str, dense_size: int
+        cls,
+        *,
+        url: str,
+        api_key: str | None,
+        collection: str,
+        dense_size: int,
+        layout: CollectionLayout | None = None,
     ) -> ServerIndex:
         client = QdrantClient(
             url=url, api_key=api_key, prefer_grpc=False, timeout=REQUEST_TIMEOUT_SECONDS
         )
-        return cls(client, collection=collection, dense_size=dense_size, local=False)
+        return cls(
+            client,
+            collection=collection,
+            dense_size=dense_size,
+            local=False,
+            layout=layout,
+            behind_alias=True,
+        )
 
     @classmethod
     def open_folder(cls, *, path: Path, collection: str, dense_size: int) -> ServerIndex:
@@ -76,7 +129,9 @@ class ServerIndex:
                     f"The embedded index at {path} is in use by another process."
                 ) from error
             raise VectorIndexError(f"Could not open the index at {path}: {error}") from error
-        return cls(client, collection=collection, dense_size=dense_size, local=True)
+        return cls(
+            client, collection=collection, dense_size=dense_size, local=True, behind_alias=True
+        )
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         structs = [
@@ -224,23 +279,24 @@ class ServerIndex:
             yield
 
     def _ensure_collection(self, dense_size: int) -> None:
+        # An alias counts: Qdrant resolves aliases in every collection request.
         if not self._client.collection_exists(self._collection):
-            try:
-                self._client.create_collection(
-                    self._collection,
-                    vectors_config={
-                        DENSE_VECTOR: models.VectorParams(
-                            size=dense_size, distance=models.Distance.COSINE
+            if self._behind_alias:
+                first = self._collection + FIRST_COLLECTION_SUFFIX
+                self._create_collection(first, dense_size)
+                # Creating an alias that exists only points it again (Qdrant overwrites),
+                # so workers starting together all end with the same alias.
+                self._client.update_collection_aliases(
+                    change_aliases_operations=[
+                        models.CreateAliasOperation(
+                            create_alias=models.CreateAlias(
+                                collection_name=first, alias_name=self._collection
+                            )
                         )
-                    },
-                    sparse_vectors_config={
-                        SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
-                    },
+                    ]
                 )
-            except UnexpectedResponse as error:
-                # Another worker created it between the check and the call.
-                if error.status_code != 409:
-                    raise
+            else:
+                self._create_collection(self._collection, dense_size)
         self._check_dense_size(dense_size)
         with warnings.catch_warnings():
             # Local mode ignores payload indexes and says so; a server builds them.
@@ -254,6 +310,31 @@ class ServerIndex:
                 self._client.create_payload_index(
                     self._collection, field_name=field, field_schema=schema, wait=True
                 )
+
+    def _create_collection(self, name: str, dense_size: int) -> None:
+        try:
+            self._client.create_collection(
+                name,
+                vectors_config={
+                    DENSE_VECTOR: models.VectorParams(
+                        size=dense_size, distance=models.Distance.COSINE
+                    )
+                },
+                sparse_vectors_config={
+                    SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
+                shard_number=self._layout.shards,
+                replication_factor=self._layout.replication,
+                write_consistency_factor=self._layout.write_consistency,
+            )
+        except UnexpectedResponse as error:
+            # Another worker created it between the check and the call.
+            if error.status_code != 409:
+                raise
+        except ValueError as error:
+            # Local mode says the same with a ValueError.
+            if "already exists" not in str(error):
+                raise
 
     def _check_dense_size(self, dense_size: int) -> None:
         vectors = self._client.get_collection(self._collection).config.params.vectors

@@ -11,10 +11,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from assistant.models import Answer, AuditRecord, Conversation
+from tests.accounts.api_tokens import api_token
 from tests.assistant.conftest import Library
 
 SECRET = "7-4-1-9"
@@ -23,7 +23,7 @@ NIGHTJAR_QUESTION = "What is the launch code for Project Nightjar?"
 
 def token_client(user: User) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token(user)}")
     return client
 
 
@@ -299,7 +299,7 @@ def check_against_schema(
 
 
 def test_every_documented_endpoint_answers_as_the_schema_says(
-    library: Library, alice_api: APIClient, bob_api: APIClient
+    library: Library, alice_api: APIClient, bob_api: APIClient, settings: Any
 ) -> None:
     openapi = alice_api.get("/api/schema/", {"format": "json"}).json()
     anonymous = APIClient()
@@ -312,6 +312,14 @@ def test_every_documented_endpoint_answers_as_the_schema_says(
     ask, search = "/api/assistant/ask", "/api/assistant/search"
     conversations = "/api/assistant/conversations"
     one = "/api/assistant/conversations/{conversation_id}"
+    read_only = APIClient()
+    read_only.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token(library.nobody, ['read'])}")
+    limited = token_client(library.nobody)
+
+    def over_the_limit() -> Any:
+        settings.RATE_LIMIT_ASK = "1/minute"
+        limited.post(ask, {"question": "Train travel?"}, format="json")
+        return limited.post(ask, {"question": "Train travel?"}, format="json")
 
     calls: list[tuple[str, str, Callable[[], Any]]] = [
         (ask, "post", lambda: alice_api.post(ask, {"question": "Train travel?"}, format="json")),
@@ -322,6 +330,8 @@ def test_every_documented_endpoint_answers_as_the_schema_says(
         ),
         (ask, "post", lambda: alice_api.post(ask, {"question": ""}, format="json")),
         (ask, "post", lambda: anonymous.post(ask, {"question": "Hi?"}, format="json")),
+        (ask, "post", lambda: read_only.post(ask, {"question": "Hi?"}, format="json")),
+        (ask, "post", over_the_limit),
         (
             ask,
             "post",

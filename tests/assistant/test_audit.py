@@ -498,10 +498,15 @@ def test_user_and_group_changes_are_recorded(django_user_model: type[User]) -> N
     ]
 
 
-def test_logging_in_is_not_recorded_as_a_change(client: Client, employee: User) -> None:
+def test_signing_in_is_recorded_as_a_sign_in_not_as_a_change(
+    client: Client, employee: User
+) -> None:
     before = AuditRecord.objects.count()
     assert client.login(username="erin", password="a-long-password")
-    assert AuditRecord.objects.count() == before
+    added = AuditRecord.objects.filter(sequence__gt=before)
+    assert [(record.event, record.actor_username) for record in added] == [
+        ("user.signed_in", "erin")
+    ]
 
 
 def test_documents_cited_or_on_hold_cannot_be_purged(employee: User) -> None:

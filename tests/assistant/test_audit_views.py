@@ -18,7 +18,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from assistant.audit import AUDITORS_GROUP, audit_context, document_act_details, ledger_append
+from assistant.audit import audit_context, document_act_details, ledger_append
 from assistant.models import AuditEvent, AuditFlag, AuditRecord
 from ingestion.models import Chunk, Document, DocumentVersion
 
@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.django_db]
 
 VERIFIER = Path(settings.BASE_DIR) / "deploy" / "verify_audit_export.py"
 PASSAGE_TEXT = "Employees stay within the nightly limit of 180 euros."
+# The travel document is read by "travel"; members of "travel-admins" manage it.
+TRAVEL_ADMINS = ("travel-admins",)
 
 
 def make_user(name: str, *, groups: tuple[str, ...] = (), **flags: Any) -> User:
@@ -43,12 +45,13 @@ def logged_in(user: User) -> Client:
 
 @pytest.fixture
 def auditor() -> User:
-    return make_user("audrey", groups=(AUDITORS_GROUP,))
+    return make_user("audrey", groups=(settings.AUDITORS_GROUP,))
 
 
 @pytest.fixture
 def travel_document() -> tuple[Document, DocumentVersion, Chunk]:
     document = Document.objects.create(title="Travel policy", source_path="travel.md")
+    document.groups.add(Group.objects.get_or_create(name="travel")[0])
     version = DocumentVersion.objects.create(
         document=document,
         number=1,
@@ -143,9 +146,9 @@ def test_each_role_opens_the_audit_pages_it_may(
     record = record_answer(employee, travel_document[2])
     users = {
         "employee": employee,
-        "document admin": make_user("dana", is_staff=True),
-        "auditor": make_user("audrey", groups=(AUDITORS_GROUP,)),
-        "superuser": make_user("root", is_staff=True, is_superuser=True),
+        "document admin": make_user("dana", groups=TRAVEL_ADMINS),
+        "auditor": make_user("audrey", groups=(settings.AUDITORS_GROUP,)),
+        "superuser": make_user("root", is_superuser=True),
     }
     client = logged_in(users[role]) if role in users else Client()
     url = reverse(name, args=[record.sequence] if takes_record else [])
@@ -317,7 +320,9 @@ def test_opening_and_exporting_are_recorded_with_the_auditor(
     client.get(reverse("audit:record-detail", args=[record.sequence]))
     client.get(reverse("audit:record-export"), {"format": "csv"}).getvalue()
 
-    looked = AuditRecord.objects.filter(actor_username="audrey").order_by("sequence")
+    looked = AuditRecord.objects.filter(
+        actor_username="audrey", event__startswith="audit."
+    ).order_by("sequence")
     assert [(r.event, json.loads(r.details).get("view")) for r in looked] == [
         ("audit.viewed", "list"),
         ("audit.viewed", "record"),
@@ -385,7 +390,7 @@ def test_document_admins_read_the_records_of_documents_and_nothing_else(
     auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
 ) -> None:
     document, _, chunk = travel_document
-    admin = make_user("dana", is_staff=True)
+    admin = make_user("dana", groups=TRAVEL_ADMINS)
     uploaded = upload_record(document, admin)
     answer = record_answer(make_user("erin"), chunk, question="Secret travel question")
     logged_in(auditor).get(reverse("audit:record-detail", args=[answer.sequence]))
@@ -419,7 +424,7 @@ def test_document_admins_read_the_records_of_documents_and_nothing_else(
 def test_what_document_admins_open_is_recorded_like_an_auditor_s(
     travel_document: tuple[Document, DocumentVersion, Chunk],
 ) -> None:
-    admin = make_user("dana", is_staff=True)
+    admin = make_user("dana", groups=TRAVEL_ADMINS)
     uploaded = upload_record(travel_document[0], admin)
     client = logged_in(admin)
     client.get(reverse("audit:record-list"))
@@ -432,3 +437,31 @@ def test_what_document_admins_open_is_recorded_like_an_auditor_s(
         ("audit.viewed", "record"),
         ("audit.exported", None),
     ]
+
+
+def test_document_admins_do_not_read_the_records_of_other_groups_documents(
+    travel_document: tuple[Document, DocumentVersion, Chunk],
+) -> None:
+    pricing = Document.objects.create(title="Pricing 2027", source_path="pricing.md")
+    pricing.groups.add(Group.objects.get_or_create(name="sales")[0])
+    travel_record = upload_record(travel_document[0], make_user("root", is_superuser=True))
+    pricing_record = upload_record(pricing, User.objects.get(username="root"))
+    client = logged_in(make_user("dana", groups=TRAVEL_ADMINS))
+
+    assert (
+        client.get(reverse("audit:record-detail", args=[travel_record.sequence])).status_code == 200
+    )
+    hidden = client.get(reverse("audit:record-detail", args=[pricing_record.sequence]))
+    assert hidden.status_code == 404
+    listed = client.get(reverse("audit:record-list")).content.decode()
+    assert "Travel policy" in listed
+    assert "Pricing 2027" not in listed
+    exported = client.get(reverse("audit:record-export"), {"format": "jsonl"}).getvalue()
+    assert b"Pricing 2027" not in exported
+
+
+def test_staff_flag_alone_opens_no_audit_page(
+    travel_document: tuple[Document, DocumentVersion, Chunk],
+) -> None:
+    staff = logged_in(make_user("sam", is_staff=True))
+    assert staff.get(reverse("audit:record-list")).status_code == 403

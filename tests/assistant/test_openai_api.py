@@ -41,9 +41,9 @@ def library_prepare() -> dict[str, str]:
     The server ingests the documents when it starts.
     """
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
     from ingestion.services import document_upload_bytes
+    from tests.accounts.api_tokens import api_token
 
     research = Group.objects.create(name="research")
     sales = Group.objects.create(name="sales")
@@ -72,7 +72,7 @@ def library_prepare() -> dict[str, str]:
         b"per seat.\n",
         groups=[sales],
     )
-    return {user.username: Token.objects.create(user=user).key for user in (alice, bob)}
+    return {user.username: api_token(user) for user in (alice, bob)}
 
 
 @dataclass

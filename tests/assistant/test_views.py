@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.http import FileResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client
 
@@ -414,8 +414,8 @@ def test_feedback_is_saved_once_per_answer_and_can_be_changed(people: People) ->
     assert Feedback.objects.count() == 1
 
 
-def test_the_feedback_page_shows_the_worst_rated_answers_first_to_staff_only(
-    people: People,
+def test_the_feedback_page_shows_the_worst_rated_answers_first_to_auditors_only(
+    people: People, settings: Any
 ) -> None:
     good = an_answer(people.alice, "When is the Nightjar test flight?", "In the autumn [1].")
     bad = an_answer(people.bob, "What does the Kestrel licence cost?", "1,000 euros.")
@@ -425,9 +425,27 @@ def test_the_feedback_page_shows_the_worst_rated_answers_first_to_staff_only(
     )
     assert logged_in(people.alice).get("/feedback/").status_code == 403
 
-    staff = User.objects.create_user("reviewer", password="pw-reviewer-123", is_staff=True)
-    page = logged_in(staff).get("/feedback/").content.decode()
+    staff = User.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    assert logged_in(staff).get("/feedback/").status_code == 403
+
+    reviewer = User.objects.create_user("reviewer", password="pw-reviewer-123")
+    reviewer.groups.add(Group.objects.create(name=settings.AUDITORS_GROUP))
+    page = logged_in(reviewer).get("/feedback/").content.decode()
     assert page.index("Kestrel licence") < page.index("Nightjar test flight")
     assert "Wrong year." in page
     assert "Score -1" in page
     assert "Score 1" in page
+
+
+def test_the_form_without_scripts_is_held_to_the_same_rate_limit(
+    library: Library, settings: Any
+) -> None:
+    settings.RATE_LIMIT_ASK = "1/minute"
+    client = logged_in(library.alice)
+    assert client.post("/ask/", {"question": NIGHTJAR_QUESTION}).status_code == 302
+
+    refused = client.post("/ask/", {"question": NIGHTJAR_QUESTION})
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "Too many questions: at most 1 a minute." in refused.content.decode()
+    assert Answer.objects.count() == 1

@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from inference.embedder import DenseEncoder, SparseEncoder, best_precision, resolve_precision
+from inference.embedder import (
+    DenseEncoder,
+    SparseEncoder,
+    best_precision,
+    bundled_model_path,
+    embedding_dimension,
+    resolve_precision,
+)
 
 TEXTS = [
     "Visitors park on level minus two of the north garage.",
@@ -54,3 +65,22 @@ def test_questions_asked_at_once_get_the_same_vectors_as_alone(fp32: DenseEncode
         together = list(pool.map(fp32.encode_query, questions))
     for single, batched in zip(alone, together, strict=True):
         assert float(np.dot(single, batched)) > 0.9999
+
+
+def test_the_vector_size_is_read_from_the_model_files_and_matches_the_model(
+    fp32: DenseEncoder, tmp_path: Path
+) -> None:
+    assert embedding_dimension("") == fp32.dimension == 384
+    # A model with a projection layer makes vectors of the projected size.
+    folder = tmp_path / "projected"
+    shutil.copytree(bundled_model_path(), folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.insert(
+        2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "2_Dense").mkdir()
+    (folder / "2_Dense" / "config.json").write_text(
+        json.dumps({"in_features": 384, "out_features": 128})
+    )
+    assert embedding_dimension(str(folder)) == 128

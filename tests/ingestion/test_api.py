@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from ingestion.models import Document, VersionStatus
 from ingestion.runner import run_pending_once
+from tests.accounts.api_tokens import api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -29,14 +29,25 @@ def markdown_file(name: str = "travel_policy.md", content: bytes = TRAVEL_POLICY
 
 def token_client(user: User) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token(user)}")
     return client
 
 
 @pytest.fixture
-def staff_api(django_user_model: type[User]) -> APIClient:
-    staff = django_user_model.objects.create_user("librarian", password="x" * 12, is_staff=True)
-    return token_client(staff)
+def superuser_api(django_user_model: type[User]) -> APIClient:
+    """A superuser: may share with everyone or with no group, which document admins may not."""
+    librarian = django_user_model.objects.create_user(
+        "librarian", password="x" * 12, is_superuser=True
+    )
+    return token_client(librarian)
+
+
+@pytest.fixture
+def finance_admin_api(django_user_model: type[User], finance: Group) -> APIClient:
+    """A document admin of Finance (a member of Finance-admins), not a reader of Finance."""
+    admin = django_user_model.objects.create_user("fiona", password="x" * 12)
+    admin.groups.add(Group.objects.create(name="Finance-admins"))
+    return token_client(admin)
 
 
 @pytest.fixture
@@ -56,10 +67,10 @@ def test_anonymous_requests_get_401_with_a_reason() -> None:
 
 
 def test_a_token_holder_uploads_and_follows_ingestion_to_ready(
-    staff_api: APIClient, finance: Group
+    superuser_api: APIClient, finance: Group
 ) -> None:
     response = upload(
-        staff_api,
+        superuser_api,
         markdown_file(),
         markdown_file("minutes..md", b"# Minutes"),
         groups=["Finance"],
@@ -74,90 +85,92 @@ def test_a_token_holder_uploads_and_follows_ingestion_to_ready(
 
     run_pending_once()
 
-    version = staff_api.get(f"/api/versions/{stored['version_id']}/").json()
+    version = superuser_api.get(f"/api/versions/{stored['version_id']}/").json()
     assert version["status"] == VersionStatus.READY
     assert version["progress"] == 100
     assert version["chunks_done"] == version["chunks_total"] > 0
-    listing = staff_api.get("/api/documents/").json()
+    listing = superuser_api.get("/api/documents/").json()
     assert listing["count"] == 1
     document = listing["results"][0]
     assert document["status"] == VersionStatus.READY
     assert document["chunk_count"] == version["chunks_total"]
     assert document["groups"] == [{"id": finance.id, "name": "Finance"}]
     assert document["everyone"] is False
-    detail = staff_api.get(f"/api/documents/{stored['document_id']}/").json()
+    detail = superuser_api.get(f"/api/documents/{stored['document_id']}/").json()
     assert [v["original_name"] for v in detail["versions"]] == ["travel_policy.md"]
 
 
 def test_groups_may_be_given_by_id_and_an_unknown_one_is_refused(
-    staff_api: APIClient, finance: Group
+    superuser_api: APIClient, finance: Group
 ) -> None:
-    response = upload(staff_api, markdown_file(), groups=[str(finance.id)], everyone="true")
+    response = upload(superuser_api, markdown_file(), groups=[str(finance.id)], everyone="true")
     assert response.status_code == 201
     document = Document.objects.get()
     assert list(document.groups.all()) == [finance]
     assert document.is_public
 
-    refused = upload(staff_api, markdown_file("other.md", b"# Other"), groups=["Nobody"])
+    refused = upload(superuser_api, markdown_file("other.md", b"# Other"), groups=["Nobody"])
     assert refused.status_code == 400
     assert refused.json()["detail"] == "groups: no such group: Nobody."
     assert Document.objects.count() == 1
 
 
-def test_an_upload_without_files_says_what_is_missing(staff_api: APIClient) -> None:
-    response = staff_api.post("/api/documents/", {}, format="multipart")
+def test_an_upload_without_files_says_what_is_missing(superuser_api: APIClient) -> None:
+    response = superuser_api.post("/api/documents/", {}, format="multipart")
 
     assert response.status_code == 400
     assert response.json()["detail"].startswith("files:")
 
 
-def test_patch_changes_who_may_read(staff_api: APIClient, finance: Group) -> None:
-    document_id = upload(staff_api, markdown_file()).json()["results"][0]["document_id"]
+def test_patch_changes_who_may_read(superuser_api: APIClient, finance: Group) -> None:
+    document_id = upload(superuser_api, markdown_file()).json()["results"][0]["document_id"]
 
-    response = staff_api.patch(
+    response = superuser_api.patch(
         f"/api/documents/{document_id}/", {"groups": ["Finance"]}, format="json"
     )
     assert response.status_code == 200
     assert response.json()["groups"] == [{"id": finance.id, "name": "Finance"}]
     assert response.json()["everyone"] is False
 
-    response = staff_api.patch(f"/api/documents/{document_id}/", {"everyone": True}, format="json")
+    response = superuser_api.patch(
+        f"/api/documents/{document_id}/", {"everyone": True}, format="json"
+    )
     assert response.json()["everyone"] is True
     assert response.json()["groups"] == [{"id": finance.id, "name": "Finance"}]
 
 
-def test_delete_takes_the_document_away(staff_api: APIClient) -> None:
-    document_id = upload(staff_api, markdown_file()).json()["results"][0]["document_id"]
+def test_delete_takes_the_document_away(superuser_api: APIClient) -> None:
+    document_id = upload(superuser_api, markdown_file()).json()["results"][0]["document_id"]
 
-    assert staff_api.delete(f"/api/documents/{document_id}/").status_code == 204
+    assert superuser_api.delete(f"/api/documents/{document_id}/").status_code == 204
 
-    assert staff_api.get("/api/documents/").json()["count"] == 0
-    missing = staff_api.get(f"/api/documents/{document_id}/")
+    assert superuser_api.get("/api/documents/").json()["count"] == 0
+    missing = superuser_api.get(f"/api/documents/{document_id}/")
     assert missing.status_code == 404
     assert "detail" in missing.json()
 
 
-def test_cancel_and_retry_a_version(staff_api: APIClient) -> None:
-    version_id = upload(staff_api, markdown_file()).json()["results"][0]["version_id"]
+def test_cancel_and_retry_a_version(superuser_api: APIClient) -> None:
+    version_id = upload(superuser_api, markdown_file()).json()["results"][0]["version_id"]
 
-    cancelled = staff_api.post(f"/api/versions/{version_id}/cancel/")
+    cancelled = superuser_api.post(f"/api/versions/{version_id}/cancel/")
     assert cancelled.json()["status"] == VersionStatus.CANCELLED
-    again = staff_api.post(f"/api/versions/{version_id}/cancel/")
+    again = superuser_api.post(f"/api/versions/{version_id}/cancel/")
     assert again.status_code == 409
     assert again.json()["detail"] == "Only a queued or running version can be cancelled."
 
-    retried = staff_api.post(f"/api/versions/{version_id}/retry/")
+    retried = superuser_api.post(f"/api/versions/{version_id}/retry/")
     assert retried.json()["status"] == VersionStatus.QUEUED
-    assert staff_api.post(f"/api/versions/{version_id}/retry/").status_code == 409
+    assert superuser_api.post(f"/api/versions/{version_id}/retry/").status_code == 409
 
 
-def test_people_who_are_not_staff_read_only_what_they_may_read(
-    staff_api: APIClient, finance: Group, django_user_model: type[User]
+def test_people_who_are_not_document_admins_read_only_what_they_may_read(
+    superuser_api: APIClient, finance: Group, django_user_model: type[User]
 ) -> None:
-    upload(staff_api, markdown_file(), groups=["Finance"])
-    secret_id = upload(staff_api, markdown_file("salaries.md", b"# Salaries")).json()["results"][0][
-        "document_id"
-    ]
+    upload(superuser_api, markdown_file(), groups=["Finance"])
+    secret_id = upload(superuser_api, markdown_file("salaries.md", b"# Salaries")).json()[
+        "results"
+    ][0]["document_id"]
     accountant = django_user_model.objects.create_user("accountant", password="x" * 12)
     accountant.groups.add(finance)
     employee = token_client(accountant)
@@ -170,25 +183,12 @@ def test_people_who_are_not_staff_read_only_what_they_may_read(
 
     refused = upload(employee, markdown_file("mine.md", b"# Mine"))
     assert refused.status_code == 403
-    assert refused.json()["detail"] == "Only staff may change documents."
+    assert refused.json()["detail"] == "Only document admins may change documents."
     assert employee.delete(f"/api/documents/{secret_id}/").status_code == 403
 
 
-def test_a_token_is_issued_for_a_user_name_and_password(django_user_model: type[User]) -> None:
-    django_user_model.objects.create_user("librarian", password="a-long-password", is_staff=True)
-
-    response = APIClient().post(
-        "/api/token/", {"username": "librarian", "password": "a-long-password"}, format="json"
-    )
-
-    assert response.status_code == 200
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
-    assert client.get("/api/documents/").status_code == 200
-
-
-def test_the_schema_describes_the_document_endpoints(staff_api: APIClient) -> None:
-    schema = staff_api.get("/api/schema/", {"format": "json"}).json()
+def test_the_schema_describes_the_document_endpoints(superuser_api: APIClient) -> None:
+    schema = superuser_api.get("/api/schema/", {"format": "json"}).json()
 
     for path in (
         "/api/documents/",
@@ -200,3 +200,81 @@ def test_the_schema_describes_the_document_endpoints(staff_api: APIClient) -> No
         assert path in schema["paths"]
     upload_body = schema["paths"]["/api/documents/"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload_body
+
+
+def test_a_document_admin_uploads_and_manages_the_documents_of_their_group(
+    finance_admin_api: APIClient, finance: Group
+) -> None:
+    stored = upload(finance_admin_api, markdown_file(), groups=["Finance"]).json()["results"][0]
+    document_id = stored["document_id"]
+
+    assert finance_admin_api.get(f"/api/documents/{document_id}/").status_code == 200
+    listing = finance_admin_api.get("/api/documents/").json()
+    assert [document["id"] for document in listing["results"]] == [document_id]
+    assert (
+        finance_admin_api.post(f"/api/versions/{stored['version_id']}/cancel/").status_code == 200
+    )
+    assert finance_admin_api.delete(f"/api/documents/{document_id}/").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"groups": ["Finance"], "everyone": "true"}, "Only a superuser may share a document with"),
+        ({}, "Choose who may read: the groups you administer (Finance)."),
+        ({"groups": ["Finance", "Sales"]}, "You may share documents only with the groups you"),
+    ],
+)
+def test_a_document_admin_shares_only_with_the_groups_they_administer(
+    finance_admin_api: APIClient, finance: Group, fields: dict[str, Any], reason: str
+) -> None:
+    Group.objects.create(name="Sales")
+    refused = upload(finance_admin_api, markdown_file(), **fields)
+
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith(reason)
+    assert not Document.objects.exists()
+
+
+def test_a_document_admin_cannot_change_a_document_of_another_group_they_read(
+    superuser_api: APIClient, finance_admin_api: APIClient, finance: Group
+) -> None:
+    sales = Group.objects.create(name="Sales")
+    shared = upload(superuser_api, markdown_file(), groups=["Finance", "Sales"]).json()
+    document_id = shared["results"][0]["document_id"]
+    own = upload(finance_admin_api, markdown_file("budget.md", b"# Budget"), groups=["Finance"])
+    own_id = own.json()["results"][0]["document_id"]
+    User.objects.get(username="fiona").groups.add(sales)
+
+    assert finance_admin_api.get(f"/api/documents/{document_id}/").status_code == 200
+    for refused in (
+        finance_admin_api.patch(f"/api/documents/{document_id}/", {"groups": ["Finance"]}),
+        finance_admin_api.delete(f"/api/documents/{document_id}/"),
+        finance_admin_api.post(f"/api/versions/{shared['results'][0]['version_id']}/cancel/"),
+    ):
+        assert refused.status_code == 403
+        assert refused.json()["detail"].startswith("You do not manage this document")
+    widened = finance_admin_api.patch(
+        f"/api/documents/{own_id}/", {"groups": ["Finance", "Sales"]}, format="json"
+    )
+    assert widened.status_code == 403
+    assert [g.name for g in Document.objects.get(id=own_id).groups.all()] == ["Finance"]
+
+
+def test_a_document_admin_cannot_slip_a_version_into_another_group_s_document(
+    superuser_api: APIClient, finance_admin_api: APIClient, finance: Group
+) -> None:
+    upload(superuser_api, markdown_file(), groups=[])
+    same_name = upload(
+        finance_admin_api, markdown_file(content=b"# Travel, rewritten"), groups=["Finance"]
+    )
+    same_bytes = upload(finance_admin_api, markdown_file("copy.md"), groups=["Finance"])
+
+    for response in (same_name, same_bytes):
+        result = response.json()["results"][0]
+        assert result["document_id"] is None
+        assert "in a document you do not manage" in result["error"]
+    travel = Document.objects.get()
+    assert travel.versions.count() == 1
+    assert travel.title not in same_name.content.decode()
+    assert travel.title not in same_bytes.content.decode()

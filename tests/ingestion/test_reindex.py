@@ -102,3 +102,40 @@ def test_reindex_on_the_edge_refuses_while_a_server_holds_the_shard() -> None:
     finally:
         serving.close()
     assert current_index_dir(base) == base
+
+
+def test_reindex_over_http_moves_the_alias_under_the_other_processes(
+    standin: str, reader: User
+) -> None:
+    """On the Qdrant stand-in, over real HTTP: the path a cluster's workers take."""
+    with override_settings(
+        VECTOR_BACKEND="server",
+        QDRANT_URL=standin,
+        QDRANT_PATH="",
+        VECTOR_COLLECTION="handbook",
+        VECTOR_SHARDS=3,
+        VECTOR_REPLICATION=2,
+    ):
+        vector_index_close()
+        ingest_two_documents()
+        before = vector_index().count(only_active=True)
+        # A worker that opened the index by its name before the rebuild, and keeps it.
+        other_worker = open_index(backend="server", url=standin, collection="handbook")
+
+        index_rebuild(collection="handbook-v2")
+
+        client = QdrantClient(url=standin, prefer_grpc=False)
+        try:
+            aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+            names = {c.name for c in client.get_collections().collections}
+            params = client.get_collection("handbook").config.params
+        finally:
+            client.close()
+        assert aliases["handbook"] == "handbook-v2"
+        assert "handbook-v1" not in names
+        assert (params.shard_number, params.replication_factor) == (3, 2)
+        assert other_worker.count(only_active=True) == before
+        other_worker.close()
+        hits = passages_for_user(user=reader, query="where do visitors park")
+        assert hits[0].source == "parking.md"
+        vector_index_close()

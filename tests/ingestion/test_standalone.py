@@ -100,11 +100,13 @@ def wait_ready(client: httpx.Client, version_id: int) -> dict[str, Any]:
 def test_an_upload_over_http_becomes_searchable_in_one_process(
     server: Server, shared_data: Path, tmp_path: Path
 ) -> None:
-    token = server.manage("drf_create_token", "admin")
+    token = server.manage(
+        "apitoken", "create", "admin", "--name", "upload test", "--scopes", "read,ingest"
+    )
     assert token.returncode == 0, token.stderr
-    key = token.stdout.split()[2]
+    key = token.stdout.strip()
     client = httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
     )
 
     sample = shared_data / "samples" / "docker-md" / "reference" / "commandline" / "checkpoint.md"

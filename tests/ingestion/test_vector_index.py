@@ -1,20 +1,26 @@
 """The contract of the vector index, checked on the embedded shard and the server API.
 
 The server backend runs on qdrant-client's local mode, which speaks the same API as a
-Qdrant server. Vectors come from the real embedding model and the real BM25 encoder.
+Qdrant server, once in this process and once over HTTP through the Qdrant stand-in
+(`manage.py qdrant_standin`: Qdrant's REST API served by local mode in another process).
+Vectors come from the real embedding model and the real BM25 encoder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import pytest
+from qdrant_client import QdrantClient
 
 from ingestion.vector_index import (
     FusionMethod,
@@ -28,10 +34,11 @@ from ingestion.vector_index import (
     open_index,
     point_id,
 )
+from ingestion.vector_index.server import CollectionLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-Backend = Literal["edge", "server"]
-BACKENDS: list[Backend] = ["edge", "server"]
+Backend = Literal["edge", "server", "standin"]
+BACKENDS: list[Backend] = ["edge", "server", "standin"]
 MODES: list[SearchMode] = ["hybrid", "dense", "sparse"]
 FUSIONS: list[FusionMethod] = ["dbsf", "rrf"]
 
@@ -166,15 +173,26 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     return request.param
 
 
+def open_backend(backend: Backend, path: Path, request: pytest.FixtureRequest) -> VectorIndex:
+    """The index of `backend` kept at `path`; on the stand-in, a collection named after it."""
+    if backend == "standin":
+        url = request.getfixturevalue("standin")
+        name = "c" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        return open_index(backend="server", url=url, collection=name)
+    return open_index(backend=backend, path=path)
+
+
 @pytest.fixture
 def index_path(tmp_path: Path) -> Path:
     return tmp_path / "index"
 
 
 @pytest.fixture
-def index(backend: Backend, index_path: Path, encoder: Encoder) -> Iterator[VectorIndex]:
+def index(
+    backend: Backend, index_path: Path, encoder: Encoder, request: pytest.FixtureRequest
+) -> Iterator[VectorIndex]:
     """A fresh index holding the corpus, for tests that change it."""
-    opened = open_index(backend=backend, path=index_path)
+    opened = open_backend(backend, index_path, request)
     opened.upsert(index_points(encoder, CORPUS))
     yield opened
     opened.close()
@@ -182,10 +200,13 @@ def index(backend: Backend, index_path: Path, encoder: Encoder) -> Iterator[Vect
 
 @pytest.fixture(scope="module")
 def corpus_index(
-    backend: Backend, tmp_path_factory: pytest.TempPathFactory, encoder: Encoder
+    backend: Backend,
+    tmp_path_factory: pytest.TempPathFactory,
+    encoder: Encoder,
+    request: pytest.FixtureRequest,
 ) -> Iterator[VectorIndex]:
     """One index holding the corpus, shared by the tests that only search it."""
-    opened = open_index(backend=backend, path=tmp_path_factory.mktemp(backend) / "index")
+    opened = open_backend(backend, tmp_path_factory.mktemp(backend) / "index", request)
     opened.upsert(index_points(encoder, CORPUS))
     yield opened
     opened.close()
@@ -368,11 +389,15 @@ def test_hybrid_search_finds_a_paraphrase_that_sparse_search_misses(
 
 
 def test_it_keeps_the_passages_when_reopened(
-    index: VectorIndex, backend: Backend, index_path: Path, encoder: Encoder
+    index: VectorIndex,
+    backend: Backend,
+    index_path: Path,
+    encoder: Encoder,
+    request: pytest.FixtureRequest,
 ) -> None:
     index.close()
 
-    reopened = open_index(backend=backend, path=index_path)
+    reopened = open_backend(backend, index_path, request)
     try:
         assert reopened.count() == len(CORPUS)
         assert hit_ids(search(reopened, encoder, "vegetarian lasagna", USER_B))[0] == OTHERS[0].id
@@ -396,6 +421,8 @@ except IndexLockedError as error:
 def test_it_refuses_a_second_process_on_the_same_folder(
     index: VectorIndex, backend: Backend, index_path: Path, encoder: Encoder
 ) -> None:
+    if backend == "standin":
+        pytest.skip("a server serves many processes: it has no folder to lock")
     other_process = subprocess.run(
         [sys.executable, "-c", SECOND_OPENER, backend, str(index_path)],
         cwd=PROJECT_ROOT,
@@ -416,7 +443,86 @@ def test_it_refuses_a_second_process_on_the_same_folder(
 def test_it_refuses_a_second_opener_in_the_same_process(
     index: VectorIndex, backend: Backend, index_path: Path
 ) -> None:
+    if backend == "standin":
+        pytest.skip("a server serves many clients: it has no folder to lock")
     with pytest.raises(IndexLockedError):
         open_index(backend=backend, path=index_path)
 
     assert index.count() == len(CORPUS)
+
+
+def created_body(standin_url: str, collection: str) -> dict[str, Any]:
+    """The create-collection request body the stand-in received for `collection`."""
+    stats = httpx.get(f"{standin_url}/standin/stats", timeout=10).json()
+    (body,) = [c["body"] for c in stats["collections_created"] if c["collection"] == collection]
+    return dict(body)
+
+
+def test_a_new_collection_is_laid_out_as_configured_on_the_server(standin: str) -> None:
+    layout = CollectionLayout(shards=6, replication=2, write_consistency=1)
+
+    opened = open_index(backend="server", url=standin, collection="laid-out", layout=layout)
+    opened.close()
+
+    body = created_body(standin, "laid-out-v1")
+    assert (body["shard_number"], body["replication_factor"]) == (6, 2)
+    assert body["write_consistency_factor"] == 1
+    client = QdrantClient(url=standin, prefer_grpc=False)
+    try:
+        params = client.get_collection("laid-out").config.params
+    finally:
+        client.close()
+    assert (params.shard_number, params.replication_factor) == (6, 2)
+
+
+def test_it_refuses_a_write_consistency_above_the_replication() -> None:
+    with pytest.raises(VectorIndexError, match="VECTOR_WRITE_CONSISTENCY"):
+        CollectionLayout(shards=2, replication=2, write_consistency=3)
+
+
+def test_a_new_name_becomes_an_alias_so_a_reindex_only_moves_it(
+    standin: str, encoder: Encoder
+) -> None:
+    opened = open_index(backend="server", url=standin, collection="aliased")
+    opened.upsert(index_points(encoder, [LEAVE]))
+    opened.close()
+
+    client = QdrantClient(url=standin, prefer_grpc=False)
+    try:
+        aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+        names = {c.name for c in client.get_collections().collections}
+    finally:
+        client.close()
+    assert aliases["aliased"] == "aliased-v1"
+    assert "aliased-v1" in names
+    assert "aliased" not in names
+    reopened = open_index(backend="server", url=standin, collection="aliased")
+    try:
+        assert hit_ids(search(reopened, encoder, "vacation days", {PUBLIC}))[0] == LEAVE.id
+    finally:
+        reopened.close()
+
+
+def test_processes_starting_together_share_one_collection(standin: str, encoder: Encoder) -> None:
+    opened: list[VectorIndex] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(open_index(backend="server", url=standin, collection="together"))
+        except BaseException as error:
+            errors.append(error)
+
+    starters = [threading.Thread(target=open_one) for _ in range(4)]
+    for starter in starters:
+        starter.start()
+    for starter in starters:
+        starter.join()
+
+    assert errors == []
+    opened[0].upsert(index_points(encoder, [LEAVE]))
+    try:
+        assert [index.count() for index in opened] == [1, 1, 1, 1]
+    finally:
+        for index in opened:
+            index.close()

@@ -238,7 +238,12 @@ def test_searching_narrows_the_list(admin_client: Client) -> None:
     assert "travel_policy.md" not in page
 
 
-def test_people_who_are_not_staff_get_403(employee_client: Client) -> None:
+def test_people_who_are_not_document_admins_get_403(
+    employee_client: Client, django_user_model: type[User]
+) -> None:
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_user("staff", is_staff=True))
+    assert staff.get(reverse("ingestion:document-list")).status_code == 403
     for url in (
         reverse("ingestion:document-list"),
         reverse("ingestion:version-status") + "?ids=1",
@@ -258,7 +263,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client: Client) -> None:
     assert '<label for="id_password">Password</label>' in login_page
 
 
-def test_the_layout_shows_staff_their_links_and_a_logout_button(
+def test_the_layout_shows_superusers_their_links_and_a_logout_button(
     admin_client: Client, employee_client: Client
 ) -> None:
     staff_page = admin_client.get(reverse("ingestion:document-list")).content.decode()
@@ -271,3 +276,89 @@ def test_the_layout_shows_staff_their_links_and_a_logout_button(
     employee_page = employee_client.get("/").content.decode()
     assert reverse("ingestion:document-list") not in employee_page
     assert reverse("admin:index") not in employee_page
+
+
+@pytest.fixture
+def finance() -> Group:
+    return Group.objects.create(name="Finance")
+
+
+@pytest.fixture
+def finance_admin_client(django_user_model: type[User], finance: Group) -> Client:
+    """A document admin of Finance: a member of Finance-admins."""
+    admin = django_user_model.objects.create_user("fiona", password="a-long-password")
+    admin.groups.add(Group.objects.create(name="Finance-admins"))
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def test_a_document_admin_is_offered_only_their_groups_and_not_everyone(
+    finance_admin_client: Client, finance: Group
+) -> None:
+    Group.objects.create(name="Sales")
+    page = finance_admin_client.get(reverse("ingestion:document-list")).content.decode()
+
+    assert "Finance" in page
+    assert "Sales" not in page
+    assert "Everyone may read" not in page
+    assert f'href="{reverse("ingestion:document-list")}"' in page
+    assert f'href="{reverse("admin:index")}"' not in page
+
+
+def test_a_document_admin_sees_and_opens_only_the_documents_they_manage(
+    admin_client: Client, finance_admin_client: Client, finance: Group
+) -> None:
+    sales = Group.objects.create(name="Sales")
+    upload_json(admin_client, markdown_file("pricing.md", b"# Pricing"), groups=[sales.id])
+    upload_json(finance_admin_client, markdown_file(), groups=[finance.id])
+    own = Document.objects.get(source_path="travel_policy.md")
+    other = Document.objects.get(source_path="pricing.md")
+
+    listing = finance_admin_client.get(reverse("ingestion:document-list")).content.decode()
+    assert "travel policy" in listing
+    assert "pricing" not in listing
+    assert (
+        finance_admin_client.get(reverse("ingestion:document-detail", args=[own.id])).status_code
+        == 200
+    )
+    other_version = other.versions.get()
+    for url in (
+        reverse("ingestion:document-detail", args=[other.id]),
+        reverse("ingestion:version-download", args=[other_version.id]),
+    ):
+        assert finance_admin_client.get(url).status_code == 404
+    states = finance_admin_client.get(
+        reverse("ingestion:version-status"), {"ids": str(other_version.id)}
+    ).json()
+    assert states == {"versions": []}
+
+
+def test_a_document_admin_cannot_share_beyond_their_groups(
+    finance_admin_client: Client, finance: Group
+) -> None:
+    sales = Group.objects.create(name="Sales")
+    refused = finance_admin_client.post(
+        reverse("ingestion:document-list"), {"files": [markdown_file()], "groups": [sales.id]}
+    )
+    assert refused.status_code == 400
+    assert not Document.objects.exists()
+
+    upload_json(finance_admin_client, markdown_file(), groups=[finance.id])
+    document = Document.objects.get()
+    answer = finance_admin_client.post(
+        reverse("ingestion:document-access", args=[document.id]),
+        {"groups": [finance.id], "everyone": "on"},
+        follow=True,
+    )
+    assert "was saved" in answer.content.decode()
+    document.refresh_from_db()
+    assert not document.is_public
+
+    refused_access = finance_admin_client.post(
+        reverse("ingestion:document-access", args=[document.id]), {"groups": []}, follow=True
+    )
+    assert "Choose who may read: the groups you administer (Finance)." in (
+        refused_access.content.decode()
+    )
+    assert list(document.groups.all()) == [finance]

@@ -1,0 +1,1 @@
+"""Who people are and what they may do: sign-on, roles, personal API tokens, rate limits."""

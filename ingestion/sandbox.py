@@ -1,0 +1,384 @@
+"""Parse untrusted files in a child process that may use only so much memory and time.
+
+A hostile or broken file can make a parser allocate without end, loop for hours or crash in
+native code. Parsing it in a child process confines the damage: the child runs under an
+address-space limit (RLIMIT_AS) and a CPU-time limit (RLIMIT_CPU), it is killed when the
+wall-clock time is up, and whatever happens the file fails alone with a reason a person can
+read, while the worker that asked lives on.
+
+The children are forked by a small parser server: a fresh interpreter (`python -m
+ingestion.sandbox`), started once per process and kept, that has imported the parsers but
+never torch or Django, and runs a single thread, so forking it is safe. Forking the worker
+itself could deadlock on the locks of its model threads, and starting a fresh interpreter per
+file would import the parsers again for every file. A plain subprocess also works from inside
+Celery's prefork pool, whose processes `multiprocessing` refuses to let have children.
+
+A child answers in JSON, not pickle: a child that a file managed to subvert cannot make the
+worker run code by answering.
+
+This module imports no Django at the top, so that the server and its children stay small.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ingestion.parsing import ParsedDocument, ParseError, ParseLimits, Section, parse_document
+
+MB = 1024 * 1024
+
+# Imported once by the parser server, so that each child starts with the parsers loaded.
+_PRELOADED_MODULES = (
+    "bs4",
+    "lxml.etree",
+    "lxml.html",
+    "charset_normalizer",
+    "markdown_it",
+    "pypdfium2",
+    "docx",
+    "pptx",
+    "openpyxl",
+)
+
+# How a child reports that it ran out of memory: a MemoryError may leave too little room to
+# send anything, an exit code needs none.
+_EXIT_OUT_OF_MEMORY = 75
+# A peak address space this close to the limit means an allocation failed against it.
+_MEMORY_LIMIT_REACHED = 0.97
+# Beyond the wall-clock timeout, so that a child whose server is gone still ends.
+_CPU_GRACE_S = 5
+# Beyond the parse timeout, how long to wait for the server itself before replacing it.
+_SERVER_GRACE_S = 30
+_READ_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """What one parse may use: address space in MB, and wall-clock seconds."""
+
+    memory_mb: int = 2048
+    timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        # A child starts at about 200 MB of address space with the parsers loaded.
+        if self.memory_mb < 256:
+            raise ValueError("the parse memory limit must be at least 256 MB")
+        if self.timeout_s <= 0:
+            raise ValueError("the parse timeout must be more than 0 seconds")
+
+
+_DEFAULT_PARSE_LIMITS = ParseLimits()
+_DEFAULT_SANDBOX_LIMITS = SandboxLimits()
+
+
+def parse_document_isolated(
+    data: bytes,
+    filename: str,
+    *,
+    limits: ParseLimits = _DEFAULT_PARSE_LIMITS,
+    sandbox: SandboxLimits = _DEFAULT_SANDBOX_LIMITS,
+) -> ParsedDocument:
+    """`parse_document` in a child process under `sandbox`'s limits.
+
+    Every failure, including the child exceeding a limit or crashing, raises ParseError with
+    a message for the uploader; nothing the file does can end the calling process.
+    """
+    request = {
+        "filename": filename,
+        "limits": asdict(limits),
+        "memory_bytes": sandbox.memory_mb * MB,
+        "cpu_seconds": int(sandbox.timeout_s) + _CPU_GRACE_S,
+        "timeout_s": sandbox.timeout_s,
+    }
+    status, exitcode, answer = _server.exchange(request, data, sandbox.timeout_s)
+    if status == "timeout" or exitcode == -signal.SIGXCPU:
+        raise ParseError(_timeout_message(sandbox))
+    if exitcode != 0 or answer is None:
+        raise ParseError(_death_message(exitcode, sandbox))
+    return _document_from_answer(answer)
+
+
+def sandbox_warm_up() -> None:
+    """Start the parser server now rather than with the first file."""
+    _server.ensure_running()
+
+
+def limits_from_settings() -> tuple[ParseLimits, SandboxLimits]:
+    """The configured limits (PARSE_* settings), read when asked so that tests may change them."""
+    from django.conf import settings
+
+    limits = ParseLimits(
+        max_pages=settings.PARSE_MAX_PAGES,
+        max_uncompressed_bytes=settings.PARSE_MAX_UNCOMPRESSED_BYTES,
+        max_compression_ratio=settings.PARSE_MAX_COMPRESSION_RATIO,
+        max_zip_members=settings.PARSE_MAX_ZIP_MEMBERS,
+        max_sheet_rows=settings.PARSE_MAX_SHEET_ROWS,
+    )
+    sandbox = SandboxLimits(memory_mb=settings.PARSE_MEMORY_MB, timeout_s=settings.PARSE_TIMEOUT_S)
+    return limits, sandbox
+
+
+def _timeout_message(sandbox: SandboxLimits) -> str:
+    return (
+        f"Reading the file took longer than {sandbox.timeout_s:g} s, so it was stopped; the "
+        "file may be damaged or built to be slow. Try splitting it into smaller files."
+    )
+
+
+def _death_message(exitcode: int | None, sandbox: SandboxLimits) -> str:
+    if exitcode == _EXIT_OUT_OF_MEMORY:
+        return (
+            f"Reading the file used more than {sandbox.memory_mb} MB of memory, so it was "
+            "stopped; the file may be damaged or built to exhaust memory. Try splitting it "
+            "into smaller files."
+        )
+    if exitcode == -signal.SIGKILL:
+        # Nobody here sends it before the timeout: the system's out-of-memory killer does.
+        return (
+            "Reading the file was stopped by the system, most likely for lack of memory; try "
+            "splitting it into smaller files."
+        )
+    if exitcode is not None and exitcode < 0:
+        # Native parsers abort or crash when an allocation fails against the limit, so a
+        # crash cannot tell damage from hunger.
+        return (
+            f"The file reader crashed ({signal.Signals(-exitcode).name}) while reading the "
+            f"file; the file may be damaged, or need more than {sandbox.memory_mb} MB of memory "
+            "to read. Try saving it again or exporting it to PDF."
+        )
+    return (
+        "The file reader stopped unexpectedly; the file may be damaged. Try saving it again "
+        "or exporting it to PDF."
+    )
+
+
+def _document_from_answer(answer: bytes) -> ParsedDocument:
+    try:
+        decoded = json.loads(answer)
+        if "refused" in decoded:
+            raise ParseError(str(decoded["refused"]))
+        parsed = decoded["parsed"]
+        sections = [
+            Section(
+                text=str(text),
+                page=None if page is None else int(page),
+                heading_path=tuple(str(heading) for heading in headings),
+            )
+            for text, page, headings in parsed["sections"]
+        ]
+        return ParsedDocument(
+            title=str(parsed["title"]),
+            sections=sections,
+            detected_type=str(parsed["detected_type"]),
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise ParseError(_death_message(None, _DEFAULT_SANDBOX_LIMITS)) from error
+
+
+class _ParserServer:
+    """This process's side of its parser server: one server, one parse at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: Connection | None = None
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            self._connect()
+
+    def exchange(
+        self, request: dict[str, Any], data: bytes, timeout_s: float
+    ) -> tuple[str, int | None, bytes | None]:
+        """Send one file; return the server's (status, child exit code, child's answer)."""
+        with self._lock:
+            connection = self._connect()
+            try:
+                connection.send(request)
+                connection.send_bytes(data)
+                if not connection.poll(timeout_s + _SERVER_GRACE_S):
+                    raise TimeoutError("the parser server did not answer")
+                reply: tuple[str, int | None, bytes | None] = connection.recv()
+            except (OSError, EOFError):
+                # The server itself died (or hangs); the next file gets a new one.
+                self._stop()
+                return "lost", None, None
+            return reply
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's server and lock are the parent's, not ours."""
+        self._lock = threading.Lock()
+        self._process = None
+        self._connection = None
+
+    def _connect(self) -> Connection:
+        if self._connection is not None and self._process is not None:
+            if self._process.poll() is None:
+                return self._connection
+            self._stop()
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "ingestion.sandbox", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": _python_path()},
+            )
+            self._connection = Connection(os.dup(ours.fileno()))
+        return self._connection
+
+    def _stop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+def _python_path() -> str:
+    project = str(Path(__file__).resolve().parents[1])
+    existing = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join(path for path in (project, existing) if path)
+
+
+_server = _ParserServer()
+os.register_at_fork(after_in_child=_server.forget_after_fork)
+
+
+# --- The parser server (python -m ingestion.sandbox FD) ----------------------------------
+
+
+def _serve(fd: int) -> None:
+    # Interrupting the process that started this server ends it by closing the connection.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for module in _PRELOADED_MODULES:
+        importlib.import_module(module)
+    connection = Connection(fd)
+    while True:
+        try:
+            request = connection.recv()
+            data = connection.recv_bytes()
+        except (EOFError, OSError):
+            return
+        connection.send(_parse_in_child(request, data))
+
+
+def _parse_in_child(request: dict[str, Any], data: bytes) -> tuple[str, int, bytes | None]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child_main(write_end, request, data)
+    os.close(write_end)
+    try:
+        answer = _read_until_closed(read_end, time.monotonic() + request["timeout_s"])
+    finally:
+        os.close(read_end)
+    if answer is None:
+        os.kill(pid, signal.SIGKILL)
+    _, wait_status = os.waitpid(pid, 0)
+    exitcode = os.waitstatus_to_exitcode(wait_status)
+    if answer is None:
+        return "timeout", exitcode, None
+    return "exited", exitcode, answer
+
+
+def _read_until_closed(fd: int, deadline: float) -> bytes | None:
+    """All the child writes, or None if it has not finished by the deadline."""
+    blocks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            return None
+        block = os.read(fd, _READ_BLOCK)
+        if not block:
+            return b"".join(blocks)
+        blocks.append(block)
+
+
+def _child_main(write_end: int, request: dict[str, Any], data: bytes) -> NoReturn:
+    exitcode = 0
+    try:
+        memory_bytes = request["memory_bytes"]
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        cpu_seconds = request["cpu_seconds"]
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        # A crashing parser must not leave a core file of a confidential document behind.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        answer = _child_answer(request, data, memory_bytes)
+        if answer is None:
+            exitcode = _EXIT_OUT_OF_MEMORY
+        else:
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(answer)
+    except MemoryError:
+        exitcode = _EXIT_OUT_OF_MEMORY
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        exitcode = 1
+    finally:
+        os._exit(exitcode)
+
+
+def _child_answer(request: dict[str, Any], data: bytes, memory_bytes: int) -> bytes | None:
+    """The JSON answer for the parent, or None when the parse ran out of memory."""
+    try:
+        document = parse_document(
+            data, request["filename"], limits=ParseLimits(**request["limits"])
+        )
+    except ParseError as error:
+        if _reached_memory_limit(memory_bytes):
+            return None
+        return json.dumps({"refused": str(error)}).encode()
+    parsed = {
+        "title": document.title,
+        "detected_type": document.detected_type,
+        "sections": [
+            [section.text, section.page, list(section.heading_path)]
+            for section in document.sections
+        ],
+    }
+    return json.dumps({"parsed": parsed}).encode()
+
+
+def _reached_memory_limit(memory_bytes: int) -> bool:
+    """Whether this process's address space has touched the limit.
+
+    Parsers written in C report a failed allocation as damage (lxml says "unknown error"); a
+    peak at the limit shows what really happened.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmPeak:"):
+                    peak_bytes = int(line.split()[1]) * 1024
+                    return peak_bytes >= memory_bytes * _MEMORY_LIMIT_REACHED
+    except OSError:
+        pass
+    return False
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))

@@ -1,0 +1,328 @@
+"""Security settings end to end: check --deploy, headers and cookies behind TLS, login throttling.
+
+The TLS tests run the real server with the production settings a cluster uses, reached the way
+the TLS proxy reaches it (plain HTTP with X-Forwarded-Proto and X-Forwarded-For). The
+throttling tests log in through the real login page, in process and over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import httpx
+import pytest
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from assistant.audit import ledger_verify
+from assistant.models import AuditRecord
+from tests.accounts.conftest import LdapDirectory, directory, slapd
+from tests.accounts.test_ldap import ldap_site
+from tests.ingestion.test_standalone import ROOT, Server
+
+__all__ = ["directory", "ldap_site", "slapd"]  # the real OpenLDAP server of the sign-on tests
+
+ADMIN_PASSWORD = "a-long-test-password"
+LOCKOUT_MESSAGE = "Too many failed log-ins to this account from your address"
+EXPECTED_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "object-src": "'none'",
+    "frame-ancestors": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+}
+
+
+def production_env(data_dir: Path) -> dict[str, str]:
+    """What deploy/ sets for the app: cluster mode behind the TLS proxy, a real secret key."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        ASSISTANT_DATA_DIR=str(data_dir),
+        ASSISTANT_MODE="cluster",
+        DEBUG="False",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="assistant.example.internal",
+        CSRF_TRUSTED_ORIGINS="https://assistant.example.internal",
+        SECURE_BEHIND_TLS="1",
+    )
+    return env
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=production_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "no issues" in checked.stdout
+
+
+# ---- The server behind the TLS proxy -----------------------------------------------------------
+
+
+class BehindProxy:
+    """Requests as the TLS proxy forwards them; Secure cookies are carried by hand, since a
+    cookie jar rightly refuses to send them over the plain HTTP hop the proxy uses."""
+
+    def __init__(self, server: Server, client_address: str) -> None:
+        self.server = server
+        self.cookies: dict[str, str] = {}
+        self.headers = {
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-For": client_address,
+            "Origin": server.url.replace("http://", "https://"),
+        }
+
+    def request(self, method: str, path: str, data: dict[str, str] | None = None) -> httpx.Response:
+        cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        headers = {**self.headers, **({"Cookie": cookie} if cookie else {})}
+        response = httpx.request(
+            method, f"{self.server.url}{path}", headers=headers, data=data, timeout=30
+        )
+        for name, morsel in set_cookies(response).items():
+            self.cookies[name] = morsel.value
+        return response
+
+    def log_in(self, username: str, password: str) -> httpx.Response:
+        form = self.request("GET", "/accounts/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert token is not None, form.text
+        return self.request(
+            "POST",
+            "/accounts/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": token[1]},
+        )
+
+
+def set_cookies(response: httpx.Response) -> SimpleCookie:
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        jar.load(header)
+    return jar
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("tls")
+    server = Server(folder / "var")
+    server.env.update(
+        {
+            key: value
+            for key, value in production_env(folder / "var").items()
+            if key in ("SECRET_KEY", "SECURE_BEHIND_TLS", "DEBUG")
+        }
+    )
+    server.env["LOGIN_FAILURES_LIMIT"] = "3"
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_plain_http_is_sent_to_https_but_probes_are_answered(tls_server: Server) -> None:
+    page = httpx.get(f"{tls_server.url}/accounts/login/", timeout=30)
+    assert page.status_code == 301
+    assert page.headers["location"] == f"https://127.0.0.1:{tls_server.port}/accounts/login/"
+    for probe in ("/healthz", "/readyz"):
+        answered = httpx.get(f"{tls_server.url}{probe}", timeout=30)
+        assert answered.status_code in (200, 503), (probe, answered.status_code)
+        assert "location" not in answered.headers
+    assert httpx.get(f"{tls_server.url}/healthz", timeout=30).status_code == 200
+
+
+def test_pages_over_tls_carry_the_security_headers(tls_server: Server) -> None:
+    page = BehindProxy(tls_server, "203.0.113.20").request("GET", "/accounts/login/")
+    assert page.status_code == 200
+    assert page.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "same-origin"
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"
+    policy = {
+        directive.split()[0]: " ".join(directive.split()[1:])
+        for directive in page.headers["content-security-policy"].split(";")
+        if directive.strip()
+    }
+    for directive, sources in EXPECTED_POLICY.items():
+        assert policy[directive] == sources, (directive, policy)
+    assert "unsafe-inline" not in page.headers["content-security-policy"]
+
+
+def test_session_and_csrf_cookies_are_secure_http_only_and_same_site(tls_server: Server) -> None:
+    browser = BehindProxy(tls_server, "203.0.113.21")
+    csrf = set_cookies(browser.request("GET", "/accounts/login/"))["csrftoken"]
+    assert csrf["secure"]
+    assert csrf["samesite"] == "Lax"
+
+    logged_in = browser.log_in("admin", ADMIN_PASSWORD)
+    assert logged_in.status_code == 302, logged_in.text
+    session = set_cookies(logged_in)["sessionid"]
+    assert session["secure"]
+    assert session["httponly"]
+    assert session["samesite"] == "Lax"
+    assert session["max-age"] == str(12 * 3600)
+    assert browser.request("GET", "/").status_code == 200
+
+
+def test_a_locked_out_login_over_http_shows_why_and_refuses_the_right_password(
+    tls_server: Server,
+) -> None:
+    created = subprocess.run(
+        [sys.executable, "manage.py", "adduser", "carol", "--password-stdin"],
+        cwd=ROOT,
+        env=tls_server.env,
+        input="carols-long-password\n",
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    # The left X-Forwarded-For entry is whatever the client sent; the proxy appends the truth.
+    attacker = BehindProxy(tls_server, "198.51.100.9, 203.0.113.30")
+    for _ in range(2):
+        refused = attacker.log_in("carol", "wrong-password")
+        assert refused.status_code == 200
+        assert "did not match" in refused.text
+    locked = attacker.log_in("carol", "wrong-password")
+    assert locked.status_code == 429
+    assert LOCKOUT_MESSAGE in locked.text
+
+    attacker.headers["X-Forwarded-For"] = "198.51.100.10, 203.0.113.30"
+    still_locked = attacker.log_in("carol", "carols-long-password")
+    assert still_locked.status_code == 429
+    assert LOCKOUT_MESSAGE in still_locked.text
+    assert "sessionid" not in attacker.cookies
+
+    elsewhere = BehindProxy(tls_server, "203.0.113.31").log_in("carol", "carols-long-password")
+    assert elsewhere.status_code == 302
+
+
+# ---- Login throttling in process ---------------------------------------------------------------
+
+PASSWORD = "erins-long-password"
+
+
+@pytest.fixture
+def erin(db: None) -> User:
+    return User.objects.create_user("erin", password=PASSWORD)
+
+
+def log_in(client: Client, username: str, password: str, address: str) -> tuple[int, str]:
+    response = client.post(
+        "/accounts/login/",
+        {"username": username, "password": password},
+        REMOTE_ADDR=address,
+    )
+    return response.status_code, response.content.decode()
+
+
+def fail_until_locked(client: Client, username: str, address: str) -> tuple[int, str]:
+    for _ in range(settings.LOGIN_FAILURES_LIMIT - 1):
+        status, page = log_in(client, username, "not-the-password", address)
+        assert status == 200
+        assert "did not match" in page
+    return log_in(client, username, "not-the-password", address)
+
+
+def test_too_many_wrong_passwords_lock_the_account_from_that_address(erin: User) -> None:
+    client = Client()
+    status, page = fail_until_locked(client, "erin", "10.0.0.5")
+    assert status == 429
+    assert LOCKOUT_MESSAGE in page
+    assert f"refused for {settings.LOGIN_LOCKOUT_MINUTES} minutes" in page
+
+    status, page = log_in(client, "erin", PASSWORD, "10.0.0.5")
+    assert status == 429
+    assert LOCKOUT_MESSAGE in page
+    assert client.get("/").status_code == 302  # still not logged in
+
+    # Someone else, from another address, is not shut out by the attacker.
+    assert log_in(Client(), "erin", PASSWORD, "10.0.0.6")[0] == 302
+
+
+def test_a_lockout_is_recorded_once_in_the_audit_log(erin: User) -> None:
+    client = Client()
+    fail_until_locked(client, "erin", "10.0.0.11")
+    for password in ("not-the-password", PASSWORD):
+        assert log_in(client, "erin", password, "10.0.0.11")[0] == 429
+
+    (record,) = AuditRecord.objects.filter(event="user.locked_out")
+    details = json.loads(record.details)
+    assert details["username"] == "erin"
+    assert details["address"] == "10.0.0.11"
+    assert details["summary"] == (
+        f"Log-ins as erin from 10.0.0.11 refused for {settings.LOGIN_LOCKOUT_MINUTES} minutes "
+        f"after {settings.LOGIN_FAILURES_LIMIT} failed attempts"
+    )
+    assert ledger_verify().intact
+
+
+def test_the_lockout_ends_after_the_wait(erin: User) -> None:
+    fail_until_locked(Client(), "erin", "10.0.0.7")
+    waited = timezone.now() - timedelta(minutes=settings.LOGIN_LOCKOUT_MINUTES + 1)
+    AccessAttempt.objects.filter(username="erin").update(attempt_time=waited)
+    assert log_in(Client(), "erin", PASSWORD, "10.0.0.7")[0] == 302
+
+
+def test_other_spellings_of_the_name_count_against_the_same_account(erin: User) -> None:
+    client = Client()
+    spellings = ["Erin", "ERIN", " erin", "eRiN", "erin "]
+    for spelling in spellings[: settings.LOGIN_FAILURES_LIMIT - 1]:
+        assert log_in(client, spelling, "not-the-password", "10.0.0.8")[0] == 200
+    status, page = log_in(client, "erin", "not-the-password", "10.0.0.8")
+    assert status == 429
+    assert LOCKOUT_MESSAGE in page
+
+
+def test_a_successful_login_starts_the_count_again(erin: User) -> None:
+    for _ in range(settings.LOGIN_FAILURES_LIMIT - 1):
+        assert log_in(Client(), "erin", "not-the-password", "10.0.0.9")[0] == 200
+    assert log_in(Client(), "erin", PASSWORD, "10.0.0.9")[0] == 302
+    for _ in range(settings.LOGIN_FAILURES_LIMIT - 1):
+        assert log_in(Client(), "erin", "not-the-password", "10.0.0.9")[0] == 200
+    assert log_in(Client(), "erin", PASSWORD, "10.0.0.9")[0] == 302
+
+
+def test_the_admin_login_page_is_throttled_too(erin: User) -> None:
+    erin.is_superuser = erin.is_staff = True
+    erin.save()
+    client = Client()
+    for _ in range(settings.LOGIN_FAILURES_LIMIT):
+        response = client.post(
+            "/admin/login/",
+            {"username": "erin", "password": "not-the-password"},
+            REMOTE_ADDR="10.0.0.10",
+        )
+    assert response.status_code == 429
+    assert LOCKOUT_MESSAGE in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_directory_logins_are_throttled_like_local_ones(ldap_site: LdapDirectory) -> None:
+    client = Client()
+    status, page = fail_until_locked(client, "alice", "10.0.0.12")
+    assert status == 429
+    assert LOCKOUT_MESSAGE in page
+    status, page = log_in(client, "alice", "alice-pw-1", "10.0.0.12")
+    assert status == 429
+    assert not User.objects.filter(username="alice", last_login__isnull=False).exists()
+
+    assert log_in(Client(), "alice", "alice-pw-1", "10.0.0.13")[0] == 302
