@@ -88,6 +88,7 @@ class AuditEvent(models.TextChoices):
     TOKEN_REVOKED = "token.revoked", "API token revoked"
     USER_SIGNED_IN = "user.signed_in", "Signed in"
     USER_SIGNED_OUT = "user.signed_out", "Signed out"
+    USER_LOCKED_OUT = "user.locked_out", "Locked out after failed log-ins"
 
 
 class AuditRecord(models.Model):

@@ -19,11 +19,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 
 from assistant.audit import ledger_append
+from assistant.models import AuditEvent
 
 LOCKED_OUT_STATUS = 429
 # The login form's field, and the keyword every backend's authenticate() receives.
 USERNAME_FIELD = "username"
-LOCKED_OUT_EVENT = "user.locked_out"
+LOCKED_OUT_EVENT = AuditEvent.USER_LOCKED_OUT
 
 
 # ---- Login throttling (django-axes) ------------------------------------------------------------

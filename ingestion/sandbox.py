@@ -113,8 +113,8 @@ def parse_document_isolated(
 
 
 def sandbox_warm_up() -> None:
-    """Start the parser server now rather than with the first file."""
-    _server.ensure_running()
+    """Start the parser server now rather than with the first file, and wait until it serves."""
+    parse_document_isolated(b"The parser server is ready.", "warm-up.txt")
 
 
 def limits_from_settings() -> tuple[ParseLimits, SandboxLimits]:
@@ -196,10 +196,6 @@ class _ParserServer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
-
-    def ensure_running(self) -> None:
-        with self._lock:
-            self._connect()
 
     def exchange(
         self, request: dict[str, Any], data: bytes, timeout_s: float

@@ -323,7 +323,7 @@ def test_a_celery_worker_outlives_hostile_files(worker_env: dict[str, str], tmp_
     )
     try:
         ingested = manage(worker_env, "ingest", str(folder), "--everyone", "--wait")
-        assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+        assert "1 ready, 3 failed." in ingested.stdout, ingested.stdout + ingested.stderr
         pool_before = {child.pid for child in psutil.Process(worker.pid).children()}
 
         later = tmp_path / "later.md"

@@ -44,6 +44,7 @@ WARM_SEARCH_S = 2.0
 @dataclass
 class Upload:
     name: str
+    started_at: float = 0.0
     version_id: int | None = None
     error: str = ""
     ready_s: float | None = None
@@ -57,6 +58,7 @@ class Tally:
     answers: list[StreamedAnswer] = field(default_factory=list)
     uploads: list[Upload] = field(default_factory=list)
     killed_at_s: float | None = None
+    killed_at: float | None = None
 
 
 class Command(BaseCommand):
@@ -263,6 +265,8 @@ class Command(BaseCommand):
             f"  max {result['ready_max_s']} s",
             f"errors               {result['errors']} {result['errors_by_kind']}",
             f"cut off mid-answer   {result['cut_off']} (streams on the killed simulator)",
+            f"after the kill       {result['answered_after_kill']} answered, "
+            f"{result['ready_after_kill']} uploads READY",
             f"audit                {result['audited_answers']}/{result['answers_with_id']} answers "
             f"recorded, chain {'intact' if result['chain_intact'] else 'BROKEN'}",
             f"unfinished documents {result['stuck_versions']} after the drain",
@@ -315,7 +319,7 @@ async def admin_session(
         await asyncio.sleep(random.uniform(0, think_s))
         while time.monotonic() < end:
             name, data = next(pool)
-            upload = Upload(name=name)
+            upload = Upload(name=name, started_at=time.monotonic())
             tally.uploads.append(upload)
             started = time.perf_counter()
             try:
@@ -347,7 +351,8 @@ async def kill_halfway(cluster: LoopbackCluster, start: float, end: float, tally
     await asyncio.sleep((end - start) / 2)
     cluster.kill_celery_worker(0)
     cluster.kill_simulator(0)
-    tally.killed_at_s = round(time.monotonic() - start, 1)
+    tally.killed_at = time.monotonic()
+    tally.killed_at_s = round(tally.killed_at - start, 1)
 
 
 def upload_pool(*, exclude: set[Path]) -> Iterator[tuple[str, bytes]]:
@@ -443,6 +448,7 @@ def summarise(tally: Tally, wall_s: float, options: dict[str, Any]) -> dict[str,
     whole = [a.total_s for a in answers if a.status in ("answered", "abstained") and not a.error]
     ready = [u.ready_s for u in tally.uploads if u.ready_s is not None]
     seconds = options["minutes"] * 60
+    after = tally.killed_at if tally.killed_at is not None else float("inf")
 
     def rounded(values: list[float], fraction: float) -> float:
         return round(percentile(values, fraction), 2)
@@ -474,6 +480,12 @@ def summarise(tally: Tally, wall_s: float, options: dict[str, Any]) -> dict[str,
         "errors": sum(kinds.values()),
         "errors_by_kind": dict(kinds),
         "cut_off": cut_off,
+        "answered_after_kill": sum(
+            1 for a in answers if a.started_at > after and a.status == "answered"
+        ),
+        "ready_after_kill": sum(
+            1 for u in tally.uploads if u.started_at > after and u.final_status == "READY"
+        ),
         "simulator_tokens_per_s": options["tokens_per_s"],
         "simulator_ttft_ms": options["ttft_ms"],
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import time
@@ -9,9 +10,14 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ingestion.commands_support import INNER_FLAG, run_isolated, scifact_corpus_path
+from ingestion.commands_support import (
+    INNER_FLAG,
+    run_isolated,
+    scifact_corpus_path,
+    shared_data_dir,
+)
 
 
 def peak_rss_mb() -> float:
@@ -28,9 +34,20 @@ class Command(BaseCommand):
         parser.add_argument("--docs", type=int, default=1000, help="SciFact abstracts to ingest")
         parser.add_argument("--path", default="", help="ingest this folder instead of SciFact")
         parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+        parser.add_argument(
+            "--parse-only",
+            action="store_true",
+            help="only compare parsing in this process with parsing in the sandbox, on --path "
+            "or the shared sample documents",
+        )
+        parser.add_argument("--rounds", type=int, default=3, help="with --parse-only: passes")
         parser.add_argument(INNER_FLAG, action="store_true", help="(internal)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["parse_only"]:
+            # Parsing writes nothing, so it needs no throw-away data folder.
+            self._bench_parse(options)
+            return
         if not options["inner_run"]:
             self._run_isolated(options)
             return
@@ -116,6 +133,66 @@ class Command(BaseCommand):
             f"pipeline / raw      {result['pipeline_vs_raw']}x\n"
             f"pipeline / fp32     {result['pipeline_vs_raw_fp32']}x\n"
             f"peak memory         {result['peak_rss_mb']} MB\n"
+            f"cpu                 {result['cpu']}"
+        )
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+
+    def _bench_parse(self, options: dict[str, Any]) -> None:
+        from ingestion.parsing import ParseError, parse_document
+        from ingestion.sandbox import (
+            limits_from_settings,
+            parse_document_isolated,
+            sandbox_warm_up,
+        )
+
+        folder = Path(options["path"]) if options["path"] else shared_data_dir() / "samples"
+        paths = sorted(path for path in folder.rglob("*") if path.is_file())
+        files = [(path.name, data) for path in paths if (data := path.read_bytes())]
+        if not files:
+            raise CommandError(f"No files under {folder}.")
+        limits, sandbox = limits_from_settings()
+
+        def in_process(name: str, data: bytes) -> None:
+            parse_document(data, name, limits=limits)
+
+        def isolated(name: str, data: bytes) -> None:
+            parse_document_isolated(data, name, limits=limits, sandbox=sandbox)
+
+        started = time.perf_counter()
+        sandbox_warm_up()
+        server_start_s = time.perf_counter() - started
+        totals = {in_process: 0.0, isolated: 0.0}
+        for _ in range(max(1, options["rounds"])):
+            for name, data in files:
+                # Interleaved, so that a slower moment of the machine weighs on both alike.
+                for parse in (in_process, isolated):
+                    started = time.perf_counter()
+                    with contextlib.suppress(ParseError):
+                        parse(name, data)
+                    totals[parse] += time.perf_counter() - started
+        parses = len(files) * max(1, options["rounds"])
+        in_process_ms = totals[in_process] / parses * 1000
+        isolated_ms = totals[isolated] / parses * 1000
+        result = {
+            "documents": len(files),
+            "megabytes": round(sum(len(data) for _, data in files) / (1024 * 1024), 1),
+            "rounds": max(1, options["rounds"]),
+            "in_process_ms_per_document": round(in_process_ms, 2),
+            "sandbox_ms_per_document": round(isolated_ms, 2),
+            "sandbox_overhead_ms_per_document": round(isolated_ms - in_process_ms, 2),
+            "sandbox_vs_in_process": round(isolated_ms / in_process_ms, 3),
+            "sandbox_server_start_s": round(server_start_s, 2),
+            "cpu": cpu_name(),
+        }
+        self.stdout.write(
+            f"documents           {result['documents']} ({result['megabytes']} MB), "
+            f"{result['rounds']} rounds\n"
+            f"in process          {result['in_process_ms_per_document']} ms/document\n"
+            f"sandbox             {result['sandbox_ms_per_document']} ms/document\n"
+            f"sandbox overhead    {result['sandbox_overhead_ms_per_document']} ms/document\n"
+            f"sandbox / process   {result['sandbox_vs_in_process']}x\n"
+            f"server start        {result['sandbox_server_start_s']} s (once per process)\n"
             f"cpu                 {result['cpu']}"
         )
         if options["json"]:
