@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import pytest
 from django.test import Client, override_settings
@@ -107,3 +108,14 @@ def test_readyz_in_cluster_mode_names_an_unreachable_broker_without_its_password
     assert not checks["redis"]["ok"]
     assert checks["database"]["ok"]
     assert "broker-password" not in response.content.decode()
+
+
+def test_probes_by_pod_address_are_answered_while_other_paths_check_the_host(
+    client: Client, settings: Any
+) -> None:
+    settings.ALLOWED_HOSTS = ["assistant.example.internal"]
+    # Kubernetes and Prometheus send the pod's IP as the host.
+    assert client.get("/healthz", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/readyz", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/accounts/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
