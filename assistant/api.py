@@ -55,6 +55,15 @@ CITATION_FIELDS = (
 )
 # Proxies in front of the app must pass events on as they come, not buffer the stream.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Before OpenAPI 3.2 a text/event-stream schema describes each event of the stream.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "meta, reasoning, answer, ... and last done"},
+        "data": {"type": "string", "description": "A JSON object."},
+    },
+    "required": ["event", "data"],
+}
 
 
 def citation_public(citation: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +293,7 @@ class AskView(APIView):
         request=AskRequestSerializer,
         responses={
             (200, "application/json"): AskResponseSerializer,
-            (200, "text/event-stream"): OpenApiTypes.STR,
+            (200, "text/event-stream"): SSE_EVENT_SCHEMA,
             400: ERROR_RESPONSE,
             401: ERROR_RESPONSE,
             403: ERROR_RESPONSE,

@@ -356,6 +356,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Knowledge assistant API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Django's <int:...> matches digits only: a negative id never reaches the API, so say so.
+    "PATH_CONVERTER_OVERRIDES": {"int": {"type": "integer", "minimum": 0}},
     # Two models have a "status"; naming their enums keeps the schema (and check --deploy) clean.
     "ENUM_NAME_OVERRIDES": {
         "VersionStatusEnum": "ingestion.models.VersionStatus",

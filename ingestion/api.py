@@ -112,7 +112,10 @@ class GroupSerializer(serializers.Serializer):
 
 class VersionSerializer(serializers.ModelSerializer):
     document_id = serializers.IntegerField(read_only=True)
-    uploaded_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # None for files ingested by a command or another system rather than a person.
+    uploaded_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     progress = serializers.IntegerField(
         source="progress_percent", read_only=True, help_text="Percent of passages indexed."
     )

@@ -21,8 +21,10 @@ This module imports no Django at the top, so that the server and its children st
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
+import logging
 import os
 import resource
 import select
@@ -64,6 +66,9 @@ _CPU_GRACE_S = 5
 # Beyond the parse timeout, how long to wait for the server itself before replacing it.
 _SERVER_GRACE_S = 30
 _READ_BLOCK = 1024 * 1024
+_ENVIRONMENT_KEPT = frozenset({"PATH", "LANG", "TMPDIR", "TZ"})
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,11 @@ class _ParserServer:
                 if not connection.poll(timeout_s + _SERVER_GRACE_S):
                     raise TimeoutError("the parser server did not answer")
                 reply: tuple[str, int | None, bytes | None] = connection.recv()
-            except (OSError, EOFError):
+            except (OSError, EOFError) as error:
                 # The server itself died (or hangs); the next file gets a new one.
+                logger.error(
+                    "the parser server was lost (%s); the next file starts a new one", error
+                )
                 self._stop()
                 return "lost", None, None
             return reply
@@ -232,7 +240,7 @@ class _ParserServer:
                 [sys.executable, "-m", "ingestion.sandbox", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": _python_path()},
+                env=_server_environment(),
             )
             self._connection = Connection(os.dup(ours.fileno()))
         return self._connection
@@ -248,10 +256,18 @@ class _ParserServer:
             self._process = None
 
 
-def _python_path() -> str:
+def _server_environment() -> dict[str, str]:
+    """Only what an interpreter needs: database passwords and keys stay out of reach of parsers."""
     project = str(Path(__file__).resolve().parents[1])
-    existing = os.environ.get("PYTHONPATH", "")
-    return os.pathsep.join(path for path in (project, existing) if path)
+    python_path = os.pathsep.join(
+        path for path in (project, os.environ.get("PYTHONPATH", "")) if path
+    )
+    kept = {
+        name: value
+        for name, value in os.environ.items()
+        if name in _ENVIRONMENT_KEPT or name.startswith("LC_")
+    }
+    return {**kept, "PYTHONPATH": python_path}
 
 
 _server = _ParserServer()
@@ -266,25 +282,34 @@ def _serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in _PRELOADED_MODULES:
         importlib.import_module(module)
+    # A child's garbage collector would otherwise walk, and so copy, every page of the
+    # parsers' objects it inherited.
+    gc.freeze()
     connection = Connection(fd)
     while True:
         try:
             request = connection.recv()
             data = connection.recv_bytes()
+            connection.send(_parse_in_child(request, data, fd))
         except (EOFError, OSError):
+            # The process this server works for has gone.
             return
-        connection.send(_parse_in_child(request, data))
 
 
-def _parse_in_child(request: dict[str, Any], data: bytes) -> tuple[str, int, bytes | None]:
+def _parse_in_child(
+    request: dict[str, Any], data: bytes, connection_fd: int
+) -> tuple[str, int, bytes | None]:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # The child answers on its own pipe only: it must not be able to speak for the server.
+        os.close(connection_fd)
         os.close(read_end)
         _child_main(write_end, request, data)
     os.close(write_end)
     try:
-        answer = _read_until_closed(read_end, time.monotonic() + request["timeout_s"])
+        deadline = time.monotonic() + request["timeout_s"]
+        answer = _read_until_closed(read_end, deadline, hangup_fd=connection_fd)
     finally:
         os.close(read_end)
     if answer is None:
@@ -296,15 +321,19 @@ def _parse_in_child(request: dict[str, Any], data: bytes) -> tuple[str, int, byt
     return "exited", exitcode, answer
 
 
-def _read_until_closed(fd: int, deadline: float) -> bytes | None:
-    """All the child writes, or None if it has not finished by the deadline."""
+def _read_until_closed(fd: int, deadline: float, *, hangup_fd: int) -> bytes | None:
+    """All the child writes, or None if it has not finished by the deadline.
+
+    The client sends nothing while it waits, so `hangup_fd` turning readable means it has
+    gone; then there is nobody to wait for.
+    """
     blocks: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        readable, _, _ = select.select([fd], [], [], remaining)
-        if not readable:
+        readable, _, _ = select.select([fd, hangup_fd], [], [], remaining)
+        if not readable or hangup_fd in readable:
             return None
         block = os.read(fd, _READ_BLOCK)
         if not block:

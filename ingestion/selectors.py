@@ -79,7 +79,8 @@ def documents_search(
     documents: QuerySet[Document], *, query: str = "", status: str = ""
 ) -> QuerySet[Document]:
     """Narrow documents by words in their title or source path and by their newest status."""
-    query = query.strip()
+    # PostgreSQL refuses NUL in any text parameter, and no stored title or path holds one.
+    query = query.replace("\x00", "").strip()
     if query:
         documents = documents.filter(Q(title__icontains=query) | Q(source_path__icontains=query))
     if status in VersionStatus.values:

@@ -198,3 +198,18 @@ def test_office_files_with_mutated_xml_are_read_or_refused(
 def test_random_markup_is_read_or_refused(pieces: list[str], extension: str, encoding: str) -> None:
     text = "".join(pieces)
     assert_read_or_refused(text.encode(encoding, errors="replace"), f"notes{extension}")
+
+
+@settings(FUZZ, max_examples=max(10, FUZZ.max_examples // 5), deadline=timedelta(seconds=10))
+@given(
+    runs=st.lists(
+        st.tuples(st.sampled_from(MARKUP_PIECES), st.integers(min_value=1, max_value=10_000)),
+        min_size=1,
+        max_size=4,
+    ),
+    extension=st.sampled_from([".md", ".html", ".txt"]),
+)
+def test_long_runs_of_markup_are_read_in_time(runs: list[tuple[str, int]], extension: str) -> None:
+    """Runs of one syntax character are where a parser's time grows faster than the file."""
+    text = "".join(piece * count for piece, count in runs)
+    assert_read_or_refused(text.encode("utf-8", errors="replace"), f"notes{extension}")

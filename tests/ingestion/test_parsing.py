@@ -20,9 +20,17 @@ from ingestion.parsing import (
     parse_document,
     safe_filename,
 )
+from ingestion.sandbox import SandboxLimits, parse_document_isolated
 
 MB = 1024 * 1024
 DEFAULT_LIMITS = ParseLimits()
+# A DOS header pointing at a PE header: the start of every Windows .exe and .dll.
+WINDOWS_PROGRAM = (
+    b"MZ\x90\x00" + bytes(56) + (64).to_bytes(4, "little") + b"PE\x00\x00" + bytes(400)
+)
+# Parses that once took minutes run here under a wall-clock limit, so a regression fails
+# with a reason instead of stalling the suite.
+HANG_GUARD = SandboxLimits(timeout_s=60)
 
 
 def parse_file(path: Path, *, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedDocument:
@@ -410,8 +418,19 @@ def test_it_refuses_an_empty_file() -> None:
             "The file's content is not a Word document (DOCX) (it looks like plain text).",
         ),
         (b"%PDF-1.7\n", "notes.txt", "The file's content is not plain text (it looks like a PDF)."),
+        (
+            WINDOWS_PROGRAM,
+            "invoice.pdf",
+            "The file's content is not a PDF (it looks like a Windows program (.exe or .dll)).",
+        ),
+        (
+            WINDOWS_PROGRAM,
+            "minutes.docx",
+            "The file's content is not a Word document (DOCX) (it looks like a Windows program "
+            "(.exe or .dll)).",
+        ),
     ],
-    ids=["png-as-pdf", "binary-as-pdf", "text-as-docx", "pdf-as-text"],
+    ids=["png-as-pdf", "binary-as-pdf", "text-as-docx", "pdf-as-text", "exe-as-pdf", "exe-as-docx"],
 )
 def test_it_refuses_content_that_does_not_match_the_extension(
     data: bytes, filename: str, message: str
@@ -483,3 +502,49 @@ def test_it_refuses_unsafe_file_names(name: str, message: str) -> None:
         safe_filename(name)
 
     assert str(raised.value) == message
+
+
+def test_it_refuses_a_windows_program_whatever_its_name() -> None:
+    with pytest.raises(
+        ParseError, match=r"^This type of file is not supported \(it looks like a Windows"
+    ):
+        detect_type(WINDOWS_PROGRAM, "setup")
+
+
+def test_it_reads_text_that_merely_starts_with_the_letters_mz() -> None:
+    document = parse_document(b"MZ-7 maintenance schedule: every second Tuesday.", "mz7.txt")
+
+    assert all_text(document) == "MZ-7 maintenance schedule: every second Tuesday."
+
+
+# --- Input built to be slow --------------------------------------------------------------
+
+
+def test_it_reads_a_line_with_a_long_run_of_blanks() -> None:
+    document = parse_document_isolated(
+        b"Budget" + b" " * MB + b"approved\n", "notes.txt", sandbox=HANG_GUARD
+    )
+
+    assert document.sections[0].text.startswith("Budget ")
+    assert document.sections[0].text.endswith(" approved")
+
+
+def test_it_reads_a_front_matter_title_that_runs_on_blanks() -> None:
+    data = b"---\ntitle: Budget" + b" " * MB + b"plan\n---\n\nThe plan for next year.\n"
+
+    document = parse_document_isolated(data, "plan.md", sandbox=HANG_GUARD)
+
+    assert document.title.startswith("Budget ")
+    assert document.title.endswith(" plan")
+
+
+def test_it_reads_a_long_word_document_of_plain_paragraphs(tmp_path: Path) -> None:
+    path = tmp_path / "minutes.docx"
+    document = docx.Document()
+    for number in range(20_000):
+        document.add_paragraph(f"Item {number} was discussed.")
+    document.save(str(path))
+
+    parsed = parse_document_isolated(path.read_bytes(), path.name, sandbox=HANG_GUARD)
+
+    assert "Item 19999 was discussed." in all_text(parsed)

@@ -353,3 +353,20 @@ def test_a_celery_worker_outlives_hostile_files(worker_env: dict[str, str], tmp_
     assert "need more than 256 MB of memory" in statuses["bomb.pdf"][1]
     assert statuses["notes.md"][0] == "FAILED"
     assert "took longer than 2 s" in statuses["notes.md"][1]
+
+
+def test_parsers_run_without_the_secrets_in_the_environment(monkeypatch: Any) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://assistant:hunter2@db/assistant")
+    parse_document_isolated(GOOD_MARKDOWN, "parking.md")
+
+    servers = [
+        process
+        for process in psutil.Process().children()
+        if "ingestion.sandbox" in process.cmdline()
+    ]
+    assert servers
+    for server in servers:
+        names = set(server.environ())
+        assert names <= {"PATH", "LANG", "TMPDIR", "TZ", "PYTHONPATH"} | {
+            name for name in names if name.startswith("LC_")
+        }

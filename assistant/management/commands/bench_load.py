@@ -264,9 +264,8 @@ class Command(BaseCommand):
             f"upload -> READY      p50 {result['ready_p50_s']} s  p95 {result['ready_p95_s']} s"
             f"  max {result['ready_max_s']} s",
             f"errors               {result['errors']} {result['errors_by_kind']}",
-            f"cut off mid-answer   {result['cut_off']} (streams on the killed simulator)",
-            f"after the kill       {result['answered_after_kill']} answered, "
-            f"{result['ready_after_kill']} uploads READY",
+            f"cut off mid-answer   {result['cut_off']}"
+            f"{' (streams on the killed simulator)' if options['kill_halfway'] else ''}",
             f"audit                {result['audited_answers']}/{result['answers_with_id']} answers "
             f"recorded, chain {'intact' if result['chain_intact'] else 'BROKEN'}",
             f"unfinished documents {result['stuck_versions']} after the drain",
@@ -275,6 +274,12 @@ class Command(BaseCommand):
             f"{result['load']['load_average_1m_at_end']} at the end",
             "targets              " + ("all met" if not missed else "MISSED: " + "; ".join(missed)),
         ]
+        if options["kill_halfway"]:
+            lines.insert(
+                -4,
+                f"after the kill       {result['answered_after_kill']} answered, "
+                f"{result['ready_after_kill']} uploads READY",
+            )
         self.stdout.write("\n".join(lines))
         if options["json"]:
             self.stdout.write(json.dumps(result))
