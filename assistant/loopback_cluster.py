@@ -30,6 +30,24 @@ CELERY_STOP_TIMEOUT_S = 60
 FINAL_STATUSES = ("READY", "FAILED", "CANCELLED")
 
 
+def celery_worker_command(name: str) -> list[str]:
+    """One Celery worker process running one task at a time, as deploy/ runs them."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--pool=solo",
+        "-n",
+        f"{name}@%h",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
 @dataclass
 class StreamedAnswer:
     """One question asked through the REST API's event stream, as the client saw it."""
@@ -184,20 +202,7 @@ class LoopbackCluster:
     def start_celery_worker(self, name: str) -> subprocess.Popen[bytes]:
         with (self.folder / f"celery-{name}.log").open("ab") as log:
             worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool=solo",
-                    "-n",
-                    f"{name}@%h",
-                    "--loglevel=INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
+                celery_worker_command(name),
                 cwd=settings.BASE_DIR,
                 env=self.env,
                 stdout=log,

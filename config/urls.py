@@ -20,3 +20,5 @@ urlpatterns = [
     path("", include("assistant.operations_urls")),
     path("", include("assistant.urls")),
 ]
+
+handler404 = "config.errors.not_found"

@@ -201,6 +201,7 @@ class _ParserServer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
+        self._requests = 0
 
     def exchange(
         self, request: dict[str, Any], data: bytes, timeout_s: float
@@ -208,12 +209,16 @@ class _ParserServer:
         """Send one file; return the server's (status, child exit code, child's answer)."""
         with self._lock:
             connection = self._connect()
+            self._requests += 1
+            request_id = self._requests
             try:
-                connection.send(request)
+                connection.send({**request, "id": request_id})
                 connection.send_bytes(data)
                 if not connection.poll(timeout_s + _SERVER_GRACE_S):
                     raise TimeoutError("the parser server did not answer")
-                reply: tuple[str, int | None, bytes | None] = connection.recv()
+                answered_id, status, exitcode, answer = connection.recv()
+                if answered_id != request_id:
+                    raise EOFError(f"answer {answered_id} came for request {request_id}")
             except (OSError, EOFError) as error:
                 # The server itself died (or hangs); the next file gets a new one.
                 logger.error(
@@ -221,7 +226,12 @@ class _ParserServer:
                 )
                 self._stop()
                 return "lost", None, None
-            return reply
+            except BaseException:
+                # Interrupted mid-exchange (a task's time limit, a signal): the server's next
+                # answer would be this file's and taken for the next one's, so it goes.
+                self._stop()
+                raise
+            return status, exitcode, answer
 
     def forget_after_fork(self) -> None:
         """In a forked child: the parent's server and lock are the parent's, not ours."""
@@ -290,7 +300,7 @@ def _serve(fd: int) -> None:
         try:
             request = connection.recv()
             data = connection.recv_bytes()
-            connection.send(_parse_in_child(request, data, fd))
+            connection.send((request["id"], *_parse_in_child(request, data, fd)))
         except (EOFError, OSError):
             # The process this server works for has gone.
             return

@@ -17,6 +17,8 @@ import psycopg
 import pytest
 import redis
 
+from assistant.loopback_cluster import celery_worker_command
+
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,20 +59,7 @@ class Cluster:
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{name}.log").open("wb")
         worker = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool=solo",
-                "-n",
-                f"{name}@%h",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            celery_worker_command(name),
             cwd=ROOT,
             env=self.env,
             stdout=log,

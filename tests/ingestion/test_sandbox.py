@@ -29,6 +29,7 @@ import psutil
 import psycopg
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from django.contrib.auth.models import User
 
 from assistant.retrieval import passages_for_user
@@ -370,3 +371,22 @@ def test_parsers_run_without_the_secrets_in_the_environment(monkeypatch: Any) ->
         assert names <= {"PATH", "LANG", "TMPDIR", "TZ", "PYTHONPATH"} | {
             name for name in names if name.startswith("LC_")
         }
+
+
+def test_a_parse_interrupted_by_a_task_time_limit_does_not_answer_for_the_next_file() -> None:
+    def soft_time_limit(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_time_limit)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(SoftTimeLimitExceeded):
+            parse_document_isolated(crawling_markdown(), "notes.md")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    document = parse_document_isolated(GOOD_MARKDOWN, "parking.md")
+
+    assert document.title == "Parking"
+    assert "north garage" in document.sections[0].text
