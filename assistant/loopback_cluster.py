@@ -333,6 +333,9 @@ class LoopbackCluster:
             "DATABASE_URL": self.options.database_url,
             "CELERY_BROKER_URL": self.options.broker_url,
             "CELERY_VISIBILITY_TIMEOUT": str(self.options.visibility_timeout_s),
+            # A killed worker's task comes back within seconds of its visibility timeout.
+            "CELERY_RESTORE_INTERVAL_S": "1",
+            "CELERY_RESTORE_THROTTLE": "1",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",

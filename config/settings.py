@@ -316,6 +316,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 1900)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # An unacknowledged task of a dead worker is delivered again after this many seconds.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    # How often workers look for such tasks: every interval x throttle seconds (100 by
+    # default), which matters only where the visibility timeout is short.
+    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL_S", 10),
+    "unacked_restore_throttle": env_int("CELERY_RESTORE_THROTTLE", 10),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

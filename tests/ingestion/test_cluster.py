@@ -40,7 +40,9 @@ class Cluster:
             # qdrant-client local mode stands in for the Qdrant server here.
             "QDRANT_PATH": str(tmp / "qdrant"),
             "CELERY_VISIBILITY_TIMEOUT": "5",
-            "INGEST_EMBED_BATCH": "32",
+            "CELERY_RESTORE_INTERVAL_S": "1",
+            "CELERY_RESTORE_THROTTLE": "1",
+            "INGEST_EMBED_BATCH": "16",
             "HF_HUB_OFFLINE": "1",
         }
         self.tmp = tmp
@@ -150,38 +152,38 @@ def test_a_folder_is_ingested_by_workers_and_a_killed_worker_is_replaced(
     statuses = cluster.query("SELECT status FROM ingestion_documentversion")
     assert {status for (status,) in statuses} == {"READY"}
 
-    # A large document; the worker is killed while it is embedding it.
-    big_pdf = shared_data / "samples" / "pdf" / "debian-faq.en.pdf"
-    queued = cluster.manage("ingest", str(big_pdf), "--groups", "engineering")
+    # A long document (several embedding batches); the worker is killed while embedding it.
+    long_document = shared_data / "samples" / "flask-html" / "quickstart.html"
+    queued = cluster.manage("ingest", str(long_document), "--groups", "engineering")
     assert queued.returncode == 0, queued.stderr
 
     def mid_document() -> bool:
         rows = cluster.query(
             "SELECT status, chunks_done, chunks_total FROM ingestion_documentversion "
             "WHERE original_name = %s",
-            "debian-faq.en.pdf",
+            "quickstart.html",
         )
         return bool(rows) and rows[0][0] == "EMBEDDING" and 0 < rows[0][1] < rows[0][2]  # type: ignore[operator]
 
-    wait_until(mid_document, 180, "the worker to be in the middle of the PDF")
+    wait_until(mid_document, 180, "the worker to be in the middle of the document")
     cluster.workers[0].send_signal(signal.SIGKILL)
     cluster.workers[0].wait()
 
     cluster.start_worker("second")
 
-    def pdf_ready() -> bool:
+    def document_ready() -> bool:
         rows = cluster.query(
             "SELECT status FROM ingestion_documentversion WHERE original_name = %s",
-            "debian-faq.en.pdf",
+            "quickstart.html",
         )
         return rows[0][0] == "READY"
 
-    wait_until(pdf_ready, 300, "the second worker to finish the PDF")
+    wait_until(document_ready, 300, "the second worker to finish the document")
     cluster.stop()
 
     ((version_id, chunks_total, attempts),) = cluster.query(
         "SELECT id, chunks_total, attempts FROM ingestion_documentversion WHERE original_name = %s",
-        "debian-faq.en.pdf",
+        "quickstart.html",
     )
     assert attempts >= 2  # type: ignore[operator]
     ((chunk_rows,),) = cluster.query(
