@@ -112,6 +112,15 @@ class _ProviderSetting:
         return provider_setting(self.setting, self.default)
 
 
+class _ReadsProviderSettings:
+    """mozilla-django-oidc's classes read their settings through `get_settings`: ours come from
+    provider_setting, so endpoints found by discovery stand beside the configured ones."""
+
+    @staticmethod
+    def get_settings(attr: str, *args: Any) -> Any:
+        return provider_setting(attr, *args)
+
+
 def claim_value(claims: Mapping[str, Any], name: str) -> Any:
     """A claim by name; a dotted name reaches into nested claims ("realm_access.roles")."""
     if name in claims:
@@ -143,7 +152,7 @@ def _profile(claims: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-class DirectoryOIDCBackend(OIDCAuthenticationBackend):
+class DirectoryOIDCBackend(_ReadsProviderSettings, OIDCAuthenticationBackend):
     """mozilla-django-oidc's backend: users by user name claim, groups mirrored from a claim."""
 
     OIDC_OP_TOKEN_ENDPOINT = _ProviderSetting()
@@ -158,10 +167,6 @@ class DirectoryOIDCBackend(OIDCAuthenticationBackend):
         # Django builds every backend for every login, local ones too: read nothing here, so
         # that a provider that is down or not configured costs a local login nothing.
         self.UserModel = get_user_model()
-
-    @staticmethod
-    def get_settings(attr: str, *args: Any) -> Any:
-        return provider_setting(attr, *args)
 
     def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> AbstractBaseUser | None:
         # Only the provider's callback passes a nonce; a password login never reaches the provider.
@@ -218,7 +223,7 @@ def _provider_unreachable(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/login.html", context, status=PROVIDER_UNREACHABLE_STATUS)
 
 
-class ProviderRedirectView(OIDCAuthenticationRequestView):
+class ProviderRedirectView(_ReadsProviderSettings, OIDCAuthenticationRequestView):
     """Sends the browser to the provider's login page ("Sign in with ...")."""
 
     OIDC_OP_AUTH_ENDPOINT = _ProviderSetting("OIDC_OP_AUTHORIZATION_ENDPOINT")
@@ -227,10 +232,6 @@ class ProviderRedirectView(OIDCAuthenticationRequestView):
     def __init__(self, **kwargs: Any) -> None:
         # The endpoints are read when the request is handled, where a failure can be shown.
         super(OIDCAuthenticationRequestView, self).__init__(**kwargs)
-
-    @staticmethod
-    def get_settings(attr: str, *args: Any) -> Any:
-        return provider_setting(attr, *args)
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if not oidc_configured():
@@ -243,12 +244,8 @@ class ProviderRedirectView(OIDCAuthenticationRequestView):
         return response
 
 
-class ProviderCallbackView(OIDCAuthenticationCallbackView):
+class ProviderCallbackView(_ReadsProviderSettings, OIDCAuthenticationCallbackView):
     """Where the provider sends the browser back; a failed sign-on lands on the login page."""
-
-    @staticmethod
-    def get_settings(attr: str, *args: Any) -> Any:
-        return provider_setting(attr, *args)
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if not oidc_configured():
@@ -263,7 +260,7 @@ class ProviderCallbackView(OIDCAuthenticationCallbackView):
         return response
 
 
-class SessionRefreshMiddleware(SessionRefresh):
+class SessionRefreshMiddleware(_ReadsProviderSettings, SessionRefresh):
     """SessionRefresh, also for requests that cannot follow a redirect to the provider.
 
     Once the ID token's renewal time has passed, a page load goes through the provider again
@@ -284,10 +281,6 @@ class SessionRefreshMiddleware(SessionRefresh):
     def __init__(self, get_response: Any) -> None:
         # Every setting is read when a request needs it (see _ProviderSetting).
         super(SessionRefresh, self).__init__(get_response)
-
-    @staticmethod
-    def get_settings(attr: str, *args: Any) -> Any:
-        return provider_setting(attr, *args)
 
     def is_refreshable_url(self, request: HttpRequest) -> bool:
         """Signed in through the provider, on a page not exempt; of any method."""

@@ -988,11 +988,6 @@ def audit_scope_for(user: AbstractBaseUser | AnonymousUser) -> Q | None:
     return Q(event__startswith=DOCUMENT_EVENT_PREFIX, sequence__in=subjects.values("record_id"))
 
 
-def audit_context(request: HttpRequest) -> dict[str, Callable[[], bool]]:
-    """Template context: `is_auditor`, asked of the database only when a template uses it."""
-    return {"is_auditor": lambda: is_auditor(request.user)}
-
-
 def audit_flag(*, target: AuditRecord, actor: Actor, note: str) -> AuditRecord:
     """Flag a record with a note: a new record pointing at it, the old one stays as it was."""
     with transaction.atomic():

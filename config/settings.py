@@ -89,7 +89,6 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "assistant.audit.audit_context",
                 "accounts.context_processors.roles",
             ]
         },

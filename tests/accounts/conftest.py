@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from assistant.audit import parse_details
+from assistant.models import AuditRecord
+
 HERE = Path(__file__).resolve().parent
 LDIF = HERE / "ldap" / "directory.ldif"
 PROVIDER_DIR = HERE / "oidc_provider"
@@ -333,3 +336,13 @@ def oidc_accounts(oidc_provider: OidcProvider) -> Iterator[OidcProvider]:
     yield oidc_provider
     oidc_provider.accounts.clear()
     oidc_provider.accounts_file.write_text("{}")
+
+
+def records(event: str) -> list[dict[str, Any]]:
+    """The details of every ledger record of `event`, oldest first."""
+    return [
+        parse_details(details)
+        for details in AuditRecord.objects.filter(event=event)
+        .order_by("sequence")
+        .values_list("details", flat=True)
+    ]

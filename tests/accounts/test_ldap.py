@@ -12,11 +12,11 @@ from django.test.client import Client as DjangoClient
 
 from accounts.directory import SIGNED_IN_EVENT, SIGNED_OUT_EVENT
 from accounts.ldap import CHECKED_AT_KEY, ldap_backend_settings
-from assistant.audit import ledger_verify, parse_details
-from assistant.models import AuditEvent, AuditRecord
+from assistant.audit import ledger_verify
+from assistant.models import AuditEvent
 from ingestion.services import document_upload_bytes
 from tests.accounts.api_tokens import api_token
-from tests.accounts.conftest import LdapDirectory, free_port
+from tests.accounts.conftest import LdapDirectory, free_port, records
 
 pytestmark = pytest.mark.django_db
 
@@ -53,15 +53,6 @@ def log_in(client: DjangoClient, username: str, password: str) -> Any:
 
 def group_names(username: str) -> set[str]:
     return set(User.objects.get(username=username).groups.values_list("name", flat=True))
-
-
-def records(event: str) -> list[dict[str, Any]]:
-    return [
-        parse_details(details)
-        for details in AuditRecord.objects.filter(event=event)
-        .order_by("sequence")
-        .values_list("details", flat=True)
-    ]
 
 
 def pass_refresh_interval(client: DjangoClient) -> None:

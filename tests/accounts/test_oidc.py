@@ -19,9 +19,8 @@ from pytest_django.live_server_helper import LiveServer
 
 from accounts.directory import SIGNED_IN_EVENT
 from accounts.oidc import RENEWAL_NEEDED
-from assistant.audit import parse_details
-from assistant.models import AuditEvent, AuditRecord
-from tests.accounts.conftest import OidcProvider, free_port
+from assistant.models import AuditEvent
+from tests.accounts.conftest import OidcProvider, free_port, records
 
 OIDC_BACKEND = "accounts.oidc.DirectoryOIDCBackend"
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -98,15 +97,6 @@ def pass_renewal_time(browser: httpx.Client) -> None:
     session = SessionStore(session_key=browser.cookies["sessionid"])
     session["oidc_id_token_expiration"] = 0
     session.save()
-
-
-def records(event: str) -> list[dict[str, Any]]:
-    return [
-        parse_details(details)
-        for details in AuditRecord.objects.filter(event=event)
-        .order_by("sequence")
-        .values_list("details", flat=True)
-    ]
 
 
 def test_signing_in_through_the_provider_creates_the_user_with_their_groups(site: Site) -> None:

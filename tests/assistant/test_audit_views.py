@@ -18,7 +18,8 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from assistant.audit import audit_context, document_act_details, ledger_append
+from accounts.context_processors import roles
+from assistant.audit import document_act_details, ledger_append
 from assistant.models import AuditEvent, AuditFlag, AuditRecord
 from ingestion.models import Chunk, Document, DocumentVersion
 
@@ -372,9 +373,9 @@ def test_the_export_of_a_filter_verifies_outside_the_application(
 def test_templates_can_ask_whether_the_user_audits(auditor: User, rf: RequestFactory) -> None:
     request = rf.get("/")
     request.user = auditor
-    assert audit_context(request)["is_auditor"]() is True
+    assert roles(request)["may_read_feedback"]() is True
     request.user = make_user("erin", is_staff=True)
-    assert audit_context(request)["is_auditor"]() is False
+    assert roles(request)["may_read_feedback"]() is False
 
 
 def upload_record(document: Document, actor: User) -> AuditRecord:
