@@ -18,6 +18,9 @@ from ingestion.vector_index.base import SearchMode
 
 # Passages whose word sets overlap this much say the same thing; the weaker one is dropped.
 NEAR_DUPLICATE_JACCARD = 0.8
+# A document's second-best passage adds this share of its score to the document's rank:
+# two passages that match say more than one.
+SECOND_PASSAGE_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,30 @@ class Passage:
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def documents_first(passages: list[Passage], k: int) -> list[Passage]:
+    """The top `k` passages grouped by document, documents in the order of their evidence.
+
+    At least half the places go to the best passage of as many documents, so the answer (and
+    the person) sees the best few documents rather than ten passages of one; the rest go to
+    the next best passages, wherever they are.
+    """
+    by_document: dict[int, list[Passage]] = {}
+    for passage in passages:  # best first
+        by_document.setdefault(passage.document_id, []).append(passage)
+
+    def evidence(group: list[Passage]) -> float:
+        second = group[1].score if len(group) > 1 else 0.0
+        return group[0].score + SECOND_PASSAGE_WEIGHT * second
+
+    documents = sorted(by_document.values(), key=evidence, reverse=True)
+    chosen = {id(group[0]) for group in documents[: (k + 1) // 2]}
+    for passage in passages:
+        if len(chosen) >= k:
+            break
+        chosen.add(id(passage))
+    return [passage for group in documents for passage in group if id(passage) in chosen]
 
 
 def _collapse(passages: list[Passage], k: int) -> list[Passage]:
@@ -144,5 +171,5 @@ def passages_for_tags(
     ]
     if settings.RERANKER_MODEL_PATH and passages:
         passages = _rerank(query, passages)
-    collapsed = _collapse(passages, k)
+    collapsed = documents_first(_collapse(passages, len(passages)), k)
     return [Passage(**{**p.__dict__, "rank": rank}) for rank, p in enumerate(collapsed, start=1)]

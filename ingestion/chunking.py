@@ -2,11 +2,12 @@
 
 Text is cut into units (sentences; lines of over-long sentences; words of over-long
 lines) and whole units are packed into chunks of at most `max_tokens` word pieces. A chunk
-never spans two pages, and spans two sections only to take in a tiny section (under
+never spans two pages. It spans several sections to take in a tiny section (under
 `min_tokens`) whose heading is an ancestor of, or the same as, the next section's heading
-on the same page (the heading line alone, or a short intro before the first subheading).
-Such a chunk carries the later, deeper heading path, so a citation names the most specific
-heading that holds the passage.
+on the same page (the heading line alone, or a short intro before the first subheading),
+or to keep short sections under one top heading together while they fit. A chunk carries
+the most specific heading path that holds all of it: the later, deeper one after an intro,
+the shared one for sections side by side.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def chunk_document(
         raise ValueError("max_tokens must be at least 8.")
     units_by_section = _measure_units(doc.sections, counter, max_tokens)
     chunks: list[ChunkDraft] = []
-    for group in _group_sections(doc.sections, units_by_section, min_tokens):
+    for group in _group_sections(doc.sections, units_by_section, min_tokens, max_tokens):
         units = [unit for section in group for unit in units_by_section[section]]
         tokens = [unit.tokens for unit in units]
         for start, end in _pack(tokens, max_tokens, overlap_tokens, min_tokens):
@@ -252,29 +253,57 @@ def _halves(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _group_sections(
-    sections: Sequence[Section], units_by_section: list[list[_Unit]], min_tokens: int
+    sections: Sequence[Section],
+    units_by_section: list[list[_Unit]],
+    min_tokens: int,
+    max_tokens: int,
 ) -> list[list[int]]:
-    """Put each tiny section together with the next one it introduces on the same page."""
+    """Sections that are cut into chunks together.
+
+    A tiny section joins the next one it introduces on the same page; short sections under
+    the same top heading on the same page are packed together while they fit one chunk, so
+    that a page of small sections (a command's usage, description and examples) is one
+    passage with its whole context, not four fragments.
+    """
     groups: list[list[int]] = []
-    waiting: list[int] = []
+    group: list[int] = []
+    group_tokens = 0
     for index, section in enumerate(sections):
-        if not units_by_section[index]:
+        tokens = sum(unit.tokens for unit in units_by_section[index])
+        if not tokens:
             continue
-        if waiting and not _introduces(sections[waiting[-1]], section):
-            groups.append(waiting)
-            waiting = []
-        waiting.append(index)
-        if sum(unit.tokens for unit in units_by_section[index]) >= min_tokens:
-            groups.append(waiting)
-            waiting = []
-    if waiting:
-        groups.append(waiting)
+        if group and not _joins(
+            [sections[i] for i in group], group_tokens, section, tokens, min_tokens, max_tokens
+        ):
+            groups.append(group)
+            group, group_tokens = [], 0
+        group.append(index)
+        group_tokens += tokens
+    if group:
+        groups.append(group)
     return groups
+
+
+def _joins(
+    group: list[Section],
+    group_tokens: int,
+    section: Section,
+    tokens: int,
+    min_tokens: int,
+    max_tokens: int,
+) -> bool:
+    last = group[-1]
+    if last.page != section.page:
+        return False
+    if group_tokens < min_tokens and _introduces(last, section):
+        return True
+    same_top = group[0].heading_path[:1] == section.heading_path[:1]
+    return same_top and group_tokens + tokens <= max_tokens
 
 
 def _introduces(tiny: Section, following: Section) -> bool:
     depth = len(tiny.heading_path)
-    return tiny.page == following.page and following.heading_path[:depth] == tiny.heading_path
+    return following.heading_path[:depth] == tiny.heading_path
 
 
 def _pack(
@@ -328,11 +357,28 @@ def _draft(index: int, units: list[_Unit], sections: Sequence[Section]) -> Chunk
     for section, run in itertools.groupby(units, key=lambda unit: unit.section):
         run_units = list(run)
         parts.append(sections[section].text[run_units[0].start : run_units[-1].end])
-    last_section = sections[units[-1].section]
+    paths = [sections[unit.section].heading_path for unit in units]
     return ChunkDraft(
         index=index,
         text="\n\n".join(parts),
-        page=last_section.page,
-        heading_path=last_section.heading_path,
+        page=sections[units[-1].section].page,
+        heading_path=_heading_of(paths),
         token_count=sum(unit.tokens for unit in units),
     )
+
+
+def _heading_of(paths: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The most specific heading that holds the whole chunk.
+
+    The last section's own path when every earlier one introduces it (an ancestor or the
+    same heading), else the headings all the chunk's sections share.
+    """
+    last = paths[-1]
+    if all(last[: len(path)] == path for path in paths):
+        return last
+    shared: list[str] = []
+    for level in zip(*paths, strict=False):
+        if any(title != level[0] for title in level):
+            break
+        shared.append(level[0])
+    return tuple(shared)

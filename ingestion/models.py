@@ -76,6 +76,9 @@ class DocumentVersion(models.Model):
     original_name = models.CharField(max_length=255)
     size_bytes = models.BigIntegerField()
     detected_type = models.CharField(max_length=20, blank=True)
+    # What every passage of this version carries into lexical search besides its own text:
+    # lines repeated on every page (running headers) and the document's opening words.
+    search_context = models.TextField(blank=True)
     status = models.CharField(
         max_length=12, choices=VersionStatus.choices, default=VersionStatus.QUEUED, db_index=True
     )

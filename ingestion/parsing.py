@@ -7,6 +7,7 @@ file) surfaces as a `ParseError` whose message can be shown to the uploader as i
 from __future__ import annotations
 
 import io
+import math
 import re
 import threading
 import unicodedata
@@ -16,10 +17,12 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
 from bs4 import BeautifulSoup
 from bs4.element import NavigableString, PreformattedString, Tag
+
+from ingestion.titles import best_title, without_site_name
 
 _TYPE_NAMES = {
     "pdf": "a PDF",
@@ -105,6 +108,17 @@ _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 _NOT_LETTER_OR_DIGIT = re.compile(r"[\W_]+")
 _DOT_LEADER = re.compile(r"(?<![ \t])[ \t]*+(?:\.[ \t]?){4,}|(?:\.[ \t]?){4,}")
 _TRAILING_BLANKS = re.compile(r"(?<![ \t\u00a0])[ \t\u00a0]++\n")
+_FIRST_LINE_TITLE_CHARS = 100
+# In a document of three pages or more, a line among the first or last few of at least half
+# the pages (and of two) is a running header or footer.
+_RUNNING_EDGE_LINES = 3
+_RUNNING_MIN_PAGES = 2
+_RUNNING_MIN_DOCUMENT_PAGES = 3
+_RUNNING_SHARE_OF_PAGES = 0.5
+_DIGITS = re.compile(r"\d+")
+# The first page's title is looked for among its first characters, in at most a few lines.
+_TITLE_SCAN_CHARS = 4000
+_TITLE_MAX_LINES = 3
 # How long a section number before a heading's title on its line may be.
 _HEADING_PREFIX_CHARS = 12
 _CHAPTER_LABEL = re.compile(r"(?:chapter|part|appendix)\s+[\w.]+", re.IGNORECASE)
@@ -128,6 +142,9 @@ class ParsedDocument:
     title: str
     sections: list[Section]
     detected_type: str
+    # Lines a PDF repeats at the top or bottom of most pages (running headers and footers),
+    # each once: taken out of the pages, they still say what the whole document is.
+    running_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,14 @@ class ParseLimits:
     max_compression_ratio: float = 100.0
     max_zip_members: int = 10000
     max_sheet_rows: int = 100_000
+
+
+class _Parts(NamedTuple):
+    """What a format's parser finds: its best title, its sections, its running lines."""
+
+    title: str
+    sections: list[Section]
+    running_text: str = ""
 
 
 class ParseError(Exception):
@@ -197,7 +222,7 @@ def parse_document(
     try:
         if document_type in ("docx", "pptx", "xlsx"):
             _refuse_zip_bomb(data, limits)
-        title, sections = _PARSERS[document_type](data, stem, limits)
+        title, sections, running_text = _PARSERS[document_type](data, stem, limits)
     except (ParseError, MemoryError):
         # Running out of memory is not damage; the sandbox reports it as what it is.
         raise
@@ -218,8 +243,19 @@ def parse_document(
             "words in it."
         )
     return ParsedDocument(
-        title=title.strip() or stem, sections=sections, detected_type=document_type
+        title=best_title([title, _first_line_title(sections)], stem=stem),
+        sections=sections,
+        detected_type=document_type,
+        running_text=running_text,
     )
+
+
+def _first_line_title(sections: list[Section]) -> str:
+    """A short first line that reads like a title, for files whose other titles are junk."""
+    first_line = sections[0].text.split("\n", 1)[0].strip() if sections else ""
+    if len(first_line) > _FIRST_LINE_TITLE_CHARS or first_line.endswith((".", ",", ";", ":")):
+        return ""
+    return first_line
 
 
 def _sniff_content(data: bytes) -> tuple[str, str]:
@@ -376,6 +412,7 @@ class _SectionBuilder:
     page: int | None = None
     sections: list[Section] = field(default_factory=list)
     first_h1: str | None = None
+    first_heading: str | None = None
     _headings: list[tuple[int, str]] = field(default_factory=list)
     _blocks: list[str] = field(default_factory=list)
     _inline: list[str] = field(default_factory=list)
@@ -388,6 +425,8 @@ class _SectionBuilder:
         self.flush()
         if level == 1 and self.first_h1 is None:
             self.first_h1 = text
+        if self.first_heading is None:
+            self.first_heading = text
         while self._headings and self._headings[-1][0] >= level:
             self._headings.pop()
         self._headings.append((level, text))
@@ -438,7 +477,7 @@ class _Bookmark:
     page_index: int
 
 
-def _parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
+def _parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
     import pypdfium2
     import pypdfium2.raw as pdfium_raw
 
@@ -466,6 +505,7 @@ def _parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[S
                     f"The PDF has {page_count} pages; at most {limits.max_pages} are accepted."
                 )
             title = (pdf.get_metadata_value("Title") or "").strip()
+            largest_text = _pdf_largest_text(pdf) if page_count else ""
             bookmarks = list(_pdf_bookmarks(pdf, page_count))
             page_texts = [_pdf_page_text(pdf, index) for index in range(page_count)]
         finally:
@@ -475,7 +515,90 @@ def _parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[S
             "The PDF has no extractable text (it may be a scanned image); run it through OCR "
             "or upload the original document."
         )
-    return title or stem, _pdf_sections(page_texts, bookmarks)
+    page_texts, running_lines = _strip_running_lines(page_texts)
+    title = best_title([title, largest_text], stem=stem)
+    return _Parts(title, _pdf_sections(page_texts, bookmarks), "\n".join(running_lines))
+
+
+def _running_key(line: str) -> str:
+    """Lines that differ only in their numbers (page 3 of 9, page 4 of 9) are the same line."""
+    return " ".join(_DIGITS.sub("#", line.casefold()).split())
+
+
+def _strip_running_lines(page_texts: list[str]) -> tuple[list[str], list[str]]:
+    """Take out the lines repeated at the top or bottom of most pages; return them once each.
+
+    Only the first and last few lines of a page are looked at, so a phrase that recurs in
+    running text stays where it is.
+    """
+    pages_with: dict[str, int] = {}
+    for text in page_texts:
+        worded_lines = [line for line in text.split("\n") if line.strip()]
+        edge_lines = worded_lines[:_RUNNING_EDGE_LINES] + worded_lines[-_RUNNING_EDGE_LINES:]
+        for key in {_running_key(line) for line in edge_lines}:
+            pages_with[key] = pages_with.get(key, 0) + 1
+    needed = max(_RUNNING_MIN_PAGES, math.ceil(len(page_texts) * _RUNNING_SHARE_OF_PAGES))
+    running = {key for key, count in pages_with.items() if count >= needed and key}
+    if len(page_texts) < _RUNNING_MIN_DOCUMENT_PAGES:
+        running = set()
+    if not running:
+        return page_texts, []
+    stripped: list[str] = []
+    kept_lines: dict[str, str] = {}
+    for text in page_texts:
+        lines = text.split("\n")
+        worded = [index for index, line in enumerate(lines) if line.strip()]
+        edge = set(worded[:_RUNNING_EDGE_LINES] + worded[-_RUNNING_EDGE_LINES:])
+        drop: set[int] = set()
+        for index in edge:
+            key = _running_key(lines[index])
+            if key in running:
+                drop.add(index)
+                kept_lines.setdefault(key, " ".join(lines[index].split()))
+        stripped.append("\n".join(line for index, line in enumerate(lines) if index not in drop))
+    # Bare page numbers say nothing about the document.
+    said = [line for line in kept_lines.values() if _LETTER_OR_DIGIT.search(_DIGITS.sub("", line))]
+    return stripped, said
+
+
+def _pdf_largest_text(pdf: Any) -> str:
+    """The lines set in the largest type on the first page: usually the title of the work."""
+    import pypdfium2.raw as pdfium_raw
+
+    page = pdf[0]
+    textpage = page.get_textpage()
+    try:
+        count = min(textpage.count_chars(), _TITLE_SCAN_CHARS)
+        text = textpage.get_text_range(0, count) if count else ""
+        sizes = [pdfium_raw.FPDFText_GetFontSize(textpage, index) for index in range(len(text))]
+    finally:
+        textpage.close()
+        page.close()
+    lines: list[tuple[float, str]] = []
+    line, size = "", 0.0
+    for character, character_size in zip(text, sizes, strict=False):
+        if character in "\r\n":
+            if line.strip():
+                lines.append((size, line.strip()))
+            line, size = "", 0.0
+        else:
+            line += character
+            if character.strip():
+                size = max(size, character_size)
+    if line.strip():
+        lines.append((size, line.strip()))
+    worded = [(size, line) for size, line in lines if _LETTER_OR_DIGIT.search(line)]
+    if not worded:
+        return ""
+    largest = max(size for size, _ in worded)
+    # Lines of the largest size that follow each other make one title.
+    title_lines: list[str] = []
+    for size, line in worded:
+        if size >= largest - 0.5:
+            title_lines.append(line)
+        elif title_lines:
+            break
+    return " ".join(title_lines[:_TITLE_MAX_LINES])
 
 
 def _pdf_page_text(pdf: Any, index: int) -> str:
@@ -589,7 +712,7 @@ class _LetterIndex:
 # --- DOCX --------------------------------------------------------------------------------
 
 
-def _parse_docx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
+def _parse_docx(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
     import docx
     from docx.table import Table
 
@@ -612,8 +735,10 @@ def _parse_docx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
         else:
             builder.block(item.text)
     builder.flush()
-    title = document.core_properties.title or title_paragraph or builder.first_h1 or stem
-    return title, builder.sections
+    title = best_title(
+        [document.core_properties.title, title_paragraph, builder.first_h1 or ""], stem=stem
+    )
+    return _Parts(title, builder.sections)
 
 
 def _docx_paragraph_style_names(document: Any) -> tuple[dict[str | None, str], str]:
@@ -646,7 +771,7 @@ def _table_row_text(cells: Iterable[str]) -> str:
 # --- PPTX --------------------------------------------------------------------------------
 
 
-def _parse_pptx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
+def _parse_pptx(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
     import pptx
 
     presentation = pptx.Presentation(io.BytesIO(data))
@@ -686,8 +811,8 @@ def _parse_pptx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
                 Section(text=slide_title, page=number, heading_path=(slide_title,))
             )
         sections.extend(builder.sections)
-    title = presentation.core_properties.title or first_slide_title or stem
-    return title, sections
+    title = best_title([presentation.core_properties.title, first_slide_title], stem=stem)
+    return _Parts(title, sections)
 
 
 def _iter_shapes(shapes: Iterable[Any]) -> Iterator[Any]:
@@ -701,7 +826,7 @@ def _iter_shapes(shapes: Iterable[Any]) -> Iterator[Any]:
 # --- XLSX --------------------------------------------------------------------------------
 
 
-def _parse_xlsx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
+def _parse_xlsx(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
     import openpyxl
 
     workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
@@ -721,10 +846,10 @@ def _parse_xlsx(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[
                 sections.append(
                     Section(text="\n".join(lines), page=None, heading_path=(sheet.title,))
                 )
-        title = workbook.properties.title or stem
+        title = best_title([workbook.properties.title or ""], stem=stem)
     finally:
         workbook.close()
-    return title, sections
+    return _Parts(title, sections)
 
 
 def _cell_text(value: object) -> str:
@@ -752,6 +877,16 @@ _HTML_DROPPED_TAGS = frozenset(
         "button",
     }
 )
+# Site furniture repeated on every page of a site: navigation bars with the next and previous
+# pages' titles, breadcrumbs, sidebars, tables of contents, footers. Kept, they make every
+# page match the words of its neighbours.
+_FURNITURE_ROLES = frozenset({"banner", "contentinfo", "complementary"})
+_FURNITURE_NAME = re.compile(
+    r"(?:nav|navbar|navheader|navfooter|navigation|breadcrumbs?|sidebar|sphinxsidebar(?:wrapper)?|"
+    r"toc|table-of-contents|menu|site-header|site-footer|footer|related|skip-?link|pagination|"
+    r"pager|prev-?next|cookie-?(?:banner|notice|consent)?)",
+    re.IGNORECASE,
+)
 _HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _HTML_PARAGRAPH_TAGS = frozenset(
     {"p", "blockquote", "ul", "ol", "dl", "table", "figure", "section", "article", "hr", "details"}
@@ -765,29 +900,66 @@ _HTML_LINE_TAGS = frozenset(
 )  # fmt: skip
 
 
-def _parse_html(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
-    # Given bytes, BeautifulSoup honours a BOM or <meta charset> before guessing.
-    soup = BeautifulSoup(data, "lxml")
+def _parse_html(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
+    soup = _html_soup(data)
     page_title = _collapse_spaces(soup.title.get_text()) if soup.title is not None else ""
     # Prefer the main content so sidebars, headers and footers stay out of the index.
     root = soup.find(_is_main_content) or soup.body or soup
     builder = _SectionBuilder()
-    _walk_html(root, builder)
+    _walk_html(root, builder, drop_site_furniture=True)
     builder.flush()
-    return page_title or builder.first_h1 or stem, builder.sections
+    if not builder.sections:
+        # A page that is nothing but navigation (a table of contents, say) is still a page.
+        builder = _SectionBuilder()
+        _walk_html(root, builder, drop_site_furniture=False)
+        builder.flush()
+    heading = builder.first_heading or ""
+    title = best_title(
+        [without_site_name(page_title, heading), builder.first_h1 or "", heading], stem=stem
+    )
+    return _Parts(title, builder.sections)
+
+
+def _html_soup(data: bytes) -> BeautifulSoup:
+    """XHTML is read as XML (what it is); anything the XML parser cannot read, as HTML."""
+    head = data[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<?xml") or b'xmlns="http://www.w3.org/1999/xhtml"' in head:
+        soup = BeautifulSoup(data, "lxml-xml")
+        if soup.find("body") is not None:
+            return soup
+    # Given bytes, BeautifulSoup honours a BOM or <meta charset> before guessing.
+    return BeautifulSoup(data, "lxml")
 
 
 def _is_main_content(tag: Tag) -> bool:
     return tag.name == "main" or tag.get("role") == "main"
 
 
-def _is_boilerplate(tag: Tag) -> bool:
+def _is_boilerplate(tag: Tag, *, drop_site_furniture: bool) -> bool:
     if tag.name in _HTML_DROPPED_TAGS or tag.get("role") in ("navigation", "search"):
         return True
-    return tag.name == "a" and tag.get_text(strip=True) in _PERMALINK_MARKS
+    if tag.name == "a" and tag.get_text(strip=True) in _PERMALINK_MARKS:
+        return True
+    if not drop_site_furniture:
+        return False
+    if tag.name == "footer" or tag.get("role") in _FURNITURE_ROLES:
+        return True
+    names = [*_attribute_tokens(tag.get("class")), *_attribute_tokens(tag.get("id"))]
+    if not any(_FURNITURE_NAME.fullmatch(name) for name in names):
+        return False
+    # Whatever holds the page's own title is content, whatever it is called.
+    return tag.find("h1") is None
 
 
-def _walk_html(root: Tag, builder: _SectionBuilder) -> None:
+def _attribute_tokens(value: object) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [str(token) for token in value]
+    return []
+
+
+def _walk_html(root: Tag, builder: _SectionBuilder, *, drop_site_furniture: bool) -> None:
     # An explicit stack instead of recursion: deeply nested markup must not hit the recursion limit.
     stack: list[Tag | NavigableString | str] = [root]
     while stack:
@@ -799,7 +971,7 @@ def _walk_html(root: Tag, builder: _SectionBuilder) -> None:
         if isinstance(node, str):
             builder.end_block(paragraph=node == "paragraph")
             continue
-        if _is_boilerplate(node):
+        if _is_boilerplate(node, drop_site_furniture=drop_site_furniture):
             continue
         name = node.name
         if name in _HTML_HEADINGS:
@@ -826,7 +998,7 @@ def _walk_html(root: Tag, builder: _SectionBuilder) -> None:
 # --- Markdown ----------------------------------------------------------------------------
 
 
-def _parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
+def _parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
     from markdown_it import MarkdownIt
 
     text = _decode_text(data).replace("\r\n", "\n").lstrip("\ufeff")
@@ -867,7 +1039,9 @@ def _parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, l
                 in ("bullet_list_close", "ordered_list_close", "table_close", "blockquote_close")
             )
     builder.flush()
-    return front_matter_title or builder.first_h1 or stem, builder.sections
+    return _Parts(
+        best_title([front_matter_title, builder.first_h1 or ""], stem=stem), builder.sections
+    )
 
 
 def _markdown_inline_text(token: Any) -> str:
@@ -883,9 +1057,9 @@ def _markdown_inline_text(token: Any) -> str:
 # --- Plain text --------------------------------------------------------------------------
 
 
-def _parse_text(data: bytes, stem: str, limits: ParseLimits) -> tuple[str, list[Section]]:
+def _parse_text(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
     text = _decode_text(data).lstrip("\ufeff")
-    return stem, [Section(text=text, page=None, heading_path=())]
+    return _Parts(stem, [Section(text=text, page=None, heading_path=())])
 
 
 _PARSERS = {

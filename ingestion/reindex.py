@@ -244,6 +244,8 @@ def _passage_batches(chunks: Any, *, active: bool) -> Iterator[list[IndexedPassa
                 heading=chunk.heading,
                 text=chunk.text,
                 active=active,
+                file_name=chunk.version.original_name,
+                context=chunk.version.search_context,
             )
         )
         if len(batch) >= settings.INGEST_EMBED_BATCH:

@@ -189,6 +189,7 @@ def _document_from_answer(answer: bytes) -> ParsedDocument:
             title=str(parsed["title"]),
             sections=sections,
             detected_type=str(parsed["detected_type"]),
+            running_text=str(parsed.get("running_text", "")),
         )
     except (ValueError, KeyError, TypeError) as error:
         raise ParseError(_death_message(None, _DEFAULT_SANDBOX_LIMITS)) from error
@@ -390,6 +391,7 @@ def _child_answer(request: dict[str, Any], data: bytes, memory_bytes: int) -> by
     parsed = {
         "title": document.title,
         "detected_type": document.detected_type,
+        "running_text": document.running_text,
         "sections": [
             [section.text, section.page, list(section.heading_path)]
             for section in document.sections

@@ -29,9 +29,15 @@ from assistant.audit import (
 from assistant.models import AuditEvent
 from assistant.operations import record_passages_indexed
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
-from ingestion.index import IndexedPassage, dense, passage_points, vector_index
+from ingestion.index import (
+    HEADING_SEPARATOR,
+    IndexedPassage,
+    dense,
+    passage_points,
+    vector_index,
+)
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
-from ingestion.parsing import ParseError, safe_filename
+from ingestion.parsing import ParsedDocument, ParseError, safe_filename
 from ingestion.sandbox import limits_from_settings, parse_document_isolated
 from ingestion.vector_index.base import point_id
 
@@ -272,7 +278,7 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
                 point_id=point_id(version.id, draft.index),
                 text=draft.text,
                 page=draft.page,
-                heading=" > ".join(draft.heading_path),
+                heading=HEADING_SEPARATOR.join(draft.heading_path),
                 token_count=draft.token_count,
             )
             for draft in drafts
@@ -282,10 +288,26 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
             document.title = parsed.title[:500]
             document.save(update_fields=["title", "updated_at"])
         DocumentVersion.objects.filter(id=version.id).update(
-            detected_type=parsed.detected_type, chunks_total=len(drafts)
+            detected_type=parsed.detected_type,
+            chunks_total=len(drafts),
+            search_context=search_context(parsed),
         )
         _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
     return drafts
+
+
+# The opening words of a document that every passage carries into lexical search.
+LEAD_WORDS = 30
+
+
+def search_context(parsed: ParsedDocument) -> str:
+    """Running headers and the opening words: what the whole document is, for every passage."""
+    lead: list[str] = []
+    for section in parsed.sections:
+        lead.extend(section.text.split()[: LEAD_WORDS - len(lead)])
+        if len(lead) >= LEAD_WORDS:
+            break
+    return "\n".join(part for part in (parsed.running_text, " ".join(lead)) if part)
 
 
 def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
@@ -361,6 +383,11 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     for version, _ in work:
         remaining[version.id] += 1
     tags_of = {version.id: version.document.access_tags() for version, _ in work}
+    # Re-read: parsing set the title and the search context after these rows were loaded.
+    described = {
+        row.id: row
+        for row in DocumentVersion.objects.filter(id__in=tags_of).select_related("document")
+    }
     cancelled: set[int] = set()
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
@@ -381,13 +408,15 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
                     document_id=version.document_id,
                     version_id=version.id,
                     chunk_index=draft.index,
-                    title=version.document.title,
+                    title=described[version.id].document.title,
                     source=version.document.source_path,
                     groups=tags_of[version.id],
                     page=draft.page,
-                    heading=" > ".join(draft.heading_path),
+                    heading=HEADING_SEPARATOR.join(draft.heading_path),
                     text=draft.text,
                     active=False,
+                    file_name=version.original_name,
+                    context=described[version.id].search_context,
                 )
                 for version, draft in batch
             ]

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from sentence_transformers import CrossEncoder
 
-from assistant.retrieval import passages_for_user
+from assistant.retrieval import Passage, documents_first, passages_for_user
 from inference.embedder import bundled_model_path
 from tests.assistant.conftest import Library
 
@@ -38,3 +38,40 @@ def test_search_never_returns_another_groups_passage(library: Library) -> None:
         for query in ("launch code Nightjar", "Kestrel licence price", "approval"):
             sources = {p.source for p in passages_for_user(user=user, query=query, k=10)}
             assert hidden not in sources
+
+
+def passage(document_id: int, score: float) -> Passage:
+    return Passage(
+        point_id=f"{document_id}-{score}",
+        document_id=document_id,
+        version_id=document_id,
+        title=f"Document {document_id}",
+        source=f"doc{document_id}.md",
+        page=None,
+        heading="",
+        chunk_index=0,
+        text="",
+        score=score,
+        rank=0,
+    )
+
+
+def test_the_top_ten_shows_at_least_five_documents_when_there_are_five() -> None:
+    # One document matches everywhere; four others match a little.
+    ranked = [passage(1, 0.99 - n / 100) for n in range(12)]
+    ranked += [passage(document_id, 0.5) for document_id in (2, 3, 4, 5)]
+
+    chosen = documents_first(sorted(ranked, key=lambda p: -p.score), 10)
+
+    assert len(chosen) == 10
+    assert [p.document_id for p in chosen][:6] == [1, 1, 1, 1, 1, 1]
+    assert {p.document_id for p in chosen} == {1, 2, 3, 4, 5}
+
+
+def test_passages_of_a_document_stay_together_in_the_order_of_its_evidence() -> None:
+    ranked = [passage(1, 0.9), passage(2, 0.88), passage(2, 0.87), passage(1, 0.5)]
+
+    chosen = documents_first(ranked, 4)
+
+    # Document 2 has two strong passages; document 1 only one.
+    assert [p.document_id for p in chosen] == [2, 2, 1, 1]

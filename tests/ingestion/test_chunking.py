@@ -183,22 +183,42 @@ def test_a_tiny_intro_joins_the_subsection_it_introduces(counter: WordPieceCount
     assert chunks[0].heading_path == ("Guide", "Install")
 
 
-def test_a_tiny_section_stays_apart_from_an_unrelated_or_distant_one(
+def test_short_sections_side_by_side_share_a_chunk_under_their_common_heading(
     counter: WordPieceCounter,
 ) -> None:
-    sibling = Section("Use Python 3.11 or newer.", 3, ("Guide", "Python version"))
+    version = Section("Use Python 3.11 or newer.", 3, ("Guide", "Python version"))
     dependencies = Section(" ".join(numbered_sentences(5)), 3, ("Guide", "Dependencies"))
-    next_page_intro = Section("Read this first.", 3, ("Usage",))
-    next_page = Section(" ".join(numbered_sentences(5)), 4, ("Usage", "Commands"))
 
-    chunks = chunk_document(document_of(sibling, dependencies, next_page_intro, next_page), counter)
+    chunks = chunk_document(document_of(version, dependencies), counter)
 
     assert [(chunk.text, chunk.heading_path) for chunk in chunks] == [
-        (sibling.text, sibling.heading_path),
-        (dependencies.text, dependencies.heading_path),
+        (f"{version.text}\n\n{dependencies.text}", ("Guide",)),
+    ]
+
+
+def test_sections_stay_apart_across_top_headings_pages_and_the_chunk_limit(
+    counter: WordPieceCounter,
+) -> None:
+    guide = Section("Use Python 3.11 or newer.", 3, ("Guide",))
+    next_top_heading = Section(" ".join(numbered_sentences(5)), 3, ("Usage",))
+    next_page_intro = Section("Read this first.", 3, ("Reference",))
+    next_page = Section(" ".join(numbered_sentences(5)), 4, ("Reference", "Commands"))
+    long_one = Section(" ".join(numbered_sentences(8)), 4, ("Reference", "Options"))
+
+    chunks = chunk_document(
+        document_of(guide, next_top_heading, next_page_intro, next_page, long_one),
+        counter,
+        max_tokens=120,
+    )
+
+    assert [(chunk.text, chunk.heading_path) for chunk in chunks] == [
+        (guide.text, guide.heading_path),
+        (next_top_heading.text, next_top_heading.heading_path),
         (next_page_intro.text, next_page_intro.heading_path),
         (next_page.text, next_page.heading_path),
+        *((chunk.text, chunk.heading_path) for chunk in chunks[4:]),
     ]
+    assert all(chunk.heading_path == long_one.heading_path for chunk in chunks[4:])
 
 
 def test_sentences_end_neither_at_abbreviations_nor_at_decimals(counter: WordPieceCounter) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -169,6 +170,33 @@ def test_it_joins_words_hyphenated_across_pdf_lines(pdf_samples: Path) -> None:
     assert "pointers to other documentation will be given" in " ".join(all_text(document).split())
 
 
+def test_a_pdf_without_a_metadata_title_takes_the_largest_text_of_its_first_page(
+    shared_data: Path,
+) -> None:
+    document = parse_file(shared_data / "samples" / "ntsb-pdf" / "20071229X02007.pdf")
+
+    assert document.title == "National Transportation Safety Board Aviation Accident Final Report"
+
+
+def test_running_headers_leave_the_pages_but_stay_known(shared_data: Path) -> None:
+    document = parse_file(shared_data / "samples" / "ntsb-pdf" / "20071229X02007.pdf")
+
+    pages_2_and_3 = [s.text for s in document.sections if s.page in (2, 3)]
+    assert not any("NYC08CA055" in text.split("\n", 1)[0] for text in pages_2_and_3)
+    assert "Page 2 of 4 NYC08CA055" in document.running_text
+
+
+def test_running_footers_with_page_numbers_are_recognised_as_one_line(pdf_samples: Path) -> None:
+    document = parse_file(pdf_samples / "maint-guide.en.pdf")
+
+    footer = re.compile(r"Maintainers\u2019 Guide \d+ / 57")
+    sandboxed = parse_document_isolated(
+        (pdf_samples / "maint-guide.en.pdf").read_bytes(), "x.pdf", sandbox=HANG_GUARD
+    )
+    assert footer.search(document.running_text)
+    assert not any(footer.search(section.text) for section in sandboxed.sections)
+
+
 def test_it_refuses_an_encrypted_pdf(fhs_page_13: PdfWriter, tmp_path: Path) -> None:
     fhs_page_13.encrypt(user_password="secret", owner_password="owner", algorithm="RC4-128")
     path = write_pdf(fhs_page_13, tmp_path / "locked.pdf")
@@ -248,6 +276,59 @@ def test_it_keeps_html_code_blocks_line_by_line(shared_data: Path) -> None:
     section = section_containing(document, "$ mkdir myproject\n$ cd myproject\n")
 
     assert section.heading_path[-1] == "Create an environment"
+
+
+def test_it_drops_the_site_name_from_an_html_title(shared_data: Path) -> None:
+    document = parse_file(shared_data / "samples" / "flask-html" / "installation.html")
+
+    assert document.title == "Installation"
+
+
+XHTML_PAGE = b"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"
+ "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>CREATE TABLE</title></head>
+<body><div class="navheader"><table><tr><th>CREATE TABLE</th></tr><tr>
+<td><a href="sql-createsubscription.html">Prev</a></td><th>SQL Commands</th>
+<td><a href="sql-createtableas.html" title="CREATE TABLE AS">Next</a></td></tr></table></div>
+<div class="refentry"><h2>CREATE TABLE</h2><p>CREATE TABLE &#8212; define a new table</p>
+<div class="toc"><dl><dt>Parameters</dt><dt>Compatibility</dt></dl></div>
+<h3>Description</h3><p>CREATE TABLE will create a new, initially empty table.</p></div>
+<div class="navfooter"><table><tr><td>CREATE SUBSCRIPTION</td>
+<td>CREATE TABLE AS</td></tr></table></div></body></html>
+"""
+
+
+def test_it_reads_xhtml_as_xml_without_warnings() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        document = parse_document(XHTML_PAGE, "sql-createtable.html")
+
+    assert document.title == "CREATE TABLE"
+    assert "will create a new, initially empty table" in all_text(document)
+
+
+def test_it_leaves_out_the_navigation_bars_and_tables_of_contents_every_page_repeats() -> None:
+    text = all_text(parse_document(XHTML_PAGE, "sql-createtable.html"))
+
+    assert "CREATE SUBSCRIPTION" not in text
+    assert "CREATE TABLE AS" not in text
+    assert "Compatibility" not in text
+    assert "Prev" not in text
+
+
+def test_a_page_that_is_only_navigation_is_still_read() -> None:
+    page = (
+        b"<html><head><title>Part I. Tutorial</title></head><body>"
+        b'<div class="toc"><ul><li>1. Getting Started</li><li>2. The SQL Language</li></ul>'
+        b"</div></body></html>"
+    )
+
+    document = parse_document(page, "tutorial.html")
+
+    assert "The SQL Language" in all_text(document)
 
 
 def test_it_builds_heading_paths_from_markdown_headings(shared_data: Path) -> None:

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -12,28 +10,12 @@ from django.contrib.auth.models import Group
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ingestion.local_files import NoSuchPath, files_under
 from ingestion.models import FINAL_STATUSES, DocumentVersion, VersionStatus
 from ingestion.services import UploadOutcome, document_upload
 from ingestion.vector_index.base import IndexLockedError
 
 PROGRESS_EVERY_S = 2.0
-
-
-def files_under(paths: list[str]) -> list[tuple[Path, str]]:
-    """Each file with its source path: as given, or as found under a given folder."""
-    found: list[tuple[Path, str]] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                relative = child.relative_to(path)
-                if child.is_file() and not any(part.startswith(".") for part in relative.parts):
-                    found.append((child, os.path.join(given, str(relative))))
-        elif path.is_file():
-            found.append((path, given))
-        else:
-            raise CommandError(f"No such file or folder: {given}")
-    return found
 
 
 class Command(BaseCommand):
@@ -49,7 +31,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        files = files_under(options["paths"])
+        try:
+            files = files_under(options["paths"])
+        except NoSuchPath as error:
+            raise CommandError(str(error)) from error
         if not files:
             raise CommandError("No files found.")
         group_names = [g.strip() for g in options["groups"].split(",") if g.strip()]

@@ -1,44 +1,29 @@
-"""Retrieval quality: BEIR data sets and a company's own golden questions."""
+"""Retrieval quality on a BEIR data set, one point per document or through ingestion.
+
+One point per document measures the index and the encoders alone. Through ingestion, each
+document becomes a Markdown file (its title a heading) that goes through the product's
+parsing, chunking and search as a user asks, so the figure is the pipeline users get.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from assistant.evaluation.metrics import distinct, ndcg_at_k, recall_at_k
 from ingestion.index import IndexedPassage, dense, passage_points, sparse
 from ingestion.vector_index import VectorIndex, open_index
 from ingestion.vector_index.base import SearchMode, SparseVec
 
 EVAL_TAG = "public"
 INDEX_BATCH = 256
-
-
-def ndcg_at_k(ranked: Sequence[str], relevance: Mapping[str, int], k: int = 10) -> float:
-    gains = [relevance.get(doc_id, 0) for doc_id in ranked[:k]]
-    dcg = sum((2**gain - 1) / math.log2(rank + 2) for rank, gain in enumerate(gains))
-    ideal = sorted(relevance.values(), reverse=True)[:k]
-    idcg = sum((2**gain - 1) / math.log2(rank + 2) for rank, gain in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
-def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
-    if not relevant:
-        return 0.0
-    return len(set(ranked[:k]) & relevant) / len(relevant)
-
-
-def reciprocal_rank(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
-    for rank, doc_id in enumerate(ranked[:k], start=1):
-        if doc_id in relevant:
-            return 1.0 / rank
-    return 0.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +119,12 @@ def beir_evaluate(
     fusion: str = "dbsf",
     candidates: int | None = None,
 ) -> dict[str, float]:
+    """One point per document: the index searched directly with the product's encoders."""
     query_ids = sorted(data.queries)
     texts = [data.queries[q] for q in query_ids]
     dense_vectors = dense().encode(texts)
     sparse_encoder = sparse()
-    totals = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0}
+    rankings: dict[str, list[str]] = {}
     for position, query_id in enumerate(query_ids):
         indices, values = sparse_encoder.encode_query(texts[position])
         hits = index.search(
@@ -150,49 +136,54 @@ def beir_evaluate(
             candidates=candidates or settings.RETRIEVAL_CANDIDATES,
             fusion=fusion,  # type: ignore[arg-type]
         )
-        ranked = [str(hit.payload["source"]) for hit in hits]
+        rankings[query_id] = [str(hit.payload["source"]) for hit in hits]
+    return beir_scores(data, rankings)
+
+
+def beir_scores(data: BeirSet, rankings: dict[str, list[str]]) -> dict[str, float]:
+    """nDCG@10 and recall@10/@100 of each query's ranked document ids."""
+    totals = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0}
+    for query_id, ranked in rankings.items():
         relevance = data.qrels[query_id]
         relevant = {doc for doc, grade in relevance.items() if grade > 0}
         totals["ndcg@10"] += ndcg_at_k(ranked, relevance, 10)
         totals["recall@10"] += recall_at_k(ranked, relevant, 10)
         totals["recall@100"] += recall_at_k(ranked, relevant, 100)
-    count = len(query_ids) or 1
+    count = len(rankings) or 1
     result = {name: round(value / count, 4) for name, value in totals.items()}
-    result["queries"] = len(query_ids)
+    result["queries"] = len(rankings)
     return result
 
 
-def golden_evaluate(path: Path, user: User) -> dict[str, float]:
-    """Document-level recall@5 and MRR@10 of a company's own questions, as `user` would ask."""
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def beir_file_name(doc_id: str) -> str:
+    return f"{_UNSAFE_IN_NAME.sub('_', doc_id)[:150]}.md"
+
+
+def beir_write_files(data: BeirSet, folder: Path) -> dict[str, str]:
+    """Write each document as Markdown, its title a heading; returns file name -> doc id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    for doc_id, (title, text) in data.corpus.items():
+        name = beir_file_name(doc_id)
+        if name in names:
+            name = f"{len(names)}-{name}"
+        names[name] = doc_id
+        heading = f"# {' '.join(title.split())}\n\n" if title.strip() else ""
+        (folder / name).write_text(f"{heading}{text}\n", encoding="utf-8")
+    return names
+
+
+def beir_evaluate_as_user(data: BeirSet, user: User, names: dict[str, str]) -> dict[str, float]:
+    """Through ingestion: documents ranked by their best passage, as `user` searches."""
     from assistant.retrieval import passages_for_user
 
-    recall_total = mrr_total = 0.0
-    questions = 0
-    for line_number, item in enumerate(_jsonl(path), start=1):
-        question, wanted = item.get("question"), item.get("sources")
-        if not isinstance(question, str) or not isinstance(wanted, list) or not wanted:
-            raise ValueError(
-                f"{path}:{line_number}: each line needs a 'question' and a list of 'sources'"
-            )
-        passages = passages_for_user(user=user, query=question, k=10)
-        ranked_sources: list[str] = []
-        for passage in passages:
-            if passage.source not in ranked_sources:
-                ranked_sources.append(passage.source)
-
-        def matches(source: str, wanted: list[object] = wanted) -> str | None:
-            return next((str(w) for w in wanted if source.endswith(str(w))), None)
-
-        found_at_5 = {matches(s) for s in ranked_sources[:5]} - {None}
-        recall_total += len(found_at_5) / len(wanted)
-        first = next(
-            (rank for rank, s in enumerate(ranked_sources[:10], start=1) if matches(s)), None
+    rankings: dict[str, list[str]] = {}
+    for query_id in sorted(data.queries):
+        passages = passages_for_user(user=user, query=data.queries[query_id], k=100)
+        rankings[query_id] = distinct(
+            [names.get(Path(passage.source).name, passage.source) for passage in passages]
         )
-        mrr_total += 1.0 / first if first else 0.0
-        questions += 1
-    count = questions or 1
-    return {
-        "recall@5": round(recall_total / count, 4),
-        "mrr@10": round(mrr_total / count, 4),
-        "questions": questions,
-    }
+    return beir_scores(data, rankings)

@@ -1,0 +1,1 @@
+"""Measuring retrieval quality: golden questions, BEIR sets, the kit and the naive baseline."""
