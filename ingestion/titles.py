@@ -24,7 +24,8 @@ _FILE_EXTENSION = re.compile(
     re.IGNORECASE,
 )
 _GENERIC = re.compile(
-    r"^(?:untitled(?: document| presentation| spreadsheet)?|no title|new document|document|doc|title|presentation|"
+    r"^(?:untitled(?: document| presentation| spreadsheet)?|no title|new document|document|"
+    r"doc|title|presentation|"
     r"powerpoint presentation|slide|word document|draft|template|report|file|page|image|img|"
     r"scan|scanned|scanned document|scanned image|pdf|anonymous|\(anonymous\)|dsc|dscn|"
     r"print|printout|copy|final|final version|memo|unknown|index|readme|default|home|main|"
