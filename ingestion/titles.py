@@ -41,19 +41,24 @@ _SCANNER = re.compile(
 )
 _HASH_LIKE = re.compile(r"^[0-9a-f][0-9a-f\-_]{11,}$", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")
+_WORD = re.compile(r"[^\W\d_]{3,}")
 _DIGIT = re.compile(r"\d")
 # "Page — Site (version)": the site's name after the last separator repeats on every page.
 _SITE_SEPARATORS = (" \u2014 ", " \u2013 ", " | ", " \u00b7 ", " :: ", " - ")
 
 
-def title_is_junk(title: str) -> bool:
-    """True when the text says nothing about what the document is."""
-    text = " ".join(title.split())
+def _says_nothing(text: str) -> bool:
     if not text:
         return True
     if _FILE_EXTENSION.search(text) or _OFFICE_PREFIX.match(text):
         return True
-    if _GENERIC.fullmatch(text) or _SCANNER.match(text) or _HASH_LIKE.fullmatch(text):
+    return bool(_GENERIC.fullmatch(text) or _SCANNER.match(text) or _HASH_LIKE.fullmatch(text))
+
+
+def title_is_junk(title: str) -> bool:
+    """True when the text says nothing about what the document is."""
+    text = " ".join(title.split())
+    if _says_nothing(text):
         return True
     letters = len(_LETTER.findall(text))
     digits = len(_DIGIT.findall(text))
@@ -113,7 +118,9 @@ def file_label(file_name: str, title: str) -> str:
     """
     stem = file_name.rsplit(".", 1)[0] if "." in file_name.strip(".") else file_name
     label = " ".join(re.sub(r"[_\-.]+", " ", stem).split())
-    if not label or title_is_junk(label):
+    # A ticker or a company's name beside a date still says whose file it is; a case number
+    # with a letter in it does not.
+    if _says_nothing(label) or not _WORD.search(label):
         return ""
     words = set(re.findall(r"\w+", label.casefold()))
     if words <= set(re.findall(r"\w+", title.casefold())):

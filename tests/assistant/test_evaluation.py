@@ -78,16 +78,22 @@ def test_evaluate_scores_a_small_beir_set_perfectly(
     assert result["recall@100"] == 1.0
 
 
-def test_golden_questions_are_scored_as_the_user_would_ask(
-    library: Library, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    golden = tmp_path / "golden.jsonl"
+def write_library_golden(folder: Path) -> Path:
+    """One question on a document only research may read, one on a public document."""
+    golden = folder / "golden.jsonl"
     golden.write_text(
         json.dumps({"question": "launch code of Project Nightjar", "sources": ["nightjar.md"]})
         + "\n"
         + json.dumps({"question": "meal expenses per day", "sources": ["travel-policy.md"]})
         + "\n"
     )
+    return golden
+
+
+def test_golden_questions_are_scored_as_the_user_would_ask(
+    library: Library, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    golden = write_library_golden(tmp_path)
     call_command("evaluate", "--golden", str(golden), "--user", "alice", "--json")
     alice = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {key: alice[key] for key in ("recall@5", "mrr@10", "questions")} == {
@@ -210,13 +216,7 @@ def test_the_naive_baseline_cuts_fixed_windows_prefixed_with_the_file_name() -> 
 def test_golden_with_baseline_prints_both_and_the_baseline_keys(
     library: Library, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    golden = tmp_path / "golden.jsonl"
-    golden.write_text(
-        json.dumps({"question": "launch code of Project Nightjar", "sources": ["nightjar.md"]})
-        + "\n"
-        + json.dumps({"question": "meal expenses per day", "sources": ["travel-policy.md"]})
-        + "\n"
-    )
+    golden = write_library_golden(tmp_path)
 
     call_command("evaluate", "--golden", str(golden), "--user", "alice", "--baseline", "--json")
 

@@ -78,6 +78,8 @@ def test_the_site_name_after_the_page_heading_is_dropped() -> None:
 def test_a_file_label_is_given_only_when_it_adds_to_the_title() -> None:
     assert file_label("amazon_10q_2023-q2.pdf", "Form 10-Q") == "amazon 10q 2023 q2"
     assert file_label("20071229X02007.pdf", "Aviation Accident Final Report") == ""
+    assert file_label("amzn-20230630.pdf", "Form 10-Q") == "amzn 20230630"
+    assert file_label("Scan0001.pdf", "Quarterly report") == ""
     assert file_label("travel-policy.md", "Travel policy") == ""
 
 

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from assistant.evaluation.beir import (
+    BeirSet,
     beir_evaluate,
     beir_evaluate_as_user,
     beir_index,
@@ -255,20 +257,14 @@ class Command(BaseCommand):
             return
         data = self._beir_data(folder, options["split"])
         user: User = fresh_installation()
-        files_dir = Path(self._data_dir()) / "beir-files" / folder.name
+        files_dir = Path(settings.DATA_DIR) / "beir-files" / folder.name
         names = beir_write_files(data, files_dir)
         failed = folder_ingest(files_dir, self.stderr.write)
         if failed:
             self.stderr.write(f"{failed} documents did not become ready.")
         self._print(beir_evaluate_as_user(data, user, names), True)
 
-    @staticmethod
-    def _data_dir() -> str:
-        from django.conf import settings
-
-        return str(settings.DATA_DIR)
-
-    def _beir_data(self, folder: Path, split: str) -> Any:
+    def _beir_data(self, folder: Path, split: str) -> BeirSet:
         try:
             return beir_load(folder, split)
         except FileNotFoundError as error:
