@@ -8,7 +8,8 @@ text that groups questions in the report (fact, howto, named, paraphrase, multi.
 Measures are at document level over the distinct documents of the top ten passages, in the
 order their best passage came: hit@5 (a right document among the first five), recall@5
 (the share of right documents among the first five), MRR@10 and nDCG@10. Questions whose
-sources name pages are also measured at page level.
+sources name pages are also measured at page level over the passages themselves:
+page_hit@5 (a passage on a right page among the first five), page_MRR@10, page_nDCG@10.
 """
 
 from __future__ import annotations
