@@ -944,11 +944,29 @@ def _is_boilerplate(tag: Tag, *, drop_site_furniture: bool) -> bool:
         return False
     if tag.name == "footer" or tag.get("role") in _FURNITURE_ROLES:
         return True
+    if tag.name in ("ul", "ol") and _is_link_list(tag):
+        return True
     names = [*_attribute_tokens(tag.get("class")), *_attribute_tokens(tag.get("id"))]
     if not any(_FURNITURE_NAME.fullmatch(name) for name in names):
         return False
     # Whatever holds the page's own title is content, whatever it is called.
     return tag.find("h1") is None
+
+
+def _is_link_list(tag: Tag) -> bool:
+    """A list whose every item is nothing but links: a table of contents or "see also".
+
+    Such lists repeat the names of other pages; kept, they make a page match its neighbours.
+    """
+    items = tag.find_all("li", recursive=False)
+    if not items:
+        return False
+    for item in items:
+        text = _NOT_LETTER_OR_DIGIT.sub("", item.get_text())
+        linked = "".join(_NOT_LETTER_OR_DIGIT.sub("", a.get_text()) for a in item.find_all("a"))
+        if not text or text != linked:
+            return False
+    return True
 
 
 def _attribute_tokens(value: object) -> list[str]:
@@ -1008,11 +1026,29 @@ def _parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
             front_matter_title = title_line.group(1).strip().strip("\"'").strip()
         text = text[front_matter.end() :]
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    builder = _markdown_sections(tokens, drop_link_lists=True)
+    if not builder.sections:
+        # A file that is nothing but a list of links (an index) is still a document.
+        builder = _markdown_sections(tokens, drop_link_lists=False)
+    return _Parts(
+        best_title([front_matter_title, builder.first_h1 or ""], stem=stem), builder.sections
+    )
+
+
+def _markdown_sections(tokens: list[Any], *, drop_link_lists: bool) -> _SectionBuilder:
     builder = _SectionBuilder()
     row_cells: list[str] = []
     in_row = False
+    skip_until = -1
     for position, token in enumerate(tokens):
+        if position < skip_until:
+            continue
         kind = token.type
+        if drop_link_lists and kind in ("bullet_list_open", "ordered_list_open"):
+            end = _markdown_list_end(tokens, position)
+            if _markdown_is_link_list(tokens[position:end]):
+                skip_until = end + 1
+                continue
         if kind == "heading_open":
             builder.heading(int(token.tag[1]), _markdown_inline_text(tokens[position + 1]))
         elif kind == "inline":
@@ -1039,8 +1075,34 @@ def _parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> _Parts:
                 in ("bullet_list_close", "ordered_list_close", "table_close", "blockquote_close")
             )
     builder.flush()
-    return _Parts(
-        best_title([front_matter_title, builder.first_h1 or ""], stem=stem), builder.sections
+    return builder
+
+
+def _markdown_list_end(tokens: list[Any], start: int) -> int:
+    """The position of the token that closes the list opened at `start`."""
+    closing = tokens[start].type.replace("_open", "_close")
+    for position in range(start + 1, len(tokens)):
+        if tokens[position].type == closing and tokens[position].level == tokens[start].level:
+            return position
+    return len(tokens) - 1
+
+
+def _markdown_is_link_list(tokens: list[Any]) -> bool:
+    """A list whose every item is one link and nothing else: "see also", a table of contents.
+
+    Such lists repeat the names of other pages; kept, they make a page match its neighbours.
+    """
+    items = [token for token in tokens if token.type == "inline"]
+    return bool(items) and all(_is_only_a_link(item.children or []) for item in items)
+
+
+def _is_only_a_link(children: list[Any]) -> bool:
+    kinds = [child.type for child in children if child.type != "text" or child.content.strip()]
+    return (
+        len(kinds) >= 2
+        and kinds[0] == "link_open"
+        and kinds[-1] == "link_close"
+        and (kinds.count("link_open") == 1)
     )
 
 

@@ -319,6 +319,41 @@ def test_it_leaves_out_the_navigation_bars_and_tables_of_contents_every_page_rep
     assert "Prev" not in text
 
 
+def test_lists_of_nothing_but_links_are_left_out_of_web_pages() -> None:
+    page = (
+        b"<html><body><main><h1>volume create</h1><p>Creates a new volume.</p>"
+        b"<h2>See also</h2><ul><li><a href='i.html'>volume inspect</a></li>"
+        b"<li><a href='r.html'>volume rm</a></li></ul>"
+        b"<h2>Steps</h2><ul><li>Run <a href='c.html'>volume create</a> first.</li></ul>"
+        b"</main></body></html>"
+    )
+
+    text = all_text(parse_document(page, "volume_create.html"))
+
+    assert "volume inspect" not in text
+    assert "Run volume create first." in text
+
+
+def test_lists_of_nothing_but_links_are_left_out_of_markdown() -> None:
+    data = (
+        b"# volume create\n\nCreates a new volume.\n\n## Related commands\n\n"
+        b"* [volume inspect](volume_inspect.md)\n* [volume rm](volume_rm.md)\n\n"
+        b"## Steps\n\n* Run [volume create](c.md) first.\n"
+    )
+
+    document = parse_document(data, "volume_create.md")
+
+    assert "volume inspect" not in all_text(document)
+    assert "Run volume create first." in all_text(document)
+    assert ("volume create", "Related commands") not in [s.heading_path for s in document.sections]
+
+
+def test_a_markdown_index_that_is_only_links_is_still_read() -> None:
+    document = parse_document(b"* [Install](install.md)\n* [Usage](usage.md)\n", "README.md")
+
+    assert "Install" in all_text(document)
+
+
 def test_a_page_that_is_only_navigation_is_still_read() -> None:
     page = (
         b"<html><head><title>Part I. Tutorial</title></head><body>"
