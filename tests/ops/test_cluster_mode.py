@@ -120,7 +120,7 @@ def test_documents_uploaded_over_rest_are_answered_with_citations_by_the_cluster
     questions = [
         "How do I checkpoint a running container?",
         "What is the night vault code for the Rotterdam office?",
-        "Where does the docker CLI keep its configuration file?",
+        "How do I create a Docker config from a file?",
         "How do I switch between docker contexts?",
     ]
     answers = asyncio.run(
@@ -131,6 +131,7 @@ def test_documents_uploaded_over_rest_are_answered_with_citations_by_the_cluster
     assert [answer.status for answer in answers] == ["answered"] * len(questions)
     assert all(answer.first_token_s is not None for answer in answers)
     assert answers[0].citations[0]["source"] == "checkpoint.md"
+    assert answers[2].citations[0]["source"] == "config.md"
     assert "7-ALPHA-TANGO" in answers[1].answer
     assert {c["source"] for c in answers[1].citations} == {"vault.md"}
 
