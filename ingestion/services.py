@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.roles import can_manage_document
@@ -315,7 +315,10 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
 
     `indexed_with_tags` maps each version to the access tags its passages were written
     with; if the document's readers changed meanwhile, the passages are corrected here.
+    A version is READY only once search serves it: whoever sees READY and asks at once
+    finds its passages.
     """
+    finished: dict[int, int] = {}
     activate: list[int] = []
     retag: dict[int, list[str]] = {}
     stale_versions: list[int] = []
@@ -323,10 +326,15 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
     for version_id, indexed_tags in indexed_with_tags.items():
         with transaction.atomic():
             version = DocumentVersion.objects.select_for_update().get(id=version_id)
+            document = Document.objects.select_for_update().get(id=version.document_id)
+            if version.status == VersionStatus.READY and document.current_version_id == version.id:
+                # Another delivery of this task finished it first, and this one wrote its
+                # passages again (switched off): switch them back on.
+                activate.append(version.id)
+                continue
             if version.status != VersionStatus.EMBEDDING:
                 continue
-            document = Document.objects.select_for_update().get(id=version.document_id)
-            _set_status(version.id, VersionStatus.READY, chunks_done=version.chunks_total)
+            finished[version.id] = version.chunks_total
             if document.deleted_at is not None:
                 deleted_documents.append(document.id)
                 continue
@@ -341,9 +349,10 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
             tags = document.access_tags()
             if tags != indexed_tags:
                 retag[version.id] = tags
+            # Older versions served until now, or finished a moment ago in this same call.
             stale_versions.extend(
                 document.versions.exclude(id=version.id)
-                .filter(status=VersionStatus.READY)
+                .filter(Q(status=VersionStatus.READY) | Q(id__in=list(finished)))
                 .values_list("id", flat=True)
             )
     index = vector_index()
@@ -358,6 +367,11 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
         index.delete(version_id=version_id)
     for document_id in deleted_documents:
         index.delete(document_id=document_id)
+    for version_id, chunks_total in finished.items():
+        # A version cancelled meanwhile stays cancelled.
+        DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
+            status=VersionStatus.READY, chunks_done=chunks_total, finished_at=timezone.now()
+        )
 
 
 def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
@@ -389,17 +403,28 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         for row in DocumentVersion.objects.filter(id__in=tags_of).select_related("document")
     }
     cancelled: set[int] = set()
+    finished_elsewhere: set[int] = set()
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
     for start in range(0, len(work), batch_size):
         batch = work[start : start + batch_size]
         batch_ids = {version.id for version, _ in batch}
-        cancelled |= set(
+        stopped = dict(
             DocumentVersion.objects.filter(id__in=batch_ids)
             .exclude(status=VersionStatus.EMBEDDING)
-            .values_list("id", flat=True)
+            .values_list("id", "status")
         )
-        batch = [(version, draft) for version, draft in batch if version.id not in cancelled]
+        # READY means another delivery of this task finished the version: its passages
+        # are served and must stay; anything else stopped it (cancelled, failed).
+        cancelled |= {version_id for version_id, status in stopped.items() if status != "READY"}
+        finished_elsewhere |= {
+            version_id for version_id, status in stopped.items() if status == "READY"
+        }
+        batch = [
+            (version, draft)
+            for version, draft in batch
+            if version.id not in cancelled and version.id not in finished_elsewhere
+        ]
         if not batch:
             continue
         points = passage_points(
@@ -436,6 +461,8 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
                 completed[version_id] = tags_of[version_id]
         _versions_activate(completed)
 
+    # Passages this delivery wrote again (switched off) for a version finished elsewhere.
+    _versions_activate({version_id: tags_of[version_id] for version_id in finished_elsewhere})
     for version_id in cancelled:
         index.delete(version_id=version_id)
     return dict(DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status"))
