@@ -27,6 +27,15 @@ def scifact_corpus_path() -> Path:
     return corpus
 
 
+# Settings a throw-away run must not inherit: it is a standalone installation of its own.
+NOT_INHERITED_BY_THROWAWAY_RUNS = (
+    "DATABASE_URL",
+    "QDRANT_URL",
+    "QDRANT_PATH",
+    "ASSISTANT_MODE",
+    "VLLM_URLS",
+)
+
 # A benchmark re-runs itself with this flag inside a throw-away data folder.
 INNER_FLAG = "--inner-run"
 
@@ -37,8 +46,7 @@ def run_isolated(command: str, arguments: list[str]) -> None:
         env = {
             key: value
             for key, value in os.environ.items()
-            if key
-            not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE", "VLLM_URLS")
+            if key not in NOT_INHERITED_BY_THROWAWAY_RUNS
         }
         env["ASSISTANT_DATA_DIR"] = data_dir
         done = subprocess.run(

@@ -30,11 +30,10 @@ from assistant.evaluation.golden import (
     golden_run,
     summarize,
 )
+from ingestion.commands_support import NOT_INHERITED_BY_THROWAWAY_RUNS
 
 KIT_DIR = Path(__file__).resolve().parent / "kit"
 KIT_USER = "kit-evaluator"
-# Settings a throw-away run must not inherit: it is a standalone installation of its own.
-_NOT_INHERITED = ("DATABASE_URL", "QDRANT_URL", "QDRANT_PATH", "ASSISTANT_MODE", "VLLM_URLS")
 
 
 class KitError(Exception):
@@ -86,7 +85,11 @@ def _question_files(kit_dir: Path, questions: str | list[str]) -> tuple[Path, ..
 def run_in_throwaway_folder(arguments: list[str]) -> dict[str, Any]:
     """Run `manage.py ARGUMENTS` as a fresh standalone installation; its last JSON line."""
     with tempfile.TemporaryDirectory(prefix="evaluate-") as data_dir:
-        env = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in NOT_INHERITED_BY_THROWAWAY_RUNS
+        }
         env["ASSISTANT_DATA_DIR"] = data_dir
         # Progress goes to stderr; every passage indexed need not.
         env.setdefault("LOG_LEVEL", "WARNING")
