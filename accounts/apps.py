@@ -7,10 +7,11 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        # Signing in and out is audited whichever backend let the person in.
-        from accounts.directory import connect_signals
+        # Signing in and out, and changes to people and groups, are audited whoever makes them.
+        from accounts import directory, ledger_hooks
 
-        connect_signals()
+        directory.connect_signals()
+        ledger_hooks.connect_signals()
 
 
 class SuperuserAdminConfig(admin_apps.AdminConfig):

@@ -16,9 +16,9 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from accounts.login_throttle import client_address
 from accounts.models import ApiToken, TokenScope
 from accounts.tokens import ScopeMissing, TokenRejected, bearer_key, scope_require, token_verify
-from config.security import client_address
 
 if TYPE_CHECKING:
     # Only a type here: DRF imports this module while rest_framework.views is still loading.

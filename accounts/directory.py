@@ -22,8 +22,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import DirectoryAccount
-from assistant.audit import ledger_append
-from assistant.models import AuditEvent
+from audit.ledger import ledger_append
+from audit.models import AuditEvent
 
 logger = logging.getLogger(__name__)
 

@@ -8,28 +8,27 @@
 - superuser: everything, including documents everyone may read or no group may read.
 
 Roles are Django groups, so local accounts, LDAP and OIDC grant them alike. Reading passages is
-never widened by a role: that rule is ingestion/access.py's alone.
+never widened by a role, and which documents a role manages is ingestion/access.py's to say.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import QuerySet
 
-from ingestion.models import Document
-
 Someone = AbstractBaseUser | AnonymousUser
 
 
-def _is_active(user: Someone) -> bool:
+def is_active_user(user: Someone) -> TypeGuard[AbstractBaseUser]:
     return bool(user.is_authenticated and user.is_active)
 
 
 def is_superuser(user: Someone) -> bool:
-    return _is_active(user) and bool(getattr(user, "is_superuser", False))
+    return is_active_user(user) and bool(getattr(user, "is_superuser", False))
 
 
 def admin_group_name(group_name: str) -> str:
@@ -38,7 +37,7 @@ def admin_group_name(group_name: str) -> str:
 
 
 def is_auditor(user: Someone) -> bool:
-    if not _is_active(user):
+    if not is_active_user(user):
         return False
     if is_superuser(user):
         return True
@@ -47,7 +46,7 @@ def is_auditor(user: Someone) -> bool:
 
 def administered_groups(user: Someone) -> QuerySet[Group]:
     """The groups whose documents the user administers: every group for a superuser."""
-    if not _is_active(user):
+    if not is_active_user(user):
         return Group.objects.none()
     if is_superuser(user):
         return Group.objects.all()
@@ -63,38 +62,9 @@ def is_document_admin(user: Someone) -> bool:
     return is_superuser(user) or administered_groups(user).exists()
 
 
-def manageable_documents(user: Someone, *, include_deleted: bool = False) -> QuerySet[Document]:
-    """Documents the user may manage: for a document admin, those read by their groups only.
-
-    A document everyone may read, or that no group may read, is a superuser's alone: a group's
-    administrator must not decide for the whole company.
-    """
-    documents = Document.objects.all()
-    if not include_deleted:
-        documents = documents.filter(deleted_at__isnull=True)
-    if not _is_active(user):
-        return documents.none()
-    if is_superuser(user):
-        return documents
-    administered = administered_groups(user)
-    return (
-        documents.filter(is_public=False)
-        .exclude(groups__isnull=True)
-        .exclude(groups__in=Group.objects.exclude(pk__in=administered.values("pk")))
-    )
-
-
-def can_manage_document(user: Someone, document: Document) -> bool:
-    if not _is_active(user):
-        return False
-    if is_superuser(user):
-        return True
-    return manageable_documents(user, include_deleted=True).filter(pk=document.pk).exists()
-
-
 def can_share_with(user: Someone, groups: Iterable[Group], everyone: bool) -> bool:
     """May the user give these readers to a document: only groups they administer, at least one."""
-    if not _is_active(user):
+    if not is_active_user(user):
         return False
     if is_superuser(user):
         return True

@@ -25,6 +25,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken, TokenScope, TokenStatus
+from audit.ledger import ledger_append
+from audit.models import AuditEvent
 
 TOKEN_MARK = "kat"
 PREFIX_BYTES = 6
@@ -104,9 +106,6 @@ def token_create(
     actor: User | None = None,
 ) -> IssuedToken:
     """Issue a token for `user`; the secret is in the result and nowhere else."""
-    from assistant.audit import ledger_append
-    from assistant.models import AuditEvent
-
     name = name.strip()
     if not name:
         raise TokenInputError("Give the token a name, so you can tell it apart later.")
@@ -137,9 +136,6 @@ def token_create(
 
 def token_revoke(*, token: ApiToken, actor: User | None) -> bool:
     """Revoke at once; False when it was already revoked."""
-    from assistant.audit import ledger_append
-    from assistant.models import AuditEvent
-
     with transaction.atomic():
         revoked = ApiToken.objects.filter(id=token.id, revoked_at__isnull=True).update(
             revoked_at=timezone.now(), revoked_by=actor

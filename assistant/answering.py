@@ -21,10 +21,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from assistant.answer_record import answer_record_details
 from assistant.extractive import extractive_answer
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
-from assistant.operations import record_answer
 from assistant.retrieval import Passage, passages_for_tags
+from audit.ledger import ledger_append
+from audit.models import AuditEvent
+from config.metrics import record_answer
 from inference.llm import EndpointPool, LLMUnavailableError, PoolConfig
 from inference.prompting import (
     ABSTAIN_MARKER,
@@ -187,8 +190,6 @@ class _Draft:
 
 
 def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
-    from assistant.audit import ledger_append
-
     kept, dropped = extract_citations(draft.answer, len(draft.passages))
     answer_text = strip_invalid_citations(draft.answer, len(draft.passages))
     citations = [citation_json(n, draft.passages[n - 1]) for n in kept]
@@ -217,34 +218,19 @@ def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
         )
         Conversation.objects.filter(id=draft.conversation.id).update(updated_at=answer.created_at)
         ledger_append(
-            event="answer",
+            event=AuditEvent.ANSWER,
             actor=draft.user,
-            answer=answer,
+            answer_id=answer.pk,
             request_id=draft.request_id,
-            details={
-                "answer_id": answer.id,
-                "conversation_id": draft.conversation.id,
-                "access_tags": draft.access_tags,
-                "question": draft.question,
-                "searched_query": draft.searched_query,
-                "passages": [{**passage, "rank": passage["n"]} for passage in passages_json],
-                "prompt": draft.messages,
-                "mode": draft.mode,
-                "model": draft.model,
-                "endpoint": draft.endpoint,
-                "sampling": {**SAMPLING, "max_tokens": settings.VLLM_MAX_TOKENS}
+            details=answer_record_details(
+                answer,
+                access_tags=draft.access_tags,
+                prompt=draft.messages,
+                sampling={**SAMPLING, "max_tokens": settings.VLLM_MAX_TOKENS}
                 if draft.mode == AnswerMode.LLM
                 else {},
-                "reasoning": draft.reasoning,
-                "answer": answer_text,
-                "citations": [c["n"] for c in citations],
-                "dropped_citations": dropped,
-                "usage": draft.usage,
-                "first_token_ms": draft.first_token_ms,
-                "total_ms": total_ms,
-                "status": draft.status,
-                "error": draft.error,
-            },
+                usage=draft.usage,
+            ),
         )
     record_answer(
         draft.status,
@@ -263,20 +249,13 @@ async def _stream_model(draft: _Draft, pool: EndpointPool) -> AsyncIterator[Answ
         async for event in pool.stream_chat(draft.messages, sampling=SAMPLING):
             draft.endpoint = event.endpoint or draft.endpoint
             draft.model = event.model or draft.model
+            draft.reasoning, draft.answer = event.output
             if event.kind == "reasoning":
                 draft.mark_first_token()
-                draft.reasoning += event.text
                 yield AnswerEvent("reasoning", event.text)
             elif event.kind == "answer":
                 draft.mark_first_token()
-                if event.reclassified:
-                    # No think block was ever closed: the supposed reasoning was the answer.
-                    draft.reasoning = ""
-                    draft.answer = event.text
-                    yield AnswerEvent("reclassify", event.text)
-                else:
-                    draft.answer += event.text
-                    yield AnswerEvent("answer", event.text)
+                yield AnswerEvent("reclassify" if event.reclassified else "answer", event.text)
             elif event.kind == "done":
                 draft.usage = dict(event.usage or {})
                 draft.status = (

@@ -93,7 +93,7 @@ def sse_frame(event: str, data: dict[str, Any]) -> str:
 
 def new_request_id() -> str:
     """The request's id as the audit middleware assigned it, so logs, header and record agree."""
-    from assistant.audit import current_request_id
+    from config.request_context import current_request_id
 
     return current_request_id() or uuid.uuid4().hex
 

@@ -31,20 +31,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from assistant.audit import (
-    AuditFilters,
-    audit_flag,
-    audit_flags_in,
-    audit_records_filtered,
-    audit_scope_for,
-    cited_passages,
-    export_lines,
-    ledger_append,
-    passage_number,
-    record_chain_status,
-    text_sha256,
-)
-from assistant.models import AnswerStatus, AuditEvent, AuditRecord
+from assistant.models import AnswerStatus
+from audit.hashing import text_sha256
+from audit.ledger import audit_flag, cited_passages, ledger_append, passage_number
+from audit.models import AuditEvent, AuditRecord
+from audit.review import AuditFilters, audit_flags_in, audit_records_filtered, export_lines
+from audit.verify import record_chain_status
+from ingestion.access import audit_scope_for
 from ingestion.models import Chunk, Document, DocumentVersion
 
 RECORDS_PER_PAGE = 50

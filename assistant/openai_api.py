@@ -40,6 +40,7 @@ from assistant.api import (
     own_conversations,
 )
 from assistant.models import Answer
+from config.errors import openai_error
 from inference.openai_wire import completion_chunk, sse_data
 
 logger = logging.getLogger(__name__)
@@ -65,23 +66,6 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     conversation_id: int | None
-
-
-def openai_error_body(
-    message: str, error_type: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
-def openai_error(
-    message: str,
-    *,
-    status: int,
-    error_type: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-) -> JsonResponse:
-    return JsonResponse(openai_error_body(message, error_type, param, code), status=status)
 
 
 def unauthorized(reason: str = "Missing API key.") -> JsonResponse:

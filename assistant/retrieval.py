@@ -11,10 +11,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 
-from assistant.operations import record_retrieval
-from ingestion.access import access_tags_for_user
-from ingestion.index import query_vectors, vector_index
+from config.metrics import record_retrieval
+from ingestion.access import access_tags_for_user, index_scope
+from ingestion.passage_vectors import query_vectors
 from ingestion.vector_index.base import SearchMode
+from ingestion.vector_index.configured import vector_index
 
 # Passages whose word sets overlap this much say the same thing; the weaker one is dropped.
 NEAR_DUPLICATE_JACCARD = 0.8
@@ -137,8 +138,8 @@ def passages_for_tags(
 
     It touches no database, so many of them may run at once on any thread.
     """
-    tags = access_tags
-    if not tags or not query.strip():
+    scope = index_scope(access_tags, only_active=True)
+    if scope is None or not query.strip():
         return []
     k = k or settings.RETRIEVAL_TOP_K
     started = time.perf_counter()
@@ -146,7 +147,7 @@ def passages_for_tags(
     hits = vector_index().search(
         dense=vectors.dense,
         sparse=vectors.sparse,
-        access_tags=tags,
+        scope=scope,
         limit=k * 3,
         mode=mode,
         candidates=settings.RETRIEVAL_CANDIDATES,

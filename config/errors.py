@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
+
+
+def openai_error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def openai_error(
+    message: str,
+    *,
+    status: int,
+    error_type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> JsonResponse:
+    return JsonResponse(openai_error_body(message, error_type, param, code), status=status)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -11,7 +30,5 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
     if request.path.startswith("/v1/"):
-        from assistant.openai_api import openai_error
-
         return openai_error("Not found.", status=404, code="not_found")
     return page_not_found(request, exception)

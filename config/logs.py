@@ -6,11 +6,11 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from config.request_context import current_request_id
+
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from assistant.audit import current_request_id
-
         record.request_id = current_request_id()
         return True
 

@@ -53,15 +53,18 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "axes",
     "csp",
+    "audit",
     "accounts",
     "ingestion",
     "inference",
     "assistant",
+    # Benchmarks and test rigs (manage.py bench_*, qdrant_standin); the product never imports it.
+    "bench",
 ]
 
 MIDDLEWARE = [
     # First: probes reach pods by IP, before any middleware checks the Host header.
-    "assistant.operations.probe_host_middleware",
+    "assistant.probes.probe_host_middleware",
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -69,7 +72,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "assistant.audit.AuditContextMiddleware",
+    "config.request_context.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a refused login into the lockout page.
@@ -163,12 +166,12 @@ SIGN_ON_MIDDLEWARE = [
     *(["accounts.oidc.SessionRefreshMiddleware"] if OIDC_ENABLED else []),
     *(["accounts.ldap.LDAPSessionRefreshMiddleware"] if LDAP_ENABLED else []),
 ]
-_after_audit_context = MIDDLEWARE.index("assistant.audit.AuditContextMiddleware") + 1
+_after_audit_context = MIDDLEWARE.index("config.request_context.RequestContextMiddleware") + 1
 MIDDLEWARE[_after_audit_context:_after_audit_context] = SIGN_ON_MIDDLEWARE
 
 # Login throttling first: a locked-out account and address is refused before any password check.
 AUTHENTICATION_BACKENDS = [
-    "config.security.LoginThrottleBackend",
+    "accounts.login_throttle.LoginThrottleBackend",
     *(["accounts.oidc.DirectoryOIDCBackend"] if OIDC_ENABLED else []),
     *(["accounts.ldap.DirectoryLDAPBackend"] if LDAP_ENABLED else []),
     "django.contrib.auth.backends.ModelBackend",
@@ -217,9 +220,9 @@ AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
-AXES_USERNAME_CALLABLE = "config.security.login_username"
-AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
-AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+AXES_USERNAME_CALLABLE = "accounts.login_throttle.login_username"
+AXES_CLIENT_IP_CALLABLE = "accounts.login_throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.login_throttle.lockout_response"
 
 # Roles (docs/PERMISSIONS.md): members of "<group><suffix>" administer the documents of <group>;
 # members of AUDITORS_GROUP read the whole audit log. Groups may come from LDAP or OIDC alike.

@@ -17,7 +17,7 @@ urlpatterns = [
     path("documents/", include("ingestion.urls")),
     path("audit/", include("assistant.audit_urls")),
     path("", include("assistant.api_urls")),
-    path("", include("assistant.operations_urls")),
+    path("", include("assistant.probes_urls")),
     path("", include("assistant.urls")),
 ]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import httpx2
 import openai
 
-from inference.reasoning import Piece, ReasoningSplitter
+from inference.r1_output import Piece, R1Output, ReasoningSplitter
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -64,9 +64,10 @@ class StreamEvent:
     `reasoning` and `answer` events carry text to append. The stream ends with
     exactly one `done` or `error` event. An `error` with `cut=True` follows text
     that was already streamed: keep it, and show that the answer is incomplete.
-    `reclassified=True` marks an answer event holding the whole text that was
-    streamed as reasoning before: the model never closed a think block, so that
-    text was the answer all along.
+    `reclassified=True` marks an answer event holding the whole answer, to show in
+    place of the text streamed as reasoning before it (see `inference.r1_output`).
+    `output` is the reasoning and the answer as they stand after this event; on the
+    final event it is the whole result.
     """
 
     kind: EventKind
@@ -78,6 +79,7 @@ class StreamEvent:
     error: str | None = None
     cut: bool = False
     reclassified: bool = False
+    output: R1Output = field(default_factory=R1Output)
 
 
 class LLMUnavailableError(Exception):
@@ -366,16 +368,24 @@ class EndpointPool:
         except (openai.APIError, TimeoutError) as error:
             raise _EndpointFailure(_describe(error)) from error
 
+        splitter = ReasoningSplitter()
+        output = R1Output()
+
         def event(kind: EventKind, **fields: Any) -> StreamEvent:
-            return StreamEvent(kind, endpoint=endpoint.url, model=model, **fields)
+            return StreamEvent(kind, endpoint=endpoint.url, model=model, output=output, **fields)
 
         def text_events(pieces: list[Piece]) -> list[StreamEvent]:
-            return [
-                event(piece.kind, text=piece.text, reclassified=splitter.reclassified)
-                for piece in pieces
-            ]
+            # Each event carries the split as it stands after its own piece, so a
+            # consumer that stops after any event holds exactly the text it has shown.
+            nonlocal output
+            events: list[StreamEvent] = []
+            for piece in pieces:
+                output = output.extended(piece, reclassified=splitter.reclassified)
+                events.append(
+                    event(piece.kind, text=piece.text, reclassified=splitter.reclassified)
+                )
+            return events
 
-        splitter = ReasoningSplitter()
         usage: dict[str, Any] | None = None
         finish_reason: str | None = None
         streamed_text = False
@@ -447,16 +457,8 @@ class EndpointPool:
         The final event is `done`, or an `error` whose text says what went wrong.
         Raises LLMUnavailableError like `stream_chat`.
         """
-        reasoning: list[str] = []
-        answer: list[str] = []
         final = StreamEvent("error", error="The language model stream ended without a result.")
         async for event in self.stream_chat(messages, sampling=sampling, max_tokens=max_tokens):
-            if event.kind == "reasoning":
-                reasoning.append(event.text)
-            elif event.kind == "answer":
-                if event.reclassified:
-                    reasoning.clear()
-                answer.append(event.text)
-            else:
+            if event.kind in ("done", "error"):
                 final = event
-        return "".join(reasoning), "".join(answer), final
+        return final.output.reasoning, final.output.answer, final

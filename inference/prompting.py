@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from inference.r1_output import strip_think_blocks
+
 SAMPLING: dict[str, float] = {"temperature": 0.6, "top_p": 0.95}
 
 ABSTAIN_MARKER = "The documents do not answer this"
@@ -28,7 +30,6 @@ FOLLOW_UP_LABEL = "Follow-up question:"
 HISTORY_ANSWER_MAX_CHARS = 1500
 DEFAULT_MAX_HISTORY_TURNS = 4
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 # The leading blanks are part of the match so that a removed marker takes its space along.
 _CITATION_GROUP = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
@@ -50,15 +51,8 @@ class Turn:
     answer: str
 
 
-def strip_reasoning(answer: str) -> str:
-    """The answer without any think block, even one whose opening tag is missing."""
-    without_blocks = _THINK_BLOCK.sub("", answer)
-    _, closing, after = without_blocks.rpartition("</think>")
-    return (after if closing else without_blocks).strip()
-
-
 def is_abstention(answer: str) -> bool:
-    return strip_reasoning(answer).lower().startswith(ABSTAIN_MARKER.lower())
+    return strip_think_blocks(answer).lower().startswith(ABSTAIN_MARKER.lower())
 
 
 def _defuse_fence(text: str) -> str:
@@ -88,7 +82,7 @@ def format_source(source: Source) -> str:
 def _history_answer(answer: str) -> str:
     # Citation numbers of an earlier turn point at that turn's sources; left in,
     # they would read as references to the new numbered sources.
-    text = _CITATION_GROUP.sub("", strip_reasoning(answer))
+    text = _CITATION_GROUP.sub("", strip_think_blocks(answer))
     if len(text) > HISTORY_ANSWER_MAX_CHARS:
         text = text[:HISTORY_ANSWER_MAX_CHARS].rstrip() + " ..."
     return text
@@ -152,7 +146,7 @@ def build_rewrite_messages(
 
 def parse_rewritten_query(answer: str, fallback: str) -> str:
     """The one-line query from a rewrite answer, or `fallback` if it is empty."""
-    for line in strip_reasoning(answer).splitlines():
+    for line in strip_think_blocks(answer).splitlines():
         query = re.sub(r"^(rewritten question|question|query)\s*:", "", line.strip(), flags=re.I)
         query = query.strip().strip('"').strip()
         if query:

@@ -27,6 +27,7 @@ from accounts import roles
 from accounts.authentication import TokenScopePermission
 from accounts.limits import api_upload_admit
 from ingestion import selectors, services
+from ingestion.access import can_manage_document
 from ingestion.models import Document, DocumentVersion, VersionStatus
 
 ERROR_RESPONSE = OpenApiResponse(
@@ -64,7 +65,7 @@ class DocumentAdminForWrites(BasePermission):
 
 def managed(user: Any, document: Document) -> Document:
     """The document, if the user manages it; 403 otherwise (they can see it, so it exists)."""
-    if not roles.can_manage_document(user, document):
+    if not can_manage_document(user, document):
         raise PermissionDenied(
             "You do not manage this document: only documents read by groups you administer."
         )

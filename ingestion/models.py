@@ -9,10 +9,11 @@ from django.contrib.auth.models import Group
 from django.db import models
 
 PUBLIC_TAG = "public"
+GROUP_TAG_PREFIX = "group:"
 
 
 def group_tag(group_id: int) -> str:
-    return f"group:{group_id}"
+    return f"{GROUP_TAG_PREFIX}{group_id}"
 
 
 class Document(models.Model):
@@ -42,13 +43,6 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title
-
-    def access_tags(self) -> list[str]:
-        """The tags stored on each passage; a reader needs one of them."""
-        tags = [group_tag(group_id) for group_id in self.groups.values_list("id", flat=True)]
-        if self.is_public:
-            tags.append(PUBLIC_TAG)
-        return sorted(tags)
 
     def latest_version(self) -> DocumentVersion | None:
         return self.versions.order_by("-number").first()

@@ -32,32 +32,18 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from ingestion.index import (
-    IndexedPassage,
+from ingestion.access import document_access_tags
+from ingestion.models import Chunk, Document, VersionStatus
+from ingestion.passage_vectors import IndexedPassage, dense, passage_points
+from ingestion.vector_index import IndexLockedError, IndexPoint, VectorIndexError
+from ingestion.vector_index.configured import (
     collection_layout,
-    dense,
-    passage_points,
+    current_index_dir,
+    pointer_file,
     vector_index_close,
 )
-from ingestion.models import Chunk, Document, VersionStatus
-from ingestion.vector_index import IndexLockedError, IndexPoint, VectorIndexError
 
 Progress = Callable[[int, int], None]
-
-POINTER_SUFFIX = ".current"
-
-
-def current_index_dir(base: Path) -> Path:
-    """The shard folder to open: the one `<base>.current` names, else `base` itself."""
-    pointer = _pointer_file(base)
-    if not pointer.exists():
-        return base
-    name = pointer.read_text(encoding="utf-8").strip()
-    target = base.parent / name
-    if not name or "/" in name or not target.is_dir():
-        # Opening `base` instead would silently serve an empty or outdated index.
-        raise VectorIndexError(f"{pointer} names {name!r}, which is not a shard folder.")
-    return target
 
 
 @dataclass(frozen=True)
@@ -231,7 +217,7 @@ def _passage_batches(chunks: Any, *, active: bool) -> Iterator[list[IndexedPassa
     for chunk in chunks.select_related("version__document").iterator(chunk_size=2000):
         document = chunk.version.document
         if document.id not in tags_of:
-            tags_of[document.id] = document.access_tags()
+            tags_of[document.id] = document_access_tags(document)
         batch.append(
             IndexedPassage(
                 document_id=document.id,
@@ -273,7 +259,7 @@ def _catch_up(
         if document.deleted_at is not None:
             delete(document_id=document.id)
             continue
-        set_payload(values={"groups": document.access_tags()}, document_id=document.id)
+        set_payload(values={"groups": document_access_tags(document)}, document_id=document.id)
         for version_id in document.versions.exclude(
             id=document.current_version_id or 0
         ).values_list("id", flat=True):
@@ -292,13 +278,9 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _pointer_file(base: Path) -> Path:
-    return base.with_name(base.name + POINTER_SUFFIX)
-
-
 def _pointer_switch(base: Path, target: Path) -> None:
     """Name `target` in the pointer file; a reader sees the old name or the new, whole."""
-    pointer = _pointer_file(base)
+    pointer = pointer_file(base)
     staged = pointer.with_name(pointer.name + ".tmp")
     with staged.open("w", encoding="utf-8") as out:
         out.write(target.name + "\n")

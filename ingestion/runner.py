@@ -13,6 +13,7 @@ from django.db import close_old_connections, transaction
 
 from ingestion.models import DocumentVersion, VersionStatus
 from ingestion.sandbox import sandbox_warm_up
+from ingestion.tasks import ingest_versions
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def runner_recover() -> int:
 
 def run_pending_once() -> int:
     """Ingest what is queued now, in this thread; returns how many versions were taken."""
-    from ingestion.tasks import ingest_versions
-
     taken = 0
     while ids := _claim_queued():
         taken += len(ids)

@@ -11,8 +11,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from accounts.roles import manageable_documents
-from ingestion.access import readable_documents
+from ingestion.access import documents_seen_by, manageable_documents
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 
 DOCUMENTS_PER_PAGE = 25
@@ -111,16 +110,8 @@ def documents_for_admin(
     return DocumentListPage(rows=rows, page=documents_page)
 
 
-def _documents_of_reader(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
-    """What the access rule lets the user read, and the documents they manage."""
-    return Document.objects.filter(
-        Q(id__in=readable_documents(user).values("id"))
-        | Q(id__in=manageable_documents(user).values("id"))
-    )
-
-
 def documents_readable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:
-    return _as_listed(_documents_of_reader(user))
+    return _as_listed(documents_seen_by(user))
 
 
 def document_managed_by(user: AbstractBaseUser | AnonymousUser, *, document_id: int) -> Document:
@@ -185,7 +176,7 @@ def version_readable_by(
     return get_object_or_404(
         DocumentVersion.objects.select_related("document", "uploaded_by"),
         id=version_id,
-        document__in=_documents_of_reader(user).values("id"),
+        document__in=documents_seen_by(user).values("id"),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.db import DatabaseError
 
-from ingestion.services import version_mark_failed, versions_ingest
+from ingestion.pipeline import version_mark_failed, versions_ingest
 from ingestion.vector_index.base import IndexLockedError, VectorIndexError
 
 logger = logging.getLogger(__name__)

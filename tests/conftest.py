@@ -32,7 +32,7 @@ def isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
             yield None
             return
     settings = request.getfixturevalue("settings")
-    from ingestion.index import vector_index_close
+    from ingestion.vector_index.configured import vector_index_close
 
     vector_index_close()
     settings.VECTOR_INDEX_DIR = tmp_path / "index"

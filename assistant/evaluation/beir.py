@@ -18,7 +18,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from assistant.evaluation.metrics import distinct, ndcg_at_k, recall_at_k
-from ingestion.index import IndexedPassage, dense, passage_points, sparse
+from ingestion.access import index_scope
+from ingestion.passage_vectors import IndexedPassage, dense, passage_points, sparse
 from ingestion.vector_index import VectorIndex, open_index
 from ingestion.vector_index.base import SearchMode, SparseVec
 
@@ -125,12 +126,14 @@ def beir_evaluate(
     dense_vectors = dense().encode(texts)
     sparse_encoder = sparse()
     rankings: dict[str, list[str]] = {}
+    scope = index_scope([EVAL_TAG], only_active=True)
+    assert scope is not None, "one tag always gives a scope"
     for position, query_id in enumerate(query_ids):
         indices, values = sparse_encoder.encode_query(texts[position])
         hits = index.search(
             dense=dense_vectors[position].tolist(),
             sparse=SparseVec(indices, values),
-            access_tags=[EVAL_TAG],
+            scope=scope,
             limit=100,
             mode=mode,
             candidates=candidates or settings.RETRIEVAL_CANDIDATES,

@@ -30,7 +30,7 @@ from assistant.evaluation.golden import (
     golden_run,
     summarize,
 )
-from ingestion.commands_support import NOT_INHERITED_BY_THROWAWAY_RUNS
+from assistant.evaluation.throwaway_runs import NOT_INHERITED_BY_THROWAWAY_RUNS
 
 KIT_DIR = Path(__file__).resolve().parent / "kit"
 KIT_USER = "kit-evaluator"

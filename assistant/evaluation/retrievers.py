@@ -10,7 +10,7 @@ from assistant.evaluation.baseline import NaivePipeline, StoredFile
 from assistant.evaluation.golden import TOP_PASSAGES, Found, Retriever
 from assistant.retrieval import passages_for_user
 from ingestion.access import readable_documents
-from ingestion.index import dense
+from ingestion.passage_vectors import dense
 
 
 def product_retriever(user: User) -> Retriever:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -65,14 +65,16 @@ class VectorIndex(Protocol):
         *,
         dense: list[float] | None,
         sparse: SparseVec | None,
-        access_tags: Collection[str],
+        scope: PointScope,
         limit: int = 10,
         mode: SearchMode = "hybrid",
         candidates: int = 100,
         fusion: FusionMethod = "dbsf",
-        only_active: bool = True,
     ) -> list[Hit]:
-        """Passages readable with `access_tags`, best first; the ACL is part of the query."""
+        """Passages inside `scope` (from `ingestion.access.index_scope`), best first.
+
+        The scope is a filter of the query itself, so a passage outside it is never a candidate.
+        """
         ...
 
     def set_payload(
@@ -115,22 +117,6 @@ class PointScope:
     version_id: int | None = None
     version_ids: list[int] | None = None
     active: bool | None = None
-
-
-def access_scope(access_tags: Collection[str], *, only_active: bool) -> PointScope | None:
-    """The points a person holding `access_tags` may read, or None when they may read none.
-
-    The one place where the access rule is written: both backends search only inside
-    this scope, as a filter of the query itself.
-    """
-    if isinstance(access_tags, str):
-        # A lone string is a collection of its characters: refuse it rather than match
-        # tags nobody meant.
-        raise TypeError("access_tags must be a collection of tags, not a single string")
-    tags = sorted({tag for tag in access_tags if tag})
-    if not tags:
-        return None
-    return PointScope(groups_any=tags, active=True if only_active else None)
 
 
 def deletion_scope(*, document_id: int | None, version_id: int | None) -> PointScope:

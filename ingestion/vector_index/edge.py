@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from ingestion.vector_index.base import (
     SearchMode,
     SparseVec,
     VectorIndexError,
-    access_scope,
     check_search_arguments,
     deletion_scope,
 )
@@ -99,19 +98,15 @@ class EdgeIndex:
         *,
         dense: list[float] | None,
         sparse: SparseVec | None,
-        access_tags: Collection[str],
+        scope: PointScope,
         limit: int = 10,
         mode: SearchMode = "hybrid",
         candidates: int = 100,
         fusion: FusionMethod = "dbsf",
-        only_active: bool = True,
     ) -> list[Hit]:
         check_search_arguments(
             dense=dense, sparse=sparse, mode=mode, limit=limit, candidates=candidates
         )
-        scope = access_scope(access_tags, only_active=only_active)
-        if scope is None:
-            return []
         readable = _filter(scope)
         dense_query = edge.Query.Nearest(list(dense or []), using=DENSE_VECTOR)
         sparse_query = edge.Query.Nearest(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,6 @@ from ingestion.vector_index.base import (
     SearchMode,
     SparseVec,
     VectorIndexError,
-    access_scope,
     check_search_arguments,
     deletion_scope,
 )
@@ -158,19 +157,15 @@ class ServerIndex:
         *,
         dense: list[float] | None,
         sparse: SparseVec | None,
-        access_tags: Collection[str],
+        scope: PointScope,
         limit: int = 10,
         mode: SearchMode = "hybrid",
         candidates: int = 100,
         fusion: FusionMethod = "dbsf",
-        only_active: bool = True,
     ) -> list[Hit]:
         check_search_arguments(
             dense=dense, sparse=sparse, mode=mode, limit=limit, candidates=candidates
         )
-        scope = access_scope(access_tags, only_active=only_active)
-        if scope is None:
-            return []
         readable = _filter(scope)
         dense_query = list(dense or [])
         sparse_query = models.SparseVector(

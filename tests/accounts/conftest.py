@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from assistant.audit import parse_details
-from assistant.models import AuditRecord
+from audit.hashing import parse_details
+from audit.models import AuditRecord
 
 HERE = Path(__file__).resolve().parent
 LDIF = HERE / "ldap" / "directory.ldif"

@@ -12,8 +12,8 @@ from django.test.client import Client as DjangoClient
 
 from accounts.directory import SIGNED_IN_EVENT, SIGNED_OUT_EVENT
 from accounts.ldap import CHECKED_AT_KEY, ldap_backend_settings
-from assistant.audit import ledger_verify
-from assistant.models import AuditEvent
+from audit.models import AuditEvent
+from audit.verify import ledger_verify
 from ingestion.services import document_upload_bytes
 from tests.accounts.api_tokens import api_token
 from tests.accounts.conftest import LdapDirectory, free_port, records
@@ -39,7 +39,7 @@ def ldap_site(settings: Any, directory: LdapDirectory) -> LdapDirectory:
     settings.AUTHENTICATION_BACKENDS = [*backends, LDAP_BACKEND, MODEL_BACKEND]
     middleware = list(settings.MIDDLEWARE)
     middleware.insert(
-        middleware.index("assistant.audit.AuditContextMiddleware") + 1, REFRESH_MIDDLEWARE
+        middleware.index("config.request_context.RequestContextMiddleware") + 1, REFRESH_MIDDLEWARE
     )
     settings.MIDDLEWARE = middleware
     return directory

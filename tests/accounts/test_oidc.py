@@ -19,7 +19,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from accounts.directory import SIGNED_IN_EVENT
 from accounts.oidc import RENEWAL_NEEDED
-from assistant.models import AuditEvent
+from audit.models import AuditEvent
 from tests.accounts.conftest import OidcProvider, free_port, records
 
 OIDC_BACKEND = "accounts.oidc.DirectoryOIDCBackend"
@@ -47,7 +47,7 @@ def site_url(site_port: int) -> Iterator[str]:
     """
     middleware = list(django_settings.MIDDLEWARE)
     middleware.insert(
-        middleware.index("assistant.audit.AuditContextMiddleware") + 1, REFRESH_MIDDLEWARE
+        middleware.index("config.request_context.RequestContextMiddleware") + 1, REFRESH_MIDDLEWARE
     )
     with override_settings(MIDDLEWARE=middleware):
         server = LiveServer(f"127.0.0.1:{site_port}")

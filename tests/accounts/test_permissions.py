@@ -27,8 +27,11 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from accounts.tokens import token_create
-from assistant.audit import ledger_append
-from assistant.models import Answer, AnswerMode, AnswerStatus, AuditEvent, AuditRecord, Conversation
+from assistant.answer_record import answer_record_details
+from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
+from audit.ledger import ledger_append
+from audit.models import AuditEvent, AuditRecord
+from ingestion.access import access_tags_for_user
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.services import document_upload_bytes
 from tests.accounts.api_tokens import api_token
@@ -43,7 +46,7 @@ ROLES = (
     "superuser",
 )
 NOT_ABOUT_ROLES = "—"
-PROJECT_APPS = {"accounts", "assistant", "config", "inference", "ingestion"}
+PROJECT_APPS = {"accounts", "assistant", "audit", "bench", "config", "inference", "ingestion"}
 SECRET = "The {group} travel budget for 2031 is {amount} euros."
 FIELD = re.compile(r"(\w+)=(.*?)(?=\s+\w+=|$)")
 
@@ -137,8 +140,14 @@ class World:
             self.answer_record = ledger_append(
                 event=AuditEvent.ANSWER,
                 actor=self.olivia,
-                answer=self.others_answer,
-                details={"model": "extractive", "prompt": [], "sampling": {}},
+                answer_id=self.others_answer.pk,
+                details=answer_record_details(
+                    self.others_answer,
+                    access_tags=access_tags_for_user(self.olivia),
+                    prompt=[],
+                    sampling={},
+                    usage={},
+                ),
             )
 
     @property

@@ -11,13 +11,12 @@ from django.test import override_settings
 
 from accounts.roles import (
     administered_groups,
-    can_manage_document,
     can_share_with,
     is_auditor,
     is_document_admin,
-    manageable_documents,
     sharing_refusal,
 )
+from ingestion.access import can_manage_document, manageable_documents
 from ingestion.models import Document
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, TokenStatus
 from accounts.tokens import TokenInputError, TokenRejected, token_create, token_revoke, token_verify
-from assistant.models import AuditEvent, AuditRecord
+from audit.models import AuditEvent, AuditRecord
 
 pytestmark = pytest.mark.django_db
 

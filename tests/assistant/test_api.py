@@ -13,7 +13,8 @@ from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from rest_framework.test import APIClient
 
-from assistant.models import Answer, AuditRecord, Conversation
+from assistant.models import Answer, Conversation
+from audit.models import AuditRecord
 from tests.accounts.api_tokens import api_token
 from tests.assistant.conftest import Library
 

@@ -19,8 +19,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.context_processors import roles
-from assistant.audit import document_act_details, ledger_append
-from assistant.models import AuditEvent, AuditFlag, AuditRecord
+from audit.ledger import ledger_append
+from audit.models import AuditEvent, AuditFlag, AuditRecord
+from ingestion.ledger_details import document_act_details
 from ingestion.models import Chunk, Document, DocumentVersion
 
 pytestmark = [pytest.mark.django_db]

@@ -18,7 +18,7 @@ from assistant.evaluation.golden import (
     source_matches,
 )
 from assistant.evaluation.metrics import ndcg_at_k, recall_at_k, reciprocal_rank
-from ingestion.index import dense
+from ingestion.passage_vectors import dense
 from tests.assistant.conftest import Library
 
 TOPICS = {

@@ -6,8 +6,8 @@ import logging
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
-from assistant.audit import AuditContextMiddleware
 from config.logs import JsonFormatter, RequestIdFilter
+from config.request_context import RequestContextMiddleware
 
 
 def test_a_log_line_carries_the_request_id_of_the_response() -> None:
@@ -28,7 +28,7 @@ def test_a_log_line_carries_the_request_id_of_the_response() -> None:
         return HttpResponse("ok")
 
     try:
-        response = AuditContextMiddleware(view)(RequestFactory().get("/ask/"))
+        response = RequestContextMiddleware(view)(RequestFactory().get("/ask/"))
     finally:
         logger.removeHandler(handler)
     entry = json.loads(lines[-1])

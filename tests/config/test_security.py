@@ -26,8 +26,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from assistant.audit import ledger_verify
-from assistant.models import AuditRecord
+from audit.models import AuditRecord
+from audit.verify import ledger_verify
 from tests.accounts.conftest import LdapDirectory, directory, slapd
 from tests.accounts.test_ldap import ldap_site
 from tests.ingestion.test_standalone import ROOT, Server

@@ -73,6 +73,21 @@ def test_every_reasoning_format_gives_the_same_split(simulators: list[SimulatorH
     assert results == [(reasoning, answer)] * len(formats)
 
 
+def test_every_event_carries_the_split_so_far(simulators: list[SimulatorHandle]) -> None:
+    handle = start(simulators, reasoning_field="inline", inline_no_open_tag=True)
+    events = run(collect(EndpointPool(PoolConfig(urls=[handle.url]))))
+
+    reasoning = answer = ""
+    for event in events:
+        if event.kind == "reasoning":
+            reasoning += event.text
+        elif event.kind == "answer":
+            answer += event.text
+        assert event.output == (reasoning, answer)
+    assert events[-1].kind == "done"
+    assert events[-1].output.answer == EXPECTED_ANSWER
+
+
 def test_a_stream_reports_model_usage_and_finish(simulators: list[SimulatorHandle]) -> None:
     handle = start(simulators, tokens_per_s=2000)
     events = run(collect(EndpointPool(PoolConfig(urls=[f"{handle.url}/v1/"]))))

@@ -20,7 +20,8 @@ from django.contrib.auth.models import Group, User
 from django.http import StreamingHttpResponse
 from django.test import AsyncClient
 
-from assistant.models import Answer, AuditRecord, Conversation
+from assistant.models import Answer, Conversation
+from audit.models import AuditRecord
 from inference.simulator import SimulatorHandle, run_simulator_in_thread
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once

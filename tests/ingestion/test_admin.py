@@ -11,10 +11,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from ingestion.index import dense, sparse, vector_index
+from ingestion.access import index_scope
 from ingestion.models import Document, DocumentVersion, VersionStatus, group_tag
+from ingestion.passage_vectors import dense, sparse
 from ingestion.runner import run_pending_once
 from ingestion.vector_index import SparseVec
+from ingestion.vector_index.configured import vector_index
 
 pytestmark = pytest.mark.django_db
 
@@ -39,8 +41,11 @@ def admin_upload(client: Client, *files: Any, **fields: Any) -> Any:
 
 def documents_found_by(tags: set[str]) -> set[int]:
     sparse_query = sparse().encode_query(QUESTION)
+    scope = index_scope(tags, only_active=True)
+    if scope is None:
+        return set()
     hits = vector_index().search(
-        dense=dense().encode_query(QUESTION), sparse=SparseVec(*sparse_query), access_tags=tags
+        dense=dense().encode_query(QUESTION), sparse=SparseVec(*sparse_query), scope=scope
     )
     return {hit.payload["document_id"] for hit in hits}
 

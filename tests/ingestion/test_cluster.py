@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import redis
 
-from assistant.loopback_cluster import celery_worker_command
+from bench.loopback_cluster import celery_worker_command
 
 pytestmark = pytest.mark.cluster
 
@@ -79,11 +79,14 @@ class Cluster:
         script = f"""
 import django, json
 django.setup()
-from ingestion.index import vector_index, query_vectors
+from ingestion.access import index_scope
+from ingestion.vector_index.configured import vector_index
+from ingestion.passage_vectors import query_vectors
 from ingestion.models import DocumentVersion
 index = vector_index()
 vectors = query_vectors({query!r})
-hits = index.search(dense=vectors.dense, sparse=vectors.sparse, access_tags={tags!r}, limit=5)
+scope = index_scope({tags!r}, only_active=True)
+hits = index.search(dense=vectors.dense, sparse=vectors.sparse, scope=scope, limit=5)
 counts = {{v.id: index.count(version_id=v.id) for v in DocumentVersion.objects.all()}}
 print(json.dumps({{"hits": [h.payload for h in hits], "counts": counts}}))
 """

@@ -18,8 +18,9 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
-from assistant.audit import ledger_append, ledger_verify
-from assistant.models import AuditEvent, AuditRecord
+from audit.ledger import ledger_append
+from audit.models import AuditEvent, AuditRecord
+from audit.verify import ledger_verify
 from ingestion.models import Chunk, Document, DocumentVersion
 from ingestion.runner import run_pending_once
 from ingestion.services import document_delete, document_upload_bytes, documents_purge

@@ -13,11 +13,13 @@ from django.test import override_settings
 from qdrant_client import QdrantClient
 
 from assistant.retrieval import passages_for_user
-from ingestion.index import query_vectors, vector_index, vector_index_close
-from ingestion.reindex import current_index_dir, index_rebuild
+from ingestion.passage_vectors import query_vectors
+from ingestion.reindex import index_rebuild
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
 from ingestion.vector_index import IndexLockedError, open_index
+from ingestion.vector_index.base import PointScope
+from ingestion.vector_index.configured import current_index_dir, vector_index, vector_index_close
 
 pytestmark = pytest.mark.django_db
 
@@ -83,7 +85,10 @@ def test_reindex_on_the_edge_switches_to_a_new_shard_folder() -> None:
         assert index.count(only_active=True) == before
         vectors = query_vectors("where do visitors park")
         hits = index.search(
-            dense=vectors.dense, sparse=vectors.sparse, access_tags=["public"], limit=1
+            dense=vectors.dense,
+            sparse=vectors.sparse,
+            scope=PointScope(groups_any=["public"], active=True),
+            limit=1,
         )
         assert hits[0].payload["source"] == "parking.md"
     finally:

@@ -12,7 +12,6 @@ from django.test import override_settings
 from pypdf import PdfWriter
 
 from assistant.retrieval import passages_for_user
-from ingestion.index import vector_index
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once
 from ingestion.services import (
@@ -22,6 +21,7 @@ from ingestion.services import (
     version_cancel,
     version_retry,
 )
+from ingestion.vector_index.configured import vector_index
 
 pytestmark = pytest.mark.django_db
 
@@ -172,7 +172,7 @@ def test_a_cancelled_version_leaves_nothing_in_search_and_can_be_retried(reader:
 
 
 def test_running_a_version_twice_leaves_no_duplicate_passages() -> None:
-    from ingestion.services import versions_ingest
+    from ingestion.pipeline import versions_ingest
 
     outcome = document_upload_bytes(name="parking.md", data=GOOD * 30, is_public=True)
     version = outcome.version

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
+from ingestion.access import index_scope
 from ingestion.vector_index import (
     FusionMethod,
     Hit,
@@ -223,14 +224,16 @@ def search(
     limit: int = 5,
     only_active: bool = True,
 ) -> list[Hit]:
+    scope = index_scope(access_tags, only_active=only_active)
+    if scope is None:
+        return []
     return index.search(
         dense=encoder.dense([query])[0],
         sparse=encoder.sparse_query(query),
-        access_tags=access_tags,
+        scope=scope,
         limit=limit,
         mode=mode,
         fusion=fusion,
-        only_active=only_active,
     )
 
 

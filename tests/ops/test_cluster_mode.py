@@ -29,7 +29,7 @@ import psycopg
 import pytest
 import redis
 
-from assistant.loopback_cluster import (
+from bench.loopback_cluster import (
     ClusterOptions,
     LoopbackCluster,
     StreamedAnswer,

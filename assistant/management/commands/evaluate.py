@@ -35,9 +35,7 @@ from assistant.evaluation.kit import (
     run_in_throwaway_folder,
     set_measure,
 )
-from ingestion.commands_support import shared_data_dir
-
-INNER_FLAG = "--inner-run"
+from assistant.evaluation.throwaway_runs import INNER_FLAG, shared_data_dir
 
 
 class Command(BaseCommand):

@@ -30,14 +30,15 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         login_hint = self._ensure_admin()
-        from assistant.audit import settings_record_if_changed
+        from audit.ledger import settings_record_if_changed
 
         settings_record_if_changed()
         if settings.STANDALONE:
             if options["workers"] != 1:
                 raise CommandError("Standalone mode runs one process; use cluster mode to scale.")
-            from ingestion.index import dense, vector_index
+            from ingestion.passage_vectors import dense
             from ingestion.runner import runner_start
+            from ingestion.vector_index.configured import vector_index
 
             try:
                 vector_index()

@@ -68,7 +68,7 @@ class Command(BaseCommand):
         wait = options["wait"]
         runs_here = False
         if settings.STANDALONE:
-            from ingestion.index import vector_index
+            from ingestion.vector_index.configured import vector_index
 
             try:
                 vector_index()

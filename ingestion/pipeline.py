@@ -1,0 +1,284 @@
+"""What a queued document version goes through: parse (sandboxed), chunk, embed, index.
+
+Celery tasks (cluster) and the in-process runner (standalone) call `versions_ingest`; a
+version becomes READY only once search serves it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cache
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from config.metrics import record_passages_indexed
+from ingestion.access import document_access_tags
+from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
+from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+from ingestion.parsing import ParsedDocument, ParseError
+from ingestion.passage_vectors import HEADING_SEPARATOR, IndexedPassage, dense, passage_points
+from ingestion.sandbox import limits_from_settings, parse_document_isolated
+from ingestion.vector_index.base import point_id
+from ingestion.vector_index.configured import vector_index
+
+logger = logging.getLogger(__name__)
+
+
+@cache
+def _token_counter() -> WordPieceCounter:
+    return WordPieceCounter(dense().model_path)
+
+
+def _set_status(
+    version_id: int, status: VersionStatus, message: str = "", **fields: object
+) -> None:
+    if status in (VersionStatus.READY, VersionStatus.FAILED, VersionStatus.CANCELLED):
+        fields.setdefault("finished_at", timezone.now())
+    DocumentVersion.objects.filter(id=version_id).update(
+        status=status, status_message=message, **fields
+    )
+
+
+def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
+    """Parse the stored file and save its chunks; None when the file failed (recorded)."""
+    _set_status(
+        version.id,
+        VersionStatus.PARSING,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        chunks_done=0,
+    )
+    try:
+        with version.file.open("rb") as stored:
+            data = stored.read()
+        # In a child process under memory and time limits: a hostile file fails alone.
+        limits, sandbox = limits_from_settings()
+        parsed = parse_document_isolated(
+            data, version.original_name, limits=limits, sandbox=sandbox
+        )
+        drafts = chunk_document(
+            parsed,
+            _token_counter(),
+            max_tokens=settings.CHUNK_MAX_TOKENS,
+            overlap_tokens=settings.CHUNK_OVERLAP_TOKENS,
+        )
+        if not drafts:
+            raise ParseError("The file has no extractable text.")
+    except ParseError as error:
+        _set_status(version.id, VersionStatus.FAILED, str(error))
+        return None
+    except FileNotFoundError:
+        _set_status(version.id, VersionStatus.FAILED, "The stored file is missing.")
+        return None
+    with transaction.atomic():
+        # A re-delivered task starts over; deterministic point ids make the index side harmless.
+        Chunk.objects.filter(version=version).delete()
+        Chunk.objects.bulk_create(
+            Chunk(
+                version=version,
+                index=draft.index,
+                point_id=point_id(version.id, draft.index),
+                text=draft.text,
+                page=draft.page,
+                heading=HEADING_SEPARATOR.join(draft.heading_path),
+                token_count=draft.token_count,
+            )
+            for draft in drafts
+        )
+        document = version.document
+        if version.number == 1 and parsed.title and document.title != parsed.title:
+            document.title = parsed.title[:500]
+            document.save(update_fields=["title", "updated_at"])
+        DocumentVersion.objects.filter(id=version.id).update(
+            detected_type=parsed.detected_type,
+            chunks_total=len(drafts),
+            search_context=search_context(parsed),
+        )
+        _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
+    return drafts
+
+
+# The opening words of a document that every passage carries into lexical search.
+LEAD_WORDS = 30
+
+
+def search_context(parsed: ParsedDocument) -> str:
+    """Running headers and the opening words: what the whole document is, for every passage."""
+    lead: list[str] = []
+    for section in parsed.sections:
+        lead.extend(section.text.split()[: LEAD_WORDS - len(lead)])
+        if len(lead) >= LEAD_WORDS:
+            break
+    return "\n".join(part for part in (parsed.running_text, " ".join(lead)) if part)
+
+
+def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
+    """Make fully indexed versions the ones search serves, then drop older passages.
+
+    `indexed_with_tags` maps each version to the access tags its passages were written
+    with; if the document's readers changed meanwhile, the passages are corrected here.
+    A version is READY only once search serves it: whoever sees READY and asks at once
+    finds its passages.
+    """
+    finished: dict[int, int] = {}
+    activate: list[int] = []
+    retag: dict[int, list[str]] = {}
+    stale_versions: list[int] = []
+    deleted_documents: list[int] = []
+    for version_id, indexed_tags in indexed_with_tags.items():
+        with transaction.atomic():
+            version = DocumentVersion.objects.select_for_update().get(id=version_id)
+            document = Document.objects.select_for_update().get(id=version.document_id)
+            if version.status == VersionStatus.READY and document.current_version_id == version.id:
+                # Another delivery of this task finished it first, and this one wrote its
+                # passages again (switched off): switch them back on.
+                activate.append(version.id)
+                continue
+            if version.status != VersionStatus.EMBEDDING:
+                continue
+            finished[version.id] = version.chunks_total
+            if document.deleted_at is not None:
+                deleted_documents.append(document.id)
+                continue
+            current = document.current_version
+            if current is not None and current.number > version.number:
+                # An older version finished after a newer one: it is kept on record only.
+                stale_versions.append(version.id)
+                continue
+            document.current_version = version
+            document.save(update_fields=["current_version", "updated_at"])
+            activate.append(version.id)
+            tags = document_access_tags(document)
+            if tags != indexed_tags:
+                retag[version.id] = tags
+            # Older versions served until now, or finished a moment ago in this same call.
+            stale_versions.extend(
+                document.versions.exclude(id=version.id)
+                .filter(Q(status=VersionStatus.READY) | Q(id__in=list(finished)))
+                .values_list("id", flat=True)
+            )
+    index = vector_index()
+    for version_id, tags in retag.items():
+        index.set_payload(
+            values={"groups": tags},
+            document_id=DocumentVersion.objects.get(id=version_id).document_id,
+            version_id=version_id,
+        )
+    index.activate_versions(activate)
+    for version_id in stale_versions:
+        index.delete(version_id=version_id)
+    for document_id in deleted_documents:
+        index.delete(document_id=document_id)
+    for version_id, chunks_total in finished.items():
+        # A version cancelled meanwhile stays cancelled.
+        DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
+            status=VersionStatus.READY, chunks_done=chunks_total, finished_at=timezone.now()
+        )
+
+
+def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
+    """Parse, chunk, embed and index versions; chunks of many small files share batches.
+
+    Every file fails alone: a broken one ends FAILED with its reason and the rest go on.
+    Returns each version's final status.
+    """
+    versions = list(
+        DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
+    )
+    work: list[tuple[DocumentVersion, ChunkDraft]] = []
+    for version in versions:
+        if version.is_final:
+            continue
+        drafts = _parse_and_chunk(version)
+        if drafts is not None:
+            work.extend((version, draft) for draft in drafts)
+
+    # Passages of similar length share a batch, so little of each batch is padding.
+    work.sort(key=lambda item: item[1].token_count)
+    remaining = {version.id: 0 for version, _ in work}
+    for version, _ in work:
+        remaining[version.id] += 1
+    tags_of = {version.id: document_access_tags(version.document) for version, _ in work}
+    # Re-read: parsing set the title and the search context after these rows were loaded.
+    described = {
+        row.id: row
+        for row in DocumentVersion.objects.filter(id__in=tags_of).select_related("document")
+    }
+    cancelled: set[int] = set()
+    finished_elsewhere: set[int] = set()
+    index = vector_index()
+    batch_size = settings.INGEST_EMBED_BATCH
+    for start in range(0, len(work), batch_size):
+        batch = work[start : start + batch_size]
+        batch_ids = {version.id for version, _ in batch}
+        stopped = dict(
+            DocumentVersion.objects.filter(id__in=batch_ids)
+            .exclude(status=VersionStatus.EMBEDDING)
+            .values_list("id", "status")
+        )
+        # READY means another delivery of this task finished the version: its passages
+        # are served and must stay; anything else stopped it (cancelled, failed).
+        cancelled |= {version_id for version_id, status in stopped.items() if status != "READY"}
+        finished_elsewhere |= {
+            version_id for version_id, status in stopped.items() if status == "READY"
+        }
+        batch = [
+            (version, draft)
+            for version, draft in batch
+            if version.id not in cancelled and version.id not in finished_elsewhere
+        ]
+        if not batch:
+            continue
+        points = passage_points(
+            [
+                IndexedPassage(
+                    document_id=version.document_id,
+                    version_id=version.id,
+                    chunk_index=draft.index,
+                    title=described[version.id].document.title,
+                    source=version.document.source_path,
+                    groups=tags_of[version.id],
+                    page=draft.page,
+                    heading=HEADING_SEPARATOR.join(draft.heading_path),
+                    text=draft.text,
+                    active=False,
+                    file_name=version.original_name,
+                    context=described[version.id].search_context,
+                )
+                for version, draft in batch
+            ]
+        )
+        index.upsert(points)
+        record_passages_indexed(len(points))
+        done_in_batch: dict[int, int] = {}
+        for version, _ in batch:
+            done_in_batch[version.id] = done_in_batch.get(version.id, 0) + 1
+        completed: dict[int, list[str]] = {}
+        for version_id, done in done_in_batch.items():
+            DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
+                chunks_done=F("chunks_done") + done
+            )
+            remaining[version_id] -= done
+            if remaining[version_id] == 0:
+                completed[version_id] = tags_of[version_id]
+        _versions_activate(completed)
+
+    # Passages this delivery wrote again (switched off) for a version finished elsewhere.
+    _versions_activate({version_id: tags_of[version_id] for version_id in finished_elsewhere})
+    for version_id in cancelled:
+        index.delete(version_id=version_id)
+    return dict(DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status"))
+
+
+def version_mark_failed(version_id: int, message: str) -> None:
+    """Bookkeeping when a task gives up: the file is FAILED with a reason, nothing else moves."""
+    DocumentVersion.objects.filter(id=version_id).exclude(
+        status__in=[VersionStatus.READY, VersionStatus.CANCELLED]
+    ).update(status=VersionStatus.FAILED, status_message=message, finished_at=timezone.now())
+
+
+# The ledger event of a purge; its "document." prefix puts it among the document admins' records.
