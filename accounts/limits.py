@@ -31,6 +31,8 @@ from django.http import JsonResponse
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
+from accounts.authentication import request_token
+
 if TYPE_CHECKING:
     from rest_framework.request import Request
 
@@ -403,8 +405,6 @@ class RateLimited(APIException):
 
 def api_ask_admit(request: Request) -> StreamSlot | None:
     """For a REST ask: count the question and take an answer slot, or raise RateLimited (429)."""
-    from accounts.authentication import request_token
-
     try:
         return ask_admit(user_id=request.user.pk, token=request_token(request))
     except Limited as limited:
@@ -413,8 +413,6 @@ def api_ask_admit(request: Request) -> StreamSlot | None:
 
 def api_upload_admit(request: Request, *, files: int) -> None:
     """For a REST upload: count its files, or raise RateLimited (429)."""
-    from accounts.authentication import request_token
-
     try:
         upload_limit_check(user_id=request.user.pk, token=request_token(request), files=files)
     except Limited as limited:

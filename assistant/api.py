@@ -35,6 +35,7 @@ from assistant.answering import AnswerEvent, QuestionRejected, answer_events, qu
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import passages_for_user
 from assistant.selectors import answers_in_conversation
+from config.request_context import current_request_id
 from ingestion.api import ERROR_RESPONSE, RequestInvalid, validated
 from ingestion.vector_index.base import SearchMode
 
@@ -92,9 +93,7 @@ def sse_frame(event: str, data: dict[str, Any]) -> str:
 
 
 def new_request_id() -> str:
-    """The request's id as the audit middleware assigned it, so logs, header and record agree."""
-    from config.request_context import current_request_id
-
+    """The request's id as the middleware assigned it, so logs, header and ledger record agree."""
     return current_request_id() or uuid.uuid4().hex
 
 

@@ -29,7 +29,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from assistant.answering import model_pool
 from config.metrics import REGISTRY
+from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.vector_index.configured import vector_index
 
 if TYPE_CHECKING:
     from inference.llm import EndpointPool
@@ -42,8 +45,6 @@ class _ScrapeTimeCollector(Collector):
     """Values read when Prometheus scrapes: they describe shared state, not this process."""
 
     def collect(self) -> Iterator[Metric]:
-        from ingestion.models import DocumentVersion, VersionStatus
-
         queue = GaugeMetricFamily(
             "assistant_ingestion_queue_depth",
             "Document versions waiting for or inside ingestion, by status.",
@@ -140,8 +141,6 @@ def _check_redis(timeout_s: float) -> str:
 
 
 def _check_vector_index(timeout_s: float) -> str:
-    from ingestion.vector_index.configured import vector_index
-
     return f"{vector_index().count()} passages"
 
 
@@ -159,9 +158,6 @@ def _check_model_pool(timeout_s: float) -> str:
 
 
 def _model_pool() -> EndpointPool | None:
-    # Imported late: answering records its metrics through this module.
-    from assistant.answering import model_pool
-
     return model_pool()
 
 

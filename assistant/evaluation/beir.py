@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from assistant.evaluation.metrics import distinct, ndcg_at_k, recall_at_k
+from assistant.retrieval import passages_for_user
 from ingestion.access import index_scope
 from ingestion.passage_vectors import IndexedPassage, dense, passage_points, sparse
 from ingestion.vector_index import VectorIndex, open_index
@@ -181,8 +182,6 @@ def beir_write_files(data: BeirSet, folder: Path) -> dict[str, str]:
 
 def beir_evaluate_as_user(data: BeirSet, user: User, names: dict[str, str]) -> dict[str, float]:
     """Through ingestion: documents ranked by their best passage, as `user` searches."""
-    from assistant.retrieval import passages_for_user
-
     rankings: dict[str, list[str]] = {}
     for query_id in sorted(data.queries):
         passages = passages_for_user(user=user, query=data.queries[query_id], k=100)

@@ -30,7 +30,12 @@ from assistant.evaluation.golden import (
     golden_run,
     summarize,
 )
+from assistant.evaluation.retrievers import naive_pipeline_for, product_retriever
 from assistant.evaluation.throwaway_runs import NOT_INHERITED_BY_THROWAWAY_RUNS
+from ingestion.local_files import files_under
+from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.runner import run_pending_once
+from ingestion.services import document_upload
 
 KIT_DIR = Path(__file__).resolve().parent / "kit"
 KIT_USER = "kit-evaluator"
@@ -116,11 +121,6 @@ def fresh_installation() -> User:
 
 def folder_ingest(folder: Path, progress: Callable[[str], None] = lambda _: None) -> int:
     """Ingest every file under `folder` for everyone, here and now; returns how many failed."""
-    from ingestion.local_files import files_under
-    from ingestion.models import DocumentVersion, VersionStatus
-    from ingestion.runner import run_pending_once
-    from ingestion.services import document_upload
-
     files = files_under([str(folder)])
     for path, source in files:
         with path.open("rb") as handle:
@@ -168,8 +168,6 @@ class SetResult:
 
 
 def set_measure(questions: Sequence[GoldenQuestion], user: User, *, baseline: bool) -> SetResult:
-    from assistant.evaluation.retrievers import naive_pipeline_for, product_retriever
-
     product = golden_run(questions, product_retriever(user))
     if not baseline:
         return SetResult(product, None, None)
