@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from bench.management.commands.bench_portal import Process, free_port
+from bench.loopback_processes import Process, free_port
 
 CELERY_STOP_TIMEOUT_S = 60
 FINAL_STATUSES = ("READY", "FAILED", "CANCELLED")

@@ -49,3 +49,19 @@ def test_it_rejects_a_compose_service_with_an_unknown_restart_policy(tmp_path: P
     assert result.returncode != 0
     assert "compose.yaml" in result.stdout
     assert "sometimes" in result.stdout
+
+
+def test_the_image_holds_every_app_the_settings_install() -> None:
+    """An app missing from the image stops every container at startup."""
+    from django.conf import settings
+
+    project = DEPLOY_DIR.parent
+    local_apps = {
+        app.split(".")[0]
+        for app in settings.INSTALLED_APPS
+        if (project / app.split(".")[0]).is_dir()
+    }
+    dockerfile = (DEPLOY_DIR / "Dockerfile").read_text(encoding="utf-8")
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert local_apps, "the settings name the project's own apps"
+    assert local_apps - copied == set()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.management.commands.bench_portal import Process, free_port
+from bench.loopback_processes import Process, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
