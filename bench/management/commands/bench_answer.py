@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,7 +12,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from assistant.evaluation.throwaway_runs import INNER_FLAG, run_isolated, scifact_corpus_path
+from assistant.evaluation.throwaway_runs import INNER_FLAG, run_isolated
+from bench.measures import CorpusText, machine_load, percentile, scifact_texts
 
 GROUPS = 50
 READER_GROUPS = 3
@@ -28,36 +27,8 @@ WARM_UP_QUESTIONS = 2
 ANSWER_EVENT_KINDS = ("reasoning", "answer", "reclassify")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """The value at `fraction` of the sorted values (nearest rank), 0.0 when there are none."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def machine_load() -> dict[str, Any]:
-    """How busy the machine was when the clock started: other work skews every figure."""
-    return {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
-
-
 def size_label(points: int) -> str:
     return f"{points // 1000}k" if points % 1000 == 0 else str(points)
-
-
-@dataclass(frozen=True)
-class CorpusText:
-    title: str
-    text: str
-
-
-def scifact_texts() -> tuple[list[CorpusText], list[str]]:
-    corpus_path = scifact_corpus_path()
-    with corpus_path.open() as lines:
-        corpus = [CorpusText(r["title"], r["text"]) for r in map(json.loads, lines)]
-    with (corpus_path.parent / "queries.jsonl").open() as lines:
-        queries = [record["text"] for record in map(json.loads, lines)]
-    return corpus, queries
 
 
 class SyntheticPassages:

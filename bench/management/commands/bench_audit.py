@@ -16,7 +16,7 @@ from django.db.models import Avg
 from django.db.models.functions import Length
 
 from assistant.evaluation.throwaway_runs import INNER_FLAG, run_isolated
-from bench.management.commands.bench_answer import percentile
+from bench.measures import percentile
 
 FILL_BATCH = 500
 CONCURRENT_THREADS = 8

@@ -28,7 +28,7 @@ from bench.loopback_cluster import (
     ask_streamed,
     versions_wait_final,
 )
-from bench.management.commands.bench_answer import machine_load, percentile
+from bench.measures import machine_load, percentile
 
 SHARED_SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "data" / "samples"
 COMMANDLINE = SHARED_SAMPLES / "docker-md" / "reference" / "commandline"

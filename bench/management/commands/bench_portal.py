@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.loopback_processes import Process, started
-from bench.management.commands.bench_answer import machine_load, percentile, scifact_texts
+from bench.measures import machine_load, percentile, scifact_texts
 
 INGEST_TIMEOUT_S = 300
 WARM_UP_QUESTIONS = 2
