@@ -1,4 +1,4 @@
-"""Who may do what beyond reading: the roles, in one place (docs/PERMISSIONS.md has the matrix).
+"""Who holds which role: employee, document admin, auditor, superuser (docs/PERMISSIONS.md).
 
 - employee: any active user; reads what ingestion/access.py allows, asks, keeps conversations.
 - document admin of group G: member of the group named G + DOCUMENT_ADMIN_GROUP_SUFFIX

@@ -16,7 +16,7 @@ from accounts.roles import (
     is_document_admin,
     sharing_refusal,
 )
-from ingestion.access import can_manage_document, manageable_documents
+from ingestion.access import manageable_documents
 from ingestion.models import Document
 
 pytestmark = pytest.mark.django_db
@@ -92,39 +92,6 @@ def test_the_admin_suffix_is_configurable() -> None:
     assert not is_document_admin(fay)
     with override_settings(DOCUMENT_ADMIN_GROUP_SUFFIX=".owners"):
         assert [g.name for g in administered_groups(fay)] == ["finance"]
-
-
-def test_a_document_admin_manages_documents_read_only_by_their_groups() -> None:
-    dana = make_user("dana", "finance-admins", "hr-admins")
-    own = make_document("budget", "finance")
-    both_own = make_document("payroll", "finance", "hr")
-    shared_with_other = make_document("forecast", "finance", "sales")
-    other = make_document("pricing", "sales")
-    public = make_document("handbook", "finance", public=True)
-    nobody = make_document("draft")
-
-    assert set(manageable_documents(dana)) == {own, both_own}
-    assert manageable_documents(dana).count() == 2
-    assert can_manage_document(dana, own)
-    for document in (shared_with_other, other, public, nobody):
-        assert not can_manage_document(dana, document)
-
-
-def test_deleted_documents_leave_the_pages_but_stay_in_the_admin_s_records() -> None:
-    dana = make_user("dana", "finance-admins")
-    budget = make_document("budget", "finance")
-    Document.objects.filter(pk=budget.pk).update(deleted_at="2030-01-01T00:00:00Z")
-    assert not manageable_documents(dana).exists()
-    assert list(manageable_documents(dana, include_deleted=True)) == [budget]
-
-
-def test_superusers_manage_public_and_unshared_documents() -> None:
-    root = make_user("root", superuser=True)
-    public = make_document("handbook", public=True)
-    nobody = make_document("draft")
-    assert can_manage_document(root, public)
-    assert can_manage_document(root, nobody)
-    assert set(manageable_documents(root)) == {public, nobody}
 
 
 def test_document_admins_share_only_with_groups_they_administer() -> None:

@@ -23,10 +23,12 @@ from django.test import AsyncClient
 from assistant.models import Answer, Conversation
 from audit.models import AuditRecord
 from inference.simulator import SimulatorHandle, run_simulator_in_thread
+from ingestion.access import can_manage_document, manageable_documents
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
 from tests.accounts.api_tokens import api_token
+from tests.accounts.test_roles import make_document, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -394,3 +396,39 @@ def test_the_walk_reaches_each_canary_where_it_is_allowed(company: Company) -> N
     root = walk(company.users["root"], every_request())
     assert root.canaries_of("manage") == EVERYTHING
     assert "nobody" in root.canaries_of("admin")
+
+
+# ---- Which documents a role manages ----------------------------------------------------------
+
+
+def test_a_document_admin_manages_documents_read_only_by_their_groups() -> None:
+    dana = make_user("dana", "finance-admins", "hr-admins")
+    own = make_document("budget", "finance")
+    both_own = make_document("payroll", "finance", "hr")
+    shared_with_other = make_document("forecast", "finance", "sales")
+    other = make_document("pricing", "sales")
+    public = make_document("handbook", "finance", public=True)
+    nobody = make_document("draft")
+
+    assert set(manageable_documents(dana)) == {own, both_own}
+    assert manageable_documents(dana).count() == 2
+    assert can_manage_document(dana, own)
+    for document in (shared_with_other, other, public, nobody):
+        assert not can_manage_document(dana, document)
+
+
+def test_deleted_documents_leave_the_pages_but_stay_in_the_admin_s_records() -> None:
+    dana = make_user("dana", "finance-admins")
+    budget = make_document("budget", "finance")
+    Document.objects.filter(pk=budget.pk).update(deleted_at="2030-01-01T00:00:00Z")
+    assert not manageable_documents(dana).exists()
+    assert list(manageable_documents(dana, include_deleted=True)) == [budget]
+
+
+def test_superusers_manage_public_and_unshared_documents() -> None:
+    root = make_user("root", superuser=True)
+    public = make_document("handbook", public=True)
+    nobody = make_document("draft")
+    assert can_manage_document(root, public)
+    assert can_manage_document(root, nobody)
+    assert set(manageable_documents(root)) == {public, nobody}
