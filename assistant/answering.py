@@ -25,6 +25,7 @@ from assistant.answer_record import answer_record_details
 from assistant.extractive import extractive_answer
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import Passage, passages_for_tags
+from assistant.selectors import conversations_visible_to
 from audit.ledger import ledger_append
 from audit.models import AuditEvent
 from config.metrics import record_answer
@@ -102,9 +103,7 @@ def _conversation_and_history(
     if conversation_id is None:
         title = " ".join(question.split())[:80]
         return Conversation.objects.create(user=user, title=title), []
-    conversation = Conversation.objects.filter(
-        id=conversation_id, user=user, hidden_at__isnull=True
-    ).first()
+    conversation = conversations_visible_to(user=user).filter(id=conversation_id).first()
     if conversation is None:
         raise QuestionRejected("No such conversation.")
     earlier = conversation.answers.filter(
@@ -144,22 +143,6 @@ def _sources(passages: list[Passage]) -> list[Source]:
     ]
 
 
-def citation_json(n: int, passage: Passage) -> dict[str, Any]:
-    return {
-        "n": n,
-        "point_id": passage.point_id,
-        "document_id": passage.document_id,
-        "version_id": passage.version_id,
-        "chunk_index": passage.chunk_index,
-        "title": passage.title,
-        "source": passage.source,
-        "page": passage.page,
-        "heading": passage.heading,
-        "score": round(passage.score, 6),
-        "text": passage.text,
-    }
-
-
 @dataclass
 class _Draft:
     """What is known of an answer while it streams; saved once, whatever happens."""
@@ -192,8 +175,8 @@ class _Draft:
 def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
     kept, dropped = extract_citations(draft.answer, len(draft.passages))
     answer_text = strip_invalid_citations(draft.answer, len(draft.passages))
-    citations = [citation_json(n, draft.passages[n - 1]) for n in kept]
-    passages_json = [citation_json(n, p) for n, p in enumerate(draft.passages, start=1)]
+    citations = [draft.passages[n - 1].as_json(n=n) for n in kept]
+    passages_json = [p.as_json(n=n) for n, p in enumerate(draft.passages, start=1)]
     total_ms = (time.perf_counter() - draft.started) * 1000
     with transaction.atomic():
         answer = Answer.objects.create(

@@ -18,7 +18,6 @@ from django.contrib.auth.models import User
 from django.db.models import Count, QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
@@ -34,7 +33,8 @@ from accounts.models import TokenScope
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import passages_for_user
-from assistant.selectors import answers_in_conversation
+from assistant.selectors import answers_in_conversation, conversations_visible_to
+from assistant.services import conversation_hide
 from config.request_context import current_request_id
 from ingestion.api import ERROR_RESPONSE, RequestInvalid, validated
 from ingestion.vector_index.base import SearchMode
@@ -137,19 +137,14 @@ async def answer_sse(events: AnswerStream) -> AsyncIterator[str]:
             yield sse_frame("error", {"detail": "The answer failed; please try again."})
 
 
-def own_conversations(user: Any) -> QuerySet[Conversation]:
-    """The user's conversations that are not removed; anything else does not exist for them."""
-    return (
-        Conversation.objects.filter(user=user, hidden_at__isnull=True)
-        .annotate(answer_count=Count("answers"))
-        .order_by("-updated_at", "-id")
-    )
+def _conversations_with_answer_count(user: User) -> QuerySet[Conversation]:
+    return conversations_visible_to(user=user).annotate(answer_count=Count("answers"))
 
 
 def conversation_checked(user: User, conversation_id: int | None) -> int | None:
     """The conversation to continue, or 404 when it is not the caller's (or was removed)."""
     if conversation_id is not None:
-        get_object_or_404(own_conversations(user), id=conversation_id)
+        get_object_or_404(conversations_visible_to(user=user), id=conversation_id)
     return conversation_id
 
 
@@ -355,7 +350,7 @@ class ConversationListView(generics.GenericAPIView):
     token_scopes = {"GET": TokenScope.READ}
 
     def get_queryset(self) -> QuerySet[Conversation]:
-        return own_conversations(self.request.user)
+        return _conversations_with_answer_count(self.request.user)
 
     @extend_schema(
         summary="The caller's conversations",
@@ -372,7 +367,7 @@ class ConversationDetailView(APIView):
     token_scopes = {"GET": TokenScope.READ, "PATCH": TokenScope.ASK, "DELETE": TokenScope.ASK}
 
     def _conversation(self, request: Request, conversation_id: int) -> Conversation:
-        return get_object_or_404(own_conversations(request.user), id=conversation_id)
+        return get_object_or_404(_conversations_with_answer_count(request.user), id=conversation_id)
 
     def _detail(self, request: Request, conversation: Conversation) -> Response:
         answers = answers_in_conversation(user=request.user, conversation=conversation)
@@ -409,6 +404,5 @@ class ConversationDetailView(APIView):
         responses={204: None, 401: ERROR_RESPONSE, 404: ERROR_RESPONSE},
     )
     def delete(self, request: Request, conversation_id: int) -> Response:
-        conversation = self._conversation(request, conversation_id)
-        Conversation.objects.filter(id=conversation.id).update(hidden_at=timezone.now())
+        conversation_hide(conversation=self._conversation(request, conversation_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -37,9 +37,9 @@ from assistant.api import (
     answer_stream,
     citation_public,
     new_request_id,
-    own_conversations,
 )
 from assistant.models import Answer
+from assistant.selectors import conversations_visible_to
 from config.errors import openai_error
 from inference.openai_wire import completion_chunk, sse_data
 
@@ -175,7 +175,7 @@ def chat_request_parse(body: Any) -> ChatRequest:
 def conversation_for_chat(user: User, chat: ChatRequest) -> int | None:
     """The conversation the request continues, or None for a new one."""
     if chat.conversation_id is not None:
-        if not own_conversations(user).filter(id=chat.conversation_id).exists():
+        if not conversations_visible_to(user=user).filter(id=chat.conversation_id).exists():
             raise ChatRequestInvalid("No such conversation.", param="conversation_id", status=404)
         return chat.conversation_id
     if not chat.earlier_questions:
@@ -184,8 +184,7 @@ def conversation_for_chat(user: User, chat: ChatRequest) -> int | None:
         Answer.objects.filter(
             user=user,
             question=chat.earlier_questions[-1],
-            conversation__user=user,
-            conversation__hidden_at__isnull=True,
+            conversation__in=conversations_visible_to(user=user),
         )
         .order_by("-created_at")
         .values_list("conversation_id", flat=True)[:CONVERSATION_MATCH_CANDIDATES]

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from assistant.answering import model_pool
 from config.metrics import REGISTRY
-from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.models import UNFINISHED_STATUSES, DocumentVersion, VersionStatus
 from ingestion.vector_index.configured import vector_index
 
 if TYPE_CHECKING:
@@ -50,9 +50,8 @@ class _ScrapeTimeCollector(Collector):
             "Document versions waiting for or inside ingestion, by status.",
             labels=["status"],
         )
-        waiting = (VersionStatus.QUEUED, VersionStatus.PARSING, VersionStatus.EMBEDDING)
-        counts = dict.fromkeys(waiting, 0)
-        for status in DocumentVersion.objects.filter(status__in=waiting).values_list(
+        counts = dict.fromkeys(UNFINISHED_STATUSES, 0)
+        for status in DocumentVersion.objects.filter(status__in=UNFINISHED_STATUSES).values_list(
             "status", flat=True
         ):
             counts[VersionStatus(status)] += 1

@@ -38,9 +38,11 @@ class Passage:
     score: float
     rank: int
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, *, n: int | None = None) -> dict[str, Any]:
+        """As search ranked it, or as source `n` of an answer (citations carry no rank)."""
+        position = {"rank": self.rank} if n is None else {"n": n}
         return {
-            "rank": self.rank,
+            **position,
             "point_id": self.point_id,
             "document_id": self.document_id,
             "version_id": self.version_id,

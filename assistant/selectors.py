@@ -36,18 +36,24 @@ class PassageInVersion:
     n: int | None
 
 
-def conversations_for_user(*, user: User, page_number: Any = 1) -> Page[Conversation]:
-    """The user's conversations that are not removed, most recently used first."""
-    conversations = Conversation.objects.filter(user=user, hidden_at__isnull=True).order_by(
+def conversations_visible_to(*, user: User) -> QuerySet[Conversation]:
+    """The user's conversations that are not removed, most recently used first.
+
+    Every face reads conversations through this: another's, or a removed one, does not exist.
+    """
+    return Conversation.objects.filter(user=user, hidden_at__isnull=True).order_by(
         "-updated_at", "-id"
     )
+
+
+def conversations_for_user(*, user: User, page_number: Any = 1) -> Page[Conversation]:
+    """The sidebar's page of the user's conversations."""
+    conversations = conversations_visible_to(user=user)
     return Paginator(conversations, CONVERSATIONS_PER_PAGE).get_page(page_number)
 
 
 def conversation_for_user(*, user: User, conversation_id: int) -> Conversation:
-    conversation = Conversation.objects.filter(
-        id=conversation_id, user=user, hidden_at__isnull=True
-    ).first()
+    conversation = conversations_visible_to(user=user).filter(id=conversation_id).first()
     if conversation is None:
         raise Http404("No such conversation.")
     return conversation

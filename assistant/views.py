@@ -42,6 +42,7 @@ from assistant.answering import AnswerEvent, QuestionRejected, answer_events, qu
 from assistant.api import new_request_id, sse_frame
 from assistant.models import Answer, Conversation
 from assistant.services import PortalInputError
+from config.errors import json_error, wants_json
 
 logger = logging.getLogger(__name__)
 
@@ -236,9 +237,7 @@ def _question_and_conversation(request: HttpRequest) -> tuple[str, int | None]:
 async def _own_conversation_exists(user: User, conversation_id: int | None) -> bool:
     if conversation_id is None:
         return True
-    return await Conversation.objects.filter(
-        id=conversation_id, user=user, hidden_at__isnull=True
-    ).aexists()
+    return await selectors.conversations_visible_to(user=user).filter(id=conversation_id).aexists()
 
 
 def sse_bytes(kind: str, data: dict[str, Any]) -> bytes:
@@ -295,23 +294,19 @@ async def _answer_stream(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[by
             )
 
 
-def _json_error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"detail": message}, status=status)
-
-
 @require_POST
 async def ask_stream(request: HttpRequest) -> HttpResponseBase:
     """Answer one question as Server-Sent Events: meta, reasoning, answer, ..., done."""
     user = await request.auser()
     if not isinstance(user, User):
-        return _json_error("Your session has ended. Log in again to ask.", 401)
+        return json_error("Your session has ended. Log in again to ask.", 401)
     try:
         question, conversation_id = _question_and_conversation(request)
         question = question_validate(question)
     except QuestionRejected as rejected:
-        return _json_error(str(rejected), 400)
+        return json_error(str(rejected), 400)
     if not await _own_conversation_exists(user, conversation_id):
-        return _json_error("No such conversation.", 404)
+        return json_error("No such conversation.", 404)
     try:
         slot = await aask_admit(user_id=user.pk, token=None)
     except Limited as limited:
@@ -396,10 +391,6 @@ def answer_fragment(request: HttpRequest, answer_id: int) -> HttpResponse:
 # ---- Feedback ----------------------------------------------------------------------------------
 
 
-def _wants_json(request: HttpRequest) -> bool:
-    return request.headers.get("Accept", "").startswith("application/json")
-
-
 @login_required
 @require_POST
 def answer_feedback(request: HttpRequest, answer_id: int) -> HttpResponse:
@@ -414,12 +405,12 @@ def answer_feedback(request: HttpRequest, answer_id: int) -> HttpResponse:
             user=user, answer=answer, rating=rating, comment=request.POST.get("comment", "")
         )
     except PortalInputError as error:
-        if _wants_json(request):
-            return _json_error(str(error), 400)
+        if wants_json(request):
+            return json_error(str(error), 400)
         messages.error(request, str(error))
     else:
         thanks = "Thank you: your feedback was saved."
-        if _wants_json(request):
+        if wants_json(request):
             return JsonResponse(
                 {"rating": feedback.rating, "comment": feedback.comment, "message": thanks}
             )

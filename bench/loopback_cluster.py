@@ -27,6 +27,7 @@ from django.conf import settings
 from bench.loopback_processes import Process, free_port
 
 CELERY_STOP_TIMEOUT_S = 60
+# The version statuses the REST API reports once ingestion is over (as ingestion.models says).
 FINAL_STATUSES = ("READY", "FAILED", "CANCELLED")
 
 

@@ -32,3 +32,13 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/v1/"):
         return openai_error("Not found.", status=404, code="not_found")
     return page_not_found(request, exception)
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """A page's script asking: browsers put text/html first on a form post."""
+    return request.headers.get("Accept", "").startswith("application/json")
+
+
+def json_error(detail: str, status: int) -> JsonResponse:
+    """An error for a page's script, in the shape the REST API uses."""
+    return JsonResponse({"detail": detail}, status=status)

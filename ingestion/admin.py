@@ -246,11 +246,7 @@ class DocumentVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         description="Retry the selected failed or cancelled versions", permissions=["ingest"]
     )
     def retry(self, request: HttpRequest, queryset: QuerySet[DocumentVersion]) -> None:
-        retried = 0
-        for version in queryset:
-            if selectors.version_is_retryable(version):
-                services.version_retry(version)
-                retried += 1
+        retried = sum(services.version_retry(version) for version in queryset)
         skipped = queryset.count() - retried
         self.message_user(
             request, f"{retried} version(s) queued again; {skipped} left as they were."

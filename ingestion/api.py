@@ -3,7 +3,7 @@ document admins on the documents they manage (accounts/roles.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -390,6 +390,22 @@ class VersionDetailView(APIView):
         return Response(VersionSerializer(version).data)
 
 
+def _version_acted_on(
+    request: Request,
+    version_id: int,
+    *,
+    act: Callable[[DocumentVersion], bool],
+    refusal: str,
+) -> Response:
+    """Retry or cancel (`act`) a version the caller manages: its new state, or 409."""
+    version = selectors.version_readable_by(request.user, version_id=version_id)
+    managed(request.user, version.document)
+    if not act(version):
+        raise StateConflict(refusal)
+    version.refresh_from_db()
+    return Response(VersionSerializer(version).data)
+
+
 class VersionRetryView(APIView):
     permission_classes = [DocumentAdminForWrites, TokenScopePermission]
 
@@ -404,13 +420,12 @@ class VersionRetryView(APIView):
         },
     )
     def post(self, request: Request, version_id: int) -> Response:
-        version = selectors.version_readable_by(request.user, version_id=version_id)
-        managed(request.user, version.document)
-        if not selectors.version_is_retryable(version):
-            raise StateConflict("Only a failed or cancelled version can be retried.")
-        services.version_retry(version)
-        version.refresh_from_db()
-        return Response(VersionSerializer(version).data)
+        return _version_acted_on(
+            request,
+            version_id,
+            act=services.version_retry,
+            refusal=services.version_retry_refusal(noun="version"),
+        )
 
 
 class VersionCancelView(APIView):
@@ -427,9 +442,9 @@ class VersionCancelView(APIView):
         },
     )
     def post(self, request: Request, version_id: int) -> Response:
-        version = selectors.version_readable_by(request.user, version_id=version_id)
-        managed(request.user, version.document)
-        if not services.version_cancel(version):
-            raise StateConflict("Only a queued or running version can be cancelled.")
-        version.refresh_from_db()
-        return Response(VersionSerializer(version).data)
+        return _version_acted_on(
+            request,
+            version_id,
+            act=services.version_cancel,
+            refusal=services.version_cancel_refusal(noun="version"),
+        )

@@ -57,7 +57,12 @@ class VersionStatus(models.TextChoices):
     CANCELLED = "CANCELLED", "Cancelled"
 
 
+# Where an ingestion ends: only a retry moves a version out of one of these.
 FINAL_STATUSES = frozenset({VersionStatus.READY, VersionStatus.FAILED, VersionStatus.CANCELLED})
+# Waiting for or inside ingestion, queue first: what may still be cancelled.
+UNFINISHED_STATUSES = tuple(status for status in VersionStatus if status not in FINAL_STATUSES)
+# An ingestion that ended without READY may start over; a READY version has nothing to redo.
+RETRYABLE_STATUSES = frozenset({VersionStatus.FAILED, VersionStatus.CANCELLED})
 
 
 class DocumentVersion(models.Model):
@@ -99,6 +104,10 @@ class DocumentVersion(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def is_retryable(self) -> bool:
+        return self.status in RETRYABLE_STATUSES
 
     @property
     def progress_percent(self) -> int:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from config.metrics import record_passages_indexed
 from ingestion.access import document_access_tags
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
-from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+from ingestion.models import FINAL_STATUSES, Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.parsing import ParsedDocument, ParseError
 from ingestion.passage_vectors import HEADING_SEPARATOR, IndexedPassage, dense, passage_points
 from ingestion.sandbox import limits_from_settings, parse_document_isolated
@@ -36,7 +36,7 @@ def _token_counter() -> WordPieceCounter:
 def _set_status(
     version_id: int, status: VersionStatus, message: str = "", **fields: object
 ) -> None:
-    if status in (VersionStatus.READY, VersionStatus.FAILED, VersionStatus.CANCELLED):
+    if status in FINAL_STATUSES:
         fields.setdefault("finished_at", timezone.now())
     DocumentVersion.objects.filter(id=version_id).update(
         status=status, status_message=message, **fields

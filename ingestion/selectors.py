@@ -16,7 +16,6 @@ from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 
 DOCUMENTS_PER_PAGE = 25
 CHUNKS_PER_PAGE = 50
-RETRYABLE_STATUSES = frozenset({VersionStatus.FAILED, VersionStatus.CANCELLED})
 # A status poll names the versions it watches; more than this is not a page's worth.
 MAX_STATUS_IDS = 500
 
@@ -178,7 +177,3 @@ def version_readable_by(
         id=version_id,
         document__in=documents_seen_by(user).values("id"),
     )
-
-
-def version_is_retryable(version: DocumentVersion) -> bool:
-    return version.status in RETRYABLE_STATUSES

@@ -25,7 +25,14 @@ from config.request_context import current_actor
 from ingestion.access import can_manage_document, document_access_tags
 from ingestion.dispatch import ingestion_dispatch
 from ingestion.ledger_details import document_access, document_act_details, document_kept_reason
-from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+from ingestion.models import (
+    RETRYABLE_STATUSES,
+    UNFINISHED_STATUSES,
+    Chunk,
+    Document,
+    DocumentVersion,
+    VersionStatus,
+)
 from ingestion.parsing import ParseError, safe_filename
 from ingestion.vector_index.configured import vector_index
 
@@ -156,21 +163,28 @@ def version_queue(version: DocumentVersion) -> None:
     transaction.on_commit(lambda: ingestion_dispatch([version_id]))
 
 
-def version_retry(version: DocumentVersion) -> None:
+def version_retry(version: DocumentVersion) -> bool:
+    """Queue a failed or cancelled version again; False, and nothing done, for any other."""
     with transaction.atomic():
         updated = DocumentVersion.objects.filter(
-            id=version.id, status__in=[VersionStatus.FAILED, VersionStatus.CANCELLED]
+            id=version.id, status__in=RETRYABLE_STATUSES
         ).update(status=VersionStatus.QUEUED, status_message="", chunks_done=0, chunks_total=0)
         if updated:
             version_queue(version)
+    return bool(updated)
+
+
+def version_retry_refusal(*, noun: str) -> str:
+    """Why `version_retry` did nothing, the version called what the page calls it."""
+    return f"Only a failed or cancelled {noun} can be retried."
 
 
 def version_cancel(version: DocumentVersion) -> bool:
-    """Stop a queued or running ingestion; a running task notices between batches."""
-    updated = DocumentVersion.objects.filter(
-        id=version.id,
-        status__in=[VersionStatus.QUEUED, VersionStatus.PARSING, VersionStatus.EMBEDDING],
-    ).update(
+    """Stop a queued or running ingestion; a running task notices between batches.
+
+    False, and nothing done, for a version whose ingestion has already ended.
+    """
+    updated = DocumentVersion.objects.filter(id=version.id, status__in=UNFINISHED_STATUSES).update(
         status=VersionStatus.CANCELLED,
         status_message="Cancelled by an administrator.",
         finished_at=timezone.now(),
@@ -178,6 +192,11 @@ def version_cancel(version: DocumentVersion) -> bool:
     if updated:
         vector_index().delete(version_id=version.id)
     return bool(updated)
+
+
+def version_cancel_refusal(*, noun: str) -> str:
+    """Why `version_cancel` did nothing, the version called what the page calls it."""
+    return f"Only a queued or running {noun} can be cancelled."
 
 
 def document_set_access(*, document: Document, groups: Iterable[Group], is_public: bool) -> None:
@@ -199,9 +218,9 @@ def document_delete(*, document: Document) -> None:
     with transaction.atomic():
         document.deleted_at = timezone.now()
         document.save(update_fields=["deleted_at", "updated_at"])
-        document.versions.filter(
-            status__in=[VersionStatus.QUEUED, VersionStatus.PARSING, VersionStatus.EMBEDDING]
-        ).update(status=VersionStatus.CANCELLED, status_message="The document was deleted.")
+        document.versions.filter(status__in=UNFINISHED_STATUSES).update(
+            status=VersionStatus.CANCELLED, status_message="The document was deleted."
+        )
         event = AuditEvent.DOCUMENT_DELETED
         details = document_act_details(event, document)
         ledger_append(event=event, actor=current_actor(), details=details)

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import roles
 from accounts.limits import Limited, limited_response, upload_limit_check
+from config.errors import json_error, wants_json
 from ingestion import selectors, services
 from ingestion.forms import DocumentAccessForm, UploadForm
 from ingestion.models import DocumentVersion, VersionStatus
@@ -76,15 +77,6 @@ def _upload_allowed(request: HttpRequest, form: UploadForm) -> bool:
     return True
 
 
-def _wants_json(request: HttpRequest) -> bool:
-    # Browsers put text/html first on a form post; the page's scripts ask for JSON.
-    return request.headers.get("Accept", "").startswith("application/json")
-
-
-def _json_error(detail: str, status: int) -> JsonResponse:
-    return JsonResponse({"detail": detail}, status=status)
-
-
 def version_state(version: DocumentVersion) -> dict[str, Any]:
     """What the page needs to redraw a version's status, progress and buttons."""
     return {
@@ -98,7 +90,7 @@ def version_state(version: DocumentVersion) -> dict[str, Any]:
         "chunks_total": version.chunks_total,
         "progress": version.progress_percent,
         "final": version.is_final,
-        "can_retry": selectors.version_is_retryable(version),
+        "can_retry": version.is_retryable,
         "can_cancel": not version.is_final,
         "document_url": reverse("ingestion:document-detail", args=[version.document_id]),
         "retry_url": reverse("ingestion:version-retry", args=[version.id]),
@@ -196,7 +188,7 @@ def version_status_json(request: HttpRequest) -> JsonResponse:
     try:
         ids = [int(part) for part in raw_ids]
     except ValueError:
-        return _json_error("ids must be a comma-separated list of version numbers.", 400)
+        return json_error("ids must be a comma-separated list of version numbers.", 400)
     return JsonResponse(
         {
             "versions": [
@@ -277,40 +269,46 @@ def _back(request: HttpRequest, version: DocumentVersion) -> HttpResponse:
     return redirect(target)
 
 
+def _version_acted_on(
+    request: HttpRequest, version: DocumentVersion, *, done: bool, refusal: str, success: str
+) -> HttpResponse:
+    """The answer to a retry or cancel: the new state for the page's script, else a message."""
+    if not done:
+        if wants_json(request):
+            return json_error(refusal, 409)
+        messages.error(request, refusal)
+        return _back(request, version)
+    version.refresh_from_db()
+    if wants_json(request):
+        return JsonResponse(version_state(version))
+    messages.success(request, success)
+    return _back(request, version)
+
+
 @document_admin_required
 @require_POST
 def version_retry(request: HttpRequest, version_id: int) -> HttpResponse:
     version = selectors.version_managed_by(request.user, version_id=version_id)
-    if not selectors.version_is_retryable(version):
-        detail = "Only a failed or cancelled file can be retried."
-        if _wants_json(request):
-            return _json_error(detail, 409)
-        messages.error(request, detail)
-        return _back(request, version)
-    services.version_retry(version)
-    version.refresh_from_db()
-    if _wants_json(request):
-        return JsonResponse(version_state(version))
-    messages.success(request, f"{version.original_name} is queued again.")
-    return _back(request, version)
+    return _version_acted_on(
+        request,
+        version,
+        done=services.version_retry(version),
+        refusal=services.version_retry_refusal(noun="file"),
+        success=f"{version.original_name} is queued again.",
+    )
 
 
 @document_admin_required
 @require_POST
 def version_cancel(request: HttpRequest, version_id: int) -> HttpResponse:
     version = selectors.version_managed_by(request.user, version_id=version_id)
-    cancelled = services.version_cancel(version)
-    version.refresh_from_db()
-    if not cancelled:
-        detail = "Only a queued or running file can be cancelled."
-        if _wants_json(request):
-            return _json_error(detail, 409)
-        messages.error(request, detail)
-        return _back(request, version)
-    if _wants_json(request):
-        return JsonResponse(version_state(version))
-    messages.success(request, f"The ingestion of {version.original_name} was cancelled.")
-    return _back(request, version)
+    return _version_acted_on(
+        request,
+        version,
+        done=services.version_cancel(version),
+        refusal=services.version_cancel_refusal(noun="file"),
+        success=f"The ingestion of {version.original_name} was cancelled.",
+    )
 
 
 @document_admin_required

@@ -17,13 +17,13 @@ import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bench.loopback_cluster import FINAL_STATUSES
 from bench.loopback_processes import Process, started
 from bench.measures import machine_load, percentile, scifact_texts
 
 INGEST_TIMEOUT_S = 300
 WARM_UP_QUESTIONS = 2
 SIMULATORS = 2
-FINAL_STATUSES = ("READY", "FAILED", "CANCELLED")
 
 
 @dataclass
