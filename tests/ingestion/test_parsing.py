@@ -133,7 +133,7 @@ DOCX_SKELETON = {
 }
 
 
-# --- PDF ---------------------------------------------------------------------------------
+# --- PDF (pdf.py) ------------------------------------------------------------------------
 
 
 def test_it_keeps_pdf_page_numbers(pdf_samples: Path) -> None:
@@ -247,7 +247,7 @@ def test_it_refuses_a_pdf_with_too_many_pages(pdf_samples: Path) -> None:
         parse_file(pdf_samples / "fhs-3.0.pdf", limits=ParseLimits(max_pages=10))
 
 
-# --- HTML and Markdown -------------------------------------------------------------------
+# --- HTML (html.py) ----------------------------------------------------------------------
 
 
 def test_it_builds_heading_paths_from_html_headings(shared_data: Path) -> None:
@@ -334,26 +334,6 @@ def test_lists_of_nothing_but_links_are_left_out_of_web_pages() -> None:
     assert "Run volume create first." in text
 
 
-def test_lists_of_nothing_but_links_are_left_out_of_markdown() -> None:
-    data = (
-        b"# volume create\n\nCreates a new volume.\n\n## Related commands\n\n"
-        b"* [volume inspect](volume_inspect.md)\n* [volume rm](volume_rm.md)\n\n"
-        b"## Steps\n\n* Run [volume create](c.md) first.\n"
-    )
-
-    document = parse_document(data, "volume_create.md")
-
-    assert "volume inspect" not in all_text(document)
-    assert "Run volume create first." in all_text(document)
-    assert ("volume create", "Related commands") not in [s.heading_path for s in document.sections]
-
-
-def test_a_markdown_index_that_is_only_links_is_still_read() -> None:
-    document = parse_document(b"* [Install](install.md)\n* [Usage](usage.md)\n", "README.md")
-
-    assert "Install" in all_text(document)
-
-
 def test_a_page_that_is_only_navigation_is_still_read() -> None:
     page = (
         b"<html><head><title>Part I. Tutorial</title></head><body>"
@@ -364,6 +344,9 @@ def test_a_page_that_is_only_navigation_is_still_read() -> None:
     document = parse_document(page, "tutorial.html")
 
     assert "The SQL Language" in all_text(document)
+
+
+# --- Markdown (markdown.py) --------------------------------------------------------------
 
 
 def test_it_builds_heading_paths_from_markdown_headings(shared_data: Path) -> None:
@@ -407,7 +390,27 @@ def test_it_reads_setext_headings_and_tables_in_markdown() -> None:
     assert document.title == "Guide"
 
 
-# --- Office formats ----------------------------------------------------------------------
+def test_lists_of_nothing_but_links_are_left_out_of_markdown() -> None:
+    data = (
+        b"# volume create\n\nCreates a new volume.\n\n## Related commands\n\n"
+        b"* [volume inspect](volume_inspect.md)\n* [volume rm](volume_rm.md)\n\n"
+        b"## Steps\n\n* Run [volume create](c.md) first.\n"
+    )
+
+    document = parse_document(data, "volume_create.md")
+
+    assert "volume inspect" not in all_text(document)
+    assert "Run volume create first." in all_text(document)
+    assert ("volume create", "Related commands") not in [s.heading_path for s in document.sections]
+
+
+def test_a_markdown_index_that_is_only_links_is_still_read() -> None:
+    document = parse_document(b"* [Install](install.md)\n* [Usage](usage.md)\n", "README.md")
+
+    assert "Install" in all_text(document)
+
+
+# --- Office formats (office.py) ----------------------------------------------------------
 
 
 def test_it_builds_heading_paths_from_docx_heading_styles(tmp_path: Path) -> None:
@@ -507,7 +510,7 @@ def test_it_refuses_a_document_without_any_text(tmp_path: Path) -> None:
         parse_file(path)
 
 
-# --- Types and plain text ----------------------------------------------------------------
+# --- Types and plain text (detection.py, text.py) ----------------------------------------
 
 
 def test_it_refuses_an_empty_file() -> None:
@@ -564,6 +567,19 @@ def test_it_refuses_an_unsupported_type_by_name() -> None:
         detect_type(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500), "budget.xls")
 
 
+def test_it_refuses_a_windows_program_whatever_its_name() -> None:
+    with pytest.raises(
+        ParseError, match=r"^This type of file is not supported \(it looks like a Windows"
+    ):
+        detect_type(WINDOWS_PROGRAM, "setup")
+
+
+def test_it_reads_text_that_merely_starts_with_the_letters_mz() -> None:
+    document = parse_document(b"MZ-7 maintenance schedule: every second Tuesday.", "mz7.txt")
+
+    assert all_text(document) == "MZ-7 maintenance schedule: every second Tuesday."
+
+
 def test_it_detects_the_type_by_content_when_the_name_has_no_extension(tmp_path: Path) -> None:
     docx_bytes = write_docx(tmp_path / "handbook.docx").read_bytes()
 
@@ -592,7 +608,7 @@ def test_it_never_fails_on_text_of_an_unknown_encoding() -> None:
     assert document.sections[0].text
 
 
-# --- File names --------------------------------------------------------------------------
+# --- File names (filenames.py) -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -618,19 +634,6 @@ def test_it_refuses_unsafe_file_names(name: str, message: str) -> None:
         safe_filename(name)
 
     assert str(raised.value) == message
-
-
-def test_it_refuses_a_windows_program_whatever_its_name() -> None:
-    with pytest.raises(
-        ParseError, match=r"^This type of file is not supported \(it looks like a Windows"
-    ):
-        detect_type(WINDOWS_PROGRAM, "setup")
-
-
-def test_it_reads_text_that_merely_starts_with_the_letters_mz() -> None:
-    document = parse_document(b"MZ-7 maintenance schedule: every second Tuesday.", "mz7.txt")
-
-    assert all_text(document) == "MZ-7 maintenance schedule: every second Tuesday."
 
 
 # --- Input built to be slow --------------------------------------------------------------

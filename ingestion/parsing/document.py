@@ -1,0 +1,51 @@
+"""What parsing makes of a file, what it may spend doing so, and how it says no."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text sharing one page and one heading path."""
+
+    text: str
+    page: int | None
+    heading_path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    title: str
+    sections: list[Section]
+    detected_type: str
+    # Lines a PDF repeats at the top or bottom of most pages (running headers and footers),
+    # each once: taken out of the pages, they still say what the whole document is.
+    running_text: str = ""
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_pages: int = 5000
+    max_uncompressed_bytes: int = 500 * 1024 * 1024
+    max_compression_ratio: float = 100.0
+    max_zip_members: int = 10000
+    max_sheet_rows: int = 100_000
+
+
+class FormatParts(NamedTuple):
+    """What a format's parser finds: its best title, its sections, its running lines."""
+
+    title: str
+    sections: list[Section]
+    running_text: str = ""
+
+
+class ParseError(Exception):
+    """A failure the uploader can act on; the message is shown to them as it is."""
+
+
+# Each format's parser: (the file's bytes, its name without extension, the limits) to parts.
+FormatParser = Callable[[bytes, str, ParseLimits], FormatParts]
