@@ -3,6 +3,7 @@
 What an auditor reads is what the employee saw (the saved `Answer`), the evidence the model
 was shown, the prompt and sampling, and the access tags the search ran with, with the groups
 those tags name. Nothing is read again at save time that could differ from what was used.
+`audit_verify` compares each saved answer with its record (`answer_rows_problem`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from assistant.models import Answer
+from audit.models import AuditEvent
+from audit.verify import ChainProblem, VerifiedRecord
 from ingestion.access import groups_of_tags
 
 
@@ -22,7 +25,7 @@ def answer_record_details(
     sampling: Mapping[str, Any],
     usage: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The details of an `answer` record; `ledger_append(answer_id=answer.pk, ...)` takes them."""
+    """The details of an `answer` record, for `ledger_append`."""
     return {
         "answer_id": answer.pk,
         "conversation_id": answer.conversation_id,
@@ -49,3 +52,61 @@ def answer_record_details(
         "status": answer.status,
         "error": answer.error,
     }
+
+
+def _numbers(citations: Any) -> list[Any]:
+    """Citations as their numbers, whether stored as passages or as numbers."""
+    items = citations if isinstance(citations, list) else []
+    return [item.get("n") if isinstance(item, Mapping) else item for item in items]
+
+
+def _passage_texts(passages: Any) -> list[str]:
+    items = passages if isinstance(passages, list) else []
+    return [str(item.get("text", "")) for item in items if isinstance(item, Mapping)]
+
+
+def answer_rows_problem(batch: Sequence[VerifiedRecord]) -> ChainProblem | None:
+    """The first answer record whose saved answer was edited or deleted since it was written.
+
+    Registered with the ledger's verification: the ledger vouches for what the employee saw.
+    """
+    by_answer = {
+        record.details["answer_id"]: record
+        for record in batch
+        if record.event == AuditEvent.ANSWER and isinstance(record.details.get("answer_id"), int)
+    }
+    rows = {answer.pk: answer for answer in Answer.objects.filter(pk__in=list(by_answer))}
+    for answer_id, record in sorted(by_answer.items(), key=lambda item: item[1].sequence):
+        answer = rows.get(answer_id)
+        if answer is None:
+            return ChainProblem(
+                record.sequence,
+                "edited",
+                f"answer {answer_id}, which record {record.sequence} vouches for, was deleted",
+            )
+        details = record.details
+        saved = {
+            "question": answer.question,
+            "answer": answer.answer,
+            "reasoning": answer.reasoning,
+            "status": answer.status,
+            "citations": _numbers(answer.citations),
+            "passages": _passage_texts(answer.passages),
+        }
+        recorded = {
+            "question": details.get("question"),
+            "answer": details.get("answer"),
+            "reasoning": details.get("reasoning"),
+            "status": details.get("status"),
+            "citations": _numbers(details.get("citations")),
+            "passages": _passage_texts(details.get("passages")),
+        }
+        for name, value in saved.items():
+            if value != recorded[name]:
+                return ChainProblem(
+                    record.sequence,
+                    "edited",
+                    f"answer {answer_id} was edited: its {name} differs from what record "
+                    f"{record.sequence} vouches for",
+                )
+    return None

@@ -203,7 +203,6 @@ def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
         ledger_append(
             event=AuditEvent.ANSWER,
             actor=draft.user,
-            answer_id=answer.pk,
             request_id=draft.request_id,
             details=answer_record_details(
                 answer,

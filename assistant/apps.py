@@ -6,3 +6,10 @@ from django.apps import AppConfig
 class AssistantConfig(AppConfig):
     name = "assistant"
     verbose_name = "Assistant"
+
+    def ready(self) -> None:
+        # The ledger vouches for the answers people saw; verification compares them.
+        from assistant.answer_record import answer_rows_problem
+        from audit.verify import vouched_rows_check_register
+
+        vouched_rows_check_register(answer_rows_problem)

@@ -20,6 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from audit.anchor import checkpoint_write, checkpoints_read
 from audit.hashing import (
     GENESIS_HASH,
     canonical_json,
@@ -99,6 +100,14 @@ def columns_from_details(event: str, details: Mapping[str, Any]) -> dict[str, st
     }
 
 
+def answer_id_from_details(event: str, details: Mapping[str, Any]) -> int | None:
+    """The answer an `answer` record is about, copied to its own column for joins."""
+    if event != AuditEvent.ANSWER:
+        return None
+    answer_id = details.get("answer_id")
+    return answer_id if isinstance(answer_id, int) and not isinstance(answer_id, bool) else None
+
+
 def _ids(values: Any, key: str = "id") -> list[int]:
     found = []
     for value in values if isinstance(values, list | tuple) else [values]:
@@ -150,7 +159,6 @@ class LedgerEntry:
     event: str
     actor: Actor
     details: Mapping[str, Any]
-    answer_id: int | None = None
     request_id: str = ""
 
 
@@ -159,17 +167,17 @@ def ledger_append(
     event: str,
     actor: Actor,
     details: Mapping[str, Any],
-    answer_id: int | None = None,
     request_id: str = "",
 ) -> AuditRecord:
     """Append one record; call it inside the transaction of the act it records.
 
     For an answer, `details` come from `assistant.answer_record.answer_record_details`: the
-    question, the evidence (passages with `n`, `point_id`, `document_id`, `version_id`, `score`
-    and the `text` shown to the model), the prompt, the outcome and the `acl_groups` the search
-    used. Passages get a `content_sha256` of their text when they have none; `citations` are
-    passages or their numbers. The record is committed, or rolled back, with the caller's
-    transaction.
+    answer's id (copied to the `answer_id` column), the question, the evidence (passages with
+    `n`, `point_id`, `document_id`, `version_id`, `score` and the `text` shown to the model),
+    the prompt, the outcome and the `acl_groups` the search used. Passages get a
+    `content_sha256` of their text when they have none; `citations` are passages or their
+    numbers. The record is committed, or rolled back, with the caller's transaction, and the
+    new head is signed into the anchor once it commits.
     """
     return ledger_append_many(
         [
@@ -177,7 +185,6 @@ def ledger_append(
                 event=event,
                 actor=actor,
                 details=details,
-                answer_id=answer_id,
                 request_id=request_id,
             )
         ]
@@ -224,7 +231,7 @@ def ledger_append_many(entries: Sequence[LedgerEntry]) -> list[AuditRecord]:
             details=details_json,
             prev_hash=prev_hash,
             hash=digest,
-            answer_id=entry.answer_id,
+            answer_id=answer_id_from_details(str(entry.event), details),
             **columns_from_details(str(entry.event), details),
         )
         records.append(record)
@@ -242,6 +249,9 @@ def ledger_append_many(entries: Sequence[LedgerEntry]) -> list[AuditRecord]:
         AuditHead.objects.create(id=AuditHead.HEAD_ID, sequence=sequence, hash=prev_hash)
     else:
         AuditHead.objects.filter(id=AuditHead.HEAD_ID).update(sequence=sequence, hash=prev_hash)
+    # Signed only once committed: a checkpoint must never name a record that was rolled back.
+    head_sequence, head_hash = sequence, prev_hash
+    transaction.on_commit(lambda: checkpoint_write(head_sequence, head_hash))
     return records
 
 
@@ -323,3 +333,18 @@ def settings_record_if_changed(*, actor: Actor = None) -> AuditRecord | None:
                 "summary": "Answer settings changed: " + ", ".join(changed),
             },
         )
+
+
+def anchor_adopt_unanchored_head() -> bool:
+    """Sign the head of a ledger that has never been anchored (one older than its anchor).
+
+    Only when the anchor holds no checkpoint at all: a ledger that was anchored before never
+    has its head signed again this way, or a forged append made while the server was down
+    would be blessed at the next start.
+    """
+    if checkpoints_read():
+        return False
+    head = AuditHead.objects.filter(id=AuditHead.HEAD_ID).first()
+    if head is None:
+        return False
+    return checkpoint_write(head.sequence, head.hash) is not None

@@ -14,6 +14,7 @@ from django.db import connection as default_connection
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from audit.anchor import checkpoint_newest_line
 from audit.hashing import json_ready, record_content, time_text
 from audit.models import AuditFlag, AuditRecord, AuditReference, AuditReferenceKind
 from audit.verify import VERIFY_CHUNK
@@ -158,10 +159,18 @@ CSV_COLUMNS = (
 
 
 def export_lines(records: QuerySet[AuditRecord], *, export_format: str) -> Iterator[str]:
-    """Records as JSONL (one canonical record with its hash per line) or CSV, streamed."""
+    """Records as JSONL (one canonical record with its hash per line) or CSV, streamed.
+
+    A JSONL export starts with the newest signed checkpoint of the anchor, when there is one
+    (`{"checkpoint": {...}}`), so that deploy/verify_audit_export.py can hold the exported
+    records against a head signed outside the database.
+    """
     if export_format == "csv":
         yield from _csv_lines(records)
         return
+    checkpoint = checkpoint_newest_line()
+    if checkpoint:
+        yield f'{{"checkpoint":{checkpoint}}}\n'
     rows = records.values_list(*_EXPORT_FIELDS).iterator(chunk_size=VERIFY_CHUNK)
     for sequence, created_at, event, actor_id, username, details_json, prev_hash, digest in rows:
         yield (

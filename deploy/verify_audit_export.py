@@ -13,13 +13,20 @@ it, from an earlier export). --head-hash checks that nothing was cut from the en
 of a filter from the audit pages holds records that do not follow one another: --filtered
 checks each record's own hash only.
 
+A JSONL export starts with the newest signed checkpoint of the ledger's anchor. When the
+export holds the record that checkpoint names, that record must have the signed hash; with
+--public-key (the `.pub` file beside AUDIT_SIGNING_KEY_FILE) the signature is checked too,
+which needs the `cryptography` package. A chain recomputed by someone without the key then
+fails here as well.
+
 Exit status 0 when the export is intact, 1 when it is not: the last line names the first
-broken record. CSV exports (audit_export --format csv) are read too.
+broken record. CSV exports (audit_export --format csv) are read too; they carry no checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import itertools
@@ -44,7 +51,9 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def jsonl_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+def jsonl_records(
+    lines: Iterable[str], checkpoints: list[dict[str, Any]] | None = None
+) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -52,6 +61,10 @@ def jsonl_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise Broken(f"line {number} is not JSON: {error}") from error
+        if number == 1 and isinstance(record, dict) and "checkpoint" in record:
+            if checkpoints is not None:
+                checkpoints.append(record["checkpoint"])
+            continue
         missing = [name for name in (*HASHED_FIELDS, "hash") if name not in record]
         if missing:
             raise Broken(f"line {number} lacks {', '.join(missing)}")
@@ -75,17 +88,53 @@ def csv_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         }
 
 
+def checkpoint_check(checkpoint: dict[str, Any], public_key_file: str | None) -> None:
+    """The checkpoint's signature, with the installation's public key; raises Broken."""
+    if public_key_file is None:
+        return
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
+    except ImportError as error:
+        raise Broken(
+            "checking the checkpoint's signature needs the cryptography package"
+        ) from error
+    with open(public_key_file, "rb") as pem:
+        key = serialization.load_pem_public_key(pem.read())
+    if not hasattr(key, "verify") or type(key).__name__ != "Ed25519PublicKey":
+        raise Broken(f"{public_key_file} is not an Ed25519 public key")
+    signed = json.dumps(
+        {name: checkpoint[name] for name in ("hash", "sequence", "time")},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    try:
+        key.verify(base64.b64decode(checkpoint["signature"]), signed)  # type: ignore[call-arg]
+    except (InvalidSignature, ValueError, KeyError) as error:
+        raise Broken(
+            "the export's checkpoint is not signed by this key (forged or edited)"
+        ) from error
+
+
 def verify(
     records: Iterator[dict[str, Any]],
     *,
     prev_hash: str | None,
     head_hash: str | None,
     filtered: bool = False,
+    checkpoints: list[dict[str, Any]] | None = None,
 ) -> tuple[int, int | None, int | None, str]:
     """Return how many records were checked, the first and last sequence and the last hash."""
     count, first, last, last_hash = 0, None, None, ""
     for record in records:
         sequence = record["sequence"]
+        for checkpoint in checkpoints or []:
+            if checkpoint.get("sequence") == sequence and checkpoint.get("hash") != record["hash"]:
+                raise Broken(
+                    f"record {sequence} does not have the hash its signed checkpoint names "
+                    "(the chain was rewritten and its hashes recomputed)"
+                )
         if filtered:
             if last is not None and sequence <= last:
                 raise Broken(f"record {sequence} comes after record {last} (reordered)")
@@ -131,20 +180,33 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a filtered export: check each record's hash, not the links between records",
     )
+    parser.add_argument(
+        "--public-key",
+        help="the installation's audit public key (PEM): check the export's signed checkpoint",
+    )
     options = parser.parse_args(argv)
     stream = (
         sys.stdin if options.export == "-" else open(options.export, encoding="utf-8", newline="")  # noqa: SIM115
     )
     with stream:
         first_line = stream.readline()
-        reader = csv_records if first_line.startswith("sequence,") else jsonl_records
+        checkpoints: list[dict[str, Any]] = []
+        lines = itertools.chain([first_line], stream)
+        records = (
+            csv_records(lines)
+            if first_line.startswith("sequence,")
+            else jsonl_records(lines, checkpoints)
+        )
         try:
             count, first, last, last_hash = verify(
-                reader(itertools.chain([first_line], stream)),
+                records,
                 prev_hash=options.prev_hash,
                 head_hash=options.head_hash,
                 filtered=options.filtered,
+                checkpoints=checkpoints,
             )
+            for checkpoint in checkpoints:
+                checkpoint_check(checkpoint, options.public_key)
         except Broken as problem:
             print(f"BROKEN: {problem}")
             return 1

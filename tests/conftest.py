@@ -37,5 +37,6 @@ def isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     vector_index_close()
     settings.VECTOR_INDEX_DIR = tmp_path / "index"
     settings.MEDIA_ROOT = tmp_path / "files"
+    settings.AUDIT_ANCHOR_FILE = tmp_path / "audit-anchors.jsonl"
     yield settings
     vector_index_close()

@@ -140,7 +140,6 @@ class World:
             self.answer_record = ledger_append(
                 event=AuditEvent.ANSWER,
                 actor=self.olivia,
-                answer_id=self.others_answer.pk,
                 details=answer_record_details(
                     self.others_answer,
                     access_tags=access_tags_for_user(self.olivia),

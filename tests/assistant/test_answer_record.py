@@ -48,7 +48,6 @@ def test_an_answer_record_holds_the_evidence_and_fills_what_the_answer_knows(
         record = ledger_append(
             event=AuditEvent.ANSWER,
             actor=employee,
-            answer_id=answer.pk,
             request_id="req-42",
             details=answer_record_details(
                 answer,

@@ -241,7 +241,9 @@ class Command(BaseCommand):
                 )
                 if record:
                     write_started = time.perf_counter()
-                    ledger_append(event="answer", actor=user, answer_id=answer.id, details=fields)
+                    ledger_append(
+                        event="answer", actor=user, details={**fields, "answer_id": answer.id}
+                    )
                     write_ms = (time.perf_counter() - write_started) * 1000
             return (time.perf_counter() - started) * 1000, write_ms
 
