@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
@@ -25,11 +24,6 @@ if TYPE_CHECKING:
     from rest_framework.views import APIView
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    # The same reading as the login throttle: the proxy's own entry when behind TLS.
-    return client_address(request) or None
-
-
 class ApiTokenAuthentication(BaseAuthentication):
     """`Authorization: Bearer <token>`, or `Token <token>` as older clients send it."""
 
@@ -38,7 +32,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         if key is None:
             return None
         try:
-            token = token_verify(key, ip=client_ip(request))
+            token = token_verify(key, ip=client_address(request) or None)
         except TokenRejected as rejected:
             raise AuthenticationFailed(str(rejected)) from rejected
         return token.user, token

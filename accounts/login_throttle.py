@@ -6,6 +6,7 @@ never import django-axes. A lockout is written to the audit ledger when it begin
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from axes.backends import AxesStandaloneBackend
@@ -58,18 +59,47 @@ def login_username(request: HttpRequest, credentials: dict[str, Any] | None) -> 
 
 
 def client_address(request: HttpRequest) -> str:
-    """The address of whoever is logging in.
+    """The address of whoever is making the request: the one rule for login throttling, token
+    use and anything else that counts or records clients.
 
-    Behind the TLS proxy REMOTE_ADDR is the proxy itself. The proxy puts the address it saw
-    last in X-Forwarded-For (Caddy replaces the header, nginx appends to it), so the right-most
-    entry is the one a client cannot forge; entries to its left can say anything.
+    REMOTE_ADDR is the socket peer (`manage.py serve` starts the server with its own forwarding
+    header handling off). Only when that peer is one of TRUSTED_PROXIES is X-Forwarded-For
+    read, from the right: each trusted proxy appends (nginx) or writes (Caddy) the address it
+    saw, so the entries are walked leftwards past trusted proxies, and the first address that
+    is not one is the client. Entries further left are whatever the client sent and could say
+    anything; believing them from an untrusted peer would give every attempt a new address.
     """
-    remote = str(request.META.get("REMOTE_ADDR", ""))
-    if not settings.SECURE_BEHIND_TLS:
-        return remote
-    forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    return hops[-1] if hops else remote
+    peer = str(request.META.get("REMOTE_ADDR", ""))
+    nearest = _address(peer)
+    if nearest is None:
+        return peer
+    if _trusted(nearest):
+        forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
+        for entry in reversed([entry.strip() for entry in forwarded.split(",") if entry.strip()]):
+            hop = _address(entry)
+            if hop is None:
+                # A trusted proxy wrote something that is not an address ("unknown", a port
+                # appended): the client cannot be told, so that proxy stands in for it.
+                break
+            nearest = hop
+            if not _trusted(hop):
+                break
+    return str(nearest)
+
+
+def _address(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d; TRUSTED_PROXIES names it a.b.c.d.
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: IPv4Address | IPv6Address) -> bool:
+    return any(address in network for network in settings.TRUSTED_PROXIES)
 
 
 def lockout_response(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

@@ -13,7 +13,6 @@ conversation starts.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,8 +25,8 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.authentication import client_ip
 from accounts.limits import Limited, aask_admit, holding_slot
+from accounts.login_throttle import client_address
 from accounts.models import ApiToken, TokenScope
 from accounts.tokens import ScopeMissing, TokenRejected, atoken_verify, bearer_key, scope_require
 from assistant.answering import QuestionRejected, question_validate
@@ -41,6 +40,7 @@ from assistant.api import (
 from assistant.models import Answer
 from assistant.selectors import conversations_visible_to
 from config.errors import openai_error
+from config.json_bodies import JSONBodyRejected, json_body_read
 from inference.openai_wire import completion_chunk, sse_data
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def token_for(request: HttpRequest, scope: str) -> ApiToken | JsonResponse
     if key is None:
         return unauthorized()
     try:
-        token = await atoken_verify(key, ip=client_ip(request))
+        token = await atoken_verify(key, ip=client_address(request) or None)
         scope_require(token, scope)
     except TokenRejected as rejected:
         return unauthorized(str(rejected))
@@ -265,9 +265,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
         return token
     user = token.user
     try:
-        body = json.loads(request.body or b"null")
-    except ValueError:
-        return openai_error("The request body is not valid JSON.", status=400)
+        body = json_body_read(request, if_empty=None)
+    except JSONBodyRejected as rejected:
+        return openai_error(rejected.message, status=400)
     try:
         chat = chat_request_parse(body)
         conversation_id = await sync_to_async(conversation_for_chat)(user, chat)

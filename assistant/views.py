@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -43,6 +42,7 @@ from assistant.api import new_request_id, sse_frame
 from assistant.models import Answer, Conversation
 from assistant.services import PortalInputError
 from config.errors import json_error, wants_json
+from config.json_bodies import JSONBodyRejected, json_body_read
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +215,9 @@ def _question_and_conversation(request: HttpRequest) -> tuple[str, int | None]:
     """Read the question and the conversation id from a JSON or a form body."""
     if request.content_type == "application/json":
         try:
-            body = json.loads(request.body or b"{}")
-        except ValueError as error:
-            raise QuestionRejected("The request body is not valid JSON.") from error
+            body = json_body_read(request, if_empty={})
+        except JSONBodyRejected as rejected:
+            raise QuestionRejected(rejected.message) from rejected
         if not isinstance(body, dict):
             raise QuestionRejected("The request body must be a JSON object.")
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 
@@ -37,3 +38,18 @@ def env_float(name: str, default: float) -> float:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str, default: str = "") -> list[IPv4Network | IPv6Network]:
+    """Comma-separated addresses or CIDR networks; anything else is refused at start-up.
+
+    A network written with host bits set (10.0.0.1/8) is refused too: it is more likely a
+    mistyped address than a wish to trust the whole block.
+    """
+    networks: list[IPv4Network | IPv6Network] = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ip_network(item))
+        except ValueError as error:
+            raise ValueError(f"{name}: {item!r} is not an address or network ({error})") from error
+    return networks

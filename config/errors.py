@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
+from django.views.defaults import server_error as server_error_page
 
 
 def openai_error_body(
@@ -32,6 +33,15 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/v1/"):
         return openai_error("Not found.", status=404, code="not_found")
     return page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # The message is fixed: the exception is in the log, under the request's id.
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    if request.path.startswith("/v1/"):
+        return openai_error("Internal server error.", status=500, error_type="server_error")
+    return server_error_page(request)
 
 
 def wants_json(request: HttpRequest) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -189,6 +189,13 @@ if SECURE_BEHIND_TLS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_BEHIND_TLS
+# Addresses or CIDR networks of the proxies whose X-Forwarded-For is believed, by one rule
+# (accounts/login_throttle.py: client_address; `serve` turns uvicorn's own reading off).
+# Empty by default, as standalone needs: the client is whoever opened the connection, since a
+# header believed from anyone else, loopback included, lets each login attempt claim a new
+# address and escape the lockout. A cluster names its TLS proxy (deploy/: Caddy's fixed
+# address, the ingress controller's pod network).
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env_int("SESSION_AGE_HOURS", 12) * 3600
@@ -231,6 +238,19 @@ if not DOCUMENT_ADMIN_GROUP_SUFFIX.strip():
     # An empty suffix would make every member of a group the administrator of that group.
     raise ValueError("DOCUMENT_ADMIN_GROUP_SUFFIX must not be empty")
 AUDITORS_GROUP = env_str("AUDITORS_GROUP", "auditors")
+
+# The ledger's anchor (audit/anchor.py): after each append the chain head is signed with an
+# Ed25519 key the database never holds and appended to a file opened append-only (and sent to
+# a syslog collector when one is named, "host:port" or a socket path). In production keep the
+# key and the anchor file on storage the database's administrators cannot write. A standalone
+# installation makes its key on first start. AUDIT_VERIFY_KEY_FILE: an auditor's copy of the
+# public key, for checking with no access to the private one.
+AUDIT_SIGNING_KEY_FILE = Path(
+    env_str("AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "audit-signing.key"))
+)
+AUDIT_ANCHOR_FILE = Path(env_str("AUDIT_ANCHOR_FILE", str(DATA_DIR / "audit-anchors.jsonl")))
+AUDIT_ANCHOR_SYSLOG = env_str("AUDIT_ANCHOR_SYSLOG", "")
+AUDIT_VERIFY_KEY_FILE = env_str("AUDIT_VERIFY_KEY_FILE", "")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -304,6 +324,11 @@ VLLM_CONNECT_TIMEOUT_S = env_float("VLLM_CONNECT_TIMEOUT_S", 5.0)
 VLLM_FIRST_TOKEN_TIMEOUT_S = env_float("VLLM_FIRST_TOKEN_TIMEOUT_S", 60.0)
 VLLM_TOTAL_TIMEOUT_S = env_float("VLLM_TOTAL_TIMEOUT_S", 600.0)
 VLLM_MAX_TOKENS = env_int("VLLM_MAX_TOKENS", 4096)
+# An answer is saved before it streams and checkpointed this often while it does; one whose
+# last checkpoint is older than ANSWER_STALE_AFTER_S belongs to a process that died, and the
+# next process to look closes it as interrupted (assistant/answer_recovery.py).
+ANSWER_CHECKPOINT_S = env_float("ANSWER_CHECKPOINT_S", 1.0)
+ANSWER_STALE_AFTER_S = env_float("ANSWER_STALE_AFTER_S", 30.0)
 
 # Celery. Standalone runs the same tasks inside the server process (see ingestion.runner).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
@@ -345,7 +370,15 @@ RATE_LIMIT_UPLOAD_TOKEN = env_str("RATE_LIMIT_UPLOAD_TOKEN", "300/hour")
 STREAMS_PER_USER = env_int("STREAMS_PER_USER", 3)
 STREAM_LEASE_S = env_int("STREAM_LEASE_S", int(VLLM_TOTAL_TIMEOUT_S) + 60)
 
+# JSON request bodies (the APIs, the portal's script posts) larger than this are refused with
+# 400; how deeply they may nest is fixed in config/json_bodies.py.
+JSON_BODY_MAX_BYTES = env_int("JSON_BODY_MAX_BYTES", 1024 * 1024)
 REST_FRAMEWORK = {
+    "DEFAULT_PARSER_CLASSES": [
+        "config.json_bodies.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -22,3 +22,4 @@ urlpatterns = [
 ]
 
 handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from ipaddress import ip_network
 
 import pytest
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, RequestFactory, override_settings
 from django.utils import timezone
 
+from accounts.login_throttle import client_address
 from audit.models import AuditRecord
 from audit.verify import ledger_verify
 from tests.accounts.conftest import LdapDirectory, directory, slapd
@@ -131,3 +133,62 @@ def test_directory_logins_are_throttled_like_local_ones(ldap_site: LdapDirectory
     assert not User.objects.filter(username="alice", last_login__isnull=False).exists()
 
     assert log_in(Client(), "alice", "alice-pw-1", "10.0.0.13")[0] == 302
+
+
+# ---- The client address: X-Forwarded-For believed from TRUSTED_PROXIES only -------------------
+
+
+def address_of(peer: str, forwarded_for: str | None, *trusted: str) -> str:
+    request = RequestFactory().post("/accounts/login/", REMOTE_ADDR=peer)
+    if forwarded_for is not None:
+        request.META["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    with override_settings(TRUSTED_PROXIES=[ip_network(network) for network in trusted]):
+        return client_address(request)
+
+
+def test_with_no_trusted_proxies_the_client_is_the_peer_even_on_loopback() -> None:
+    assert address_of("127.0.0.1", "198.51.100.7") == "127.0.0.1"
+    assert address_of("10.0.0.2", "198.51.100.7, 10.0.0.1") == "10.0.0.2"
+
+
+def test_forwarding_headers_from_an_untrusted_peer_are_ignored() -> None:
+    assert address_of("192.0.2.9", "198.51.100.7", "10.0.0.1") == "192.0.2.9"
+
+
+def test_a_trusted_proxy_names_the_client_in_the_right_most_entry() -> None:
+    assert address_of("10.0.0.1", "203.0.113.5", "10.0.0.1") == "203.0.113.5"
+    # Entries left of the proxy's own are whatever the client sent.
+    assert address_of("10.0.0.1", "198.51.100.1, 203.0.113.5", "10.0.0.1") == "203.0.113.5"
+
+
+def test_a_chain_of_trusted_proxies_is_walked_to_the_first_untrusted_address() -> None:
+    chain = "198.51.100.1, 203.0.113.5, 10.0.0.3, 10.0.0.2"
+    assert address_of("10.0.0.1", chain, "10.0.0.1", "10.0.0.2", "10.0.0.3") == "203.0.113.5"
+    # A proxy left out of TRUSTED_PROXIES is where the walk stops: it is the client.
+    assert address_of("10.0.0.1", chain, "10.0.0.1", "10.0.0.2") == "10.0.0.3"
+
+
+def test_trusted_proxies_may_be_networks() -> None:
+    chain = "198.51.100.1, 203.0.113.5, 10.244.7.9"
+    assert address_of("10.244.1.4", chain, "10.244.0.0/16") == "203.0.113.5"
+    assert address_of("10.245.1.4", chain, "10.244.0.0/16") == "10.245.1.4"
+    assert address_of("fd00::5", "2001:db8::7, fd00::9", "fd00::/8") == "2001:db8::7"
+
+
+def test_a_trusted_peer_without_the_header_is_itself_the_client() -> None:
+    assert address_of("10.0.0.1", None, "10.0.0.1") == "10.0.0.1"
+    assert address_of("10.0.0.1", "", "10.0.0.1") == "10.0.0.1"
+
+
+def test_a_chain_of_only_trusted_proxies_ends_at_the_left_most() -> None:
+    assert address_of("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.0/8") == "10.0.0.3"
+
+
+def test_an_entry_that_is_not_an_address_leaves_the_proxy_that_wrote_it_as_the_client() -> None:
+    assert address_of("10.0.0.1", "203.0.113.5, unknown", "10.0.0.1") == "10.0.0.1"
+    assert address_of("10.0.0.1", "203.0.113.5:4431", "10.0.0.1") == "10.0.0.1"
+
+
+def test_an_ipv4_peer_on_a_dual_stack_socket_matches_its_ipv4_network() -> None:
+    assert address_of("::ffff:10.0.0.1", "203.0.113.5", "10.0.0.1") == "203.0.113.5"
+    assert address_of("::ffff:192.0.2.9", "203.0.113.5", "10.0.0.1") == "192.0.2.9"

@@ -17,6 +17,7 @@ from assistant.models import Answer, Conversation
 from audit.models import AuditRecord
 from tests.accounts.api_tokens import api_token
 from tests.assistant.conftest import Library
+from tests.config.nested_json import THOUSAND_DEEP, TOO_DEEP, padded_to
 
 SECRET = "7-4-1-9"
 NIGHTJAR_QUESTION = "What is the launch code for Project Nightjar?"
@@ -137,6 +138,74 @@ def test_a_streaming_client_gets_its_errors_as_json(reader_api: APIClient) -> No
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert "Please type a question." in response.json()["detail"]
+
+
+@pytest.fixture
+def readers_conversation(django_user_model: type[User]) -> tuple[APIClient, Conversation]:
+    reader = django_user_model.objects.create_user("reader", password="x" * 12)
+    return token_client(reader), Conversation.objects.create(user=reader, title="Parking")
+
+
+@pytest.mark.parametrize(
+    ("method", "address", "accept"),
+    [
+        ("POST", "/api/assistant/ask", "application/json"),
+        ("POST", "/api/assistant/ask", "text/event-stream"),
+        ("PATCH", "/api/assistant/conversations/{id}", "application/json"),
+    ],
+)
+def test_a_body_nested_a_thousand_deep_is_refused_with_400_not_a_server_error(
+    readers_conversation: tuple[APIClient, Conversation], method: str, address: str, accept: str
+) -> None:
+    api, conversation = readers_conversation
+    response = api.generic(
+        method,
+        address.format(id=conversation.id),
+        THOUSAND_DEEP,
+        content_type="application/json",
+        HTTP_ACCEPT=accept,
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": TOO_DEEP}
+    assert not Answer.objects.exists()
+
+
+def test_a_body_nested_to_the_limit_is_read_as_usual(
+    readers_conversation: tuple[APIClient, Conversation],
+) -> None:
+    api, conversation = readers_conversation
+    asked = api.post(
+        "/api/assistant/ask", padded_to({"question": ""}), content_type="application/json"
+    )
+    renamed = api.patch(
+        f"/api/assistant/conversations/{conversation.id}",
+        padded_to({"title": "Parking 2027"}),
+        content_type="application/json",
+    )
+
+    assert asked.status_code == 400
+    assert asked.json() == {"detail": "question: Please type a question."}
+    assert renamed.status_code == 200
+    assert renamed.json()["title"] == "Parking 2027"
+
+
+def test_a_body_over_the_size_limit_is_refused_with_400(
+    readers_conversation: tuple[APIClient, Conversation], settings: Any
+) -> None:
+    settings.JSON_BODY_MAX_BYTES = 200
+    # Django's own limit on bodies, lower still, must not turn the refusal into an HTML page.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    api, conversation = readers_conversation
+    response = api.patch(
+        f"/api/assistant/conversations/{conversation.id}",
+        {"title": "x" * 200},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The JSON body is too large (more than 200 bytes)."}
+    assert Conversation.objects.get().title == "Parking"
 
 
 def test_another_users_conversation_cannot_be_continued_or_read(

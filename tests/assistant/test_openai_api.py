@@ -15,13 +15,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 
 from inference.simulator import SimulatorHandle, run_simulator_in_thread
+from tests.accounts.api_tokens import api_token
 from tests.assistant.conftest import CANARY
+from tests.config.nested_json import THOUSAND_DEEP, TOO_DEEP, padded_to
 from tests.ingestion.test_standalone import ROOT, Server
 
 SECRET = "7-4-1-9"
@@ -294,6 +299,48 @@ def test_an_empty_question_or_an_unknown_model_is_refused(servers: Servers) -> N
         client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": NIGHTJAR_QUESTION}]
         )
+
+
+@pytest.fixture
+def chat_client(django_user_model: type[User]) -> Client:
+    """In-process requests for refusals made before any search: no server needed."""
+    reader = django_user_model.objects.create_user("reader", password="x" * 12)
+    return Client(headers={"Authorization": f"Bearer {api_token(reader)}"})
+
+
+def openai_refusal(message: str) -> dict[str, object]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    }
+
+
+def test_a_body_nested_a_thousand_deep_gets_openais_400(chat_client: Client) -> None:
+    response = chat_client.post(
+        "/v1/chat/completions", THOUSAND_DEEP, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == openai_refusal(TOO_DEEP)
+
+
+def test_a_body_nested_to_the_limit_is_read_as_usual(chat_client: Client) -> None:
+    body = padded_to(
+        {"model": "knowledge-assistant", "messages": [{"role": "user", "content": ""}]}
+    )
+    response = chat_client.post("/v1/chat/completions", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Please type a question."
+    assert response.json()["error"]["param"] == "messages"
+
+
+def test_a_body_over_the_size_limit_gets_openais_400(chat_client: Client, settings: Any) -> None:
+    settings.JSON_BODY_MAX_BYTES = 200
+    body = {"messages": [{"role": "user", "content": "x" * 200}]}
+    response = chat_client.post("/v1/chat/completions", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == openai_refusal("The JSON body is too large (more than 200 bytes).")
 
 
 def test_the_rest_stream_carries_reasoning_and_answer_through_the_server(

@@ -17,6 +17,7 @@ from ingestion.models import Chunk, Document
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
 from tests.assistant.conftest import CANARY, Library
+from tests.config.nested_json import THOUSAND_DEEP, TOO_DEEP, padded_to
 
 SECRET = "7-4-1-9"
 NIGHTJAR_QUESTION = "What is the launch code for Project Nightjar?"
@@ -38,7 +39,7 @@ def parse_sse(body: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-def stream(user: User, payload: dict[str, Any]) -> tuple[int, str, list[tuple[str, Any]]]:
+def stream(user: User, payload: dict[str, Any] | str) -> tuple[int, str, list[tuple[str, Any]]]:
     """POST to /ask/stream over ASGI and read the Server-Sent Events as they come."""
 
     async def consume() -> tuple[int, str, list[tuple[str, Any]]]:
@@ -256,6 +257,32 @@ def test_a_bad_question_is_refused_with_a_message_before_any_model_is_asked(
     assert message in events[0][1]["detail"]
     assert not Answer.objects.exists()
     assert not Conversation.objects.exists()
+
+
+def test_a_body_nested_a_thousand_deep_is_refused_with_400_not_a_server_error(
+    people: People,
+) -> None:
+    status, content_type, events = stream(people.alice, THOUSAND_DEEP)
+    assert (status, content_type) == (400, "application/json")
+    assert events == [("refused", {"detail": TOO_DEEP})]
+
+    page = logged_in(people.alice).post("/ask/", THOUSAND_DEEP, content_type="application/json")
+    assert page.status_code == 400
+    assert TOO_DEEP in page.content.decode()
+    assert not Answer.objects.exists()
+
+
+def test_a_body_nested_to_the_limit_is_read_as_usual(people: People) -> None:
+    status, _, events = stream(people.alice, padded_to({"question": ""}))
+    assert status == 400
+    assert events == [("refused", {"detail": "Please type a question."})]
+
+
+def test_a_body_over_the_size_limit_is_refused_with_400(people: People, settings: Any) -> None:
+    settings.JSON_BODY_MAX_BYTES = 200
+    status, _, events = stream(people.alice, {"question": "x" * 200})
+    assert status == 400
+    assert events == [("refused", {"detail": "The JSON body is too large (more than 200 bytes)."})]
 
 
 def test_the_form_without_scripts_answers_and_keeps_a_refused_question(library: Library) -> None:

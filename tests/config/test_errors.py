@@ -1,7 +1,38 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, override_settings
+from django.urls import path
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from config import urls as config_urls
+
+
+def broken(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("the view's internals")
+
+
+class BrokenAPIView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes: list[type] = []
+
+    def get(self, request: Request) -> HttpResponse:
+        raise RuntimeError("the view's internals")
+
+
+# This module is also the URLconf of the server-error tests: the app's addresses and error
+# handlers, and views that fail under each of them.
+urlpatterns = [
+    path("api/broken", broken),
+    path("api/broken-drf", BrokenAPIView.as_view()),
+    path("v1/broken", broken),
+    path("broken", broken),
+    *config_urls.urlpatterns,
+]
+handler404 = config_urls.handler404
+handler500 = config_urls.handler500
 
 
 @pytest.mark.django_db
@@ -17,3 +48,39 @@ def test_an_unknown_api_address_answers_json_in_the_apis_own_shape(client: Clien
     page = client.get("/no-such-page/")
     assert page.status_code == 404
     assert page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF=__name__)
+@pytest.mark.parametrize("address", ["/api/broken", "/api/broken-drf"])
+def test_a_server_error_in_the_rest_api_answers_json(address: str) -> None:
+    response = Client(raise_request_exception=False).get(address)
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF=__name__)
+def test_a_server_error_in_the_openai_api_answers_in_openais_shape() -> None:
+    response = Client(raise_request_exception=False).get("/v1/broken")
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "message": "Internal server error.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF=__name__)
+def test_a_server_error_on_a_page_shows_the_error_page() -> None:
+    response = Client(raise_request_exception=False).get("/broken")
+
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("text/html")
+    assert b"internals" not in response.content

@@ -1,8 +1,9 @@
 """Security settings end to end: check --deploy, headers and cookies behind TLS, lockouts over HTTP.
 
 The TLS tests run the real server with the production settings a cluster uses, reached the way
-the TLS proxy reaches it (plain HTTP with X-Forwarded-Proto and X-Forwarded-For). Login
-throttling in process is tests/accounts/test_login_throttle.py.
+the TLS proxy reaches it (plain HTTP with X-Forwarded-Proto and X-Forwarded-For, from the trusted
+proxy's address). The standalone server trusts no proxy: forwarding headers sent straight to it
+change nothing. Login throttling in process is tests/accounts/test_login_throttle.py.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def production_env(data_dir: Path) -> dict[str, str]:
         ALLOWED_HOSTS="assistant.example.internal",
         CSRF_TRUSTED_ORIGINS="https://assistant.example.internal",
         SECURE_BEHIND_TLS="1",
+        # The TLS proxy's address, whose X-Forwarded-For is believed; the tests' proxy is here.
+        TRUSTED_PROXIES="127.0.0.1",
     )
     return env
 
@@ -68,15 +71,19 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
 
 class BehindProxy:
     """Requests as the TLS proxy forwards them; Secure cookies are carried by hand, since a
-    cookie jar rightly refuses to send them over the plain HTTP hop the proxy uses."""
+    cookie jar rightly refuses to send them over the plain HTTP hop the proxy uses.
 
-    def __init__(self, server: Server, client_address: str) -> None:
+    With `scheme="http"` they are what anyone on the server's own host can send straight to
+    it, forwarding headers and all.
+    """
+
+    def __init__(self, server: Server, forwarded_for: str, *, scheme: str = "https") -> None:
         self.server = server
         self.cookies: dict[str, str] = {}
         self.headers = {
-            "X-Forwarded-Proto": "https",
-            "X-Forwarded-For": client_address,
-            "Origin": server.url.replace("http://", "https://"),
+            "X-Forwarded-Proto": scheme,
+            "X-Forwarded-For": forwarded_for,
+            "Origin": server.url.replace("http://", f"{scheme}://"),
         }
 
     def request(self, method: str, path: str, data: dict[str, str] | None = None) -> httpx.Response:
@@ -115,7 +122,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         {
             key: value
             for key, value in production_env(folder / "var").items()
-            if key in ("SECRET_KEY", "SECURE_BEHIND_TLS", "DEBUG")
+            if key in ("SECRET_KEY", "SECURE_BEHIND_TLS", "TRUSTED_PROXIES", "DEBUG")
         }
     )
     server.env["LOGIN_FAILURES_LIMIT"] = "3"
@@ -169,19 +176,23 @@ def test_session_and_csrf_cookies_are_secure_http_only_and_same_site(tls_server:
     assert browser.request("GET", "/").status_code == 200
 
 
-def test_a_locked_out_login_over_http_shows_why_and_refuses_the_right_password(
-    tls_server: Server,
-) -> None:
+def add_user(server: Server, username: str, password: str) -> None:
     created = subprocess.run(
-        [sys.executable, "manage.py", "adduser", "carol", "--password-stdin"],
+        [sys.executable, "manage.py", "adduser", username, "--password-stdin"],
         cwd=ROOT,
-        env=tls_server.env,
-        input="carols-long-password\n",
+        env=server.env,
+        input=f"{password}\n",
         text=True,
         capture_output=True,
         timeout=120,
     )
     assert created.returncode == 0, created.stderr
+
+
+def test_a_locked_out_login_over_http_shows_why_and_refuses_the_right_password(
+    tls_server: Server,
+) -> None:
+    add_user(tls_server, "carol", "carols-long-password")
     # The left X-Forwarded-For entry is whatever the client sent; the proxy appends the truth.
     attacker = BehindProxy(tls_server, "198.51.100.9, 203.0.113.30")
     for _ in range(2):
@@ -200,3 +211,59 @@ def test_a_locked_out_login_over_http_shows_why_and_refuses_the_right_password(
 
     elsewhere = BehindProxy(tls_server, "203.0.113.31").log_in("carol", "carols-long-password")
     assert elsewhere.status_code == 302
+
+
+def test_clients_forwarded_by_a_trusted_proxy_are_counted_each_by_their_own_address(
+    tls_server: Server,
+) -> None:
+    add_user(tls_server, "frank", "franks-long-password")
+    first = BehindProxy(tls_server, "203.0.113.40")
+    second = BehindProxy(tls_server, "203.0.113.41")
+    for client in (first, second, first, second):
+        refused = client.log_in("frank", "wrong-password")
+        assert refused.status_code == 200, "one client's failures were counted against another"
+        assert "did not match" in refused.text
+
+    # A left-most entry of the client's own making is not the address that is counted.
+    first.headers["X-Forwarded-For"] = "203.0.113.99, 203.0.113.40"
+    assert first.log_in("frank", "wrong-password").status_code == 429
+    first.headers["X-Forwarded-For"] = "203.0.113.41, 203.0.113.40"
+    assert first.log_in("frank", "franks-long-password").status_code == 429
+
+    assert second.log_in("frank", "franks-long-password").status_code == 302
+
+
+# ---- Forwarding headers from addresses that are not trusted proxies ---------------------------
+
+
+@pytest.fixture(scope="module")
+def standalone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`manage.py serve` with the defaults of a bare checkout: no proxy is trusted."""
+    server = Server(tmp_path_factory.mktemp("standalone") / "var")
+    server.env.pop("TRUSTED_PROXIES", None)
+    server.env.pop("FORWARDED_ALLOW_IPS", None)
+    server.env["LOGIN_FAILURES_LIMIT"] = "3"
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_new_x_forwarded_for_per_attempt_does_not_escape_the_lockout(
+    standalone_server: Server,
+) -> None:
+    add_user(standalone_server, "dave", "daves-long-password")
+    for attempt in range(2):
+        refused = BehindProxy(standalone_server, f"198.51.100.{attempt}", scheme="http").log_in(
+            "dave", "wrong-password"
+        )
+        assert refused.status_code == 200
+        assert "did not match" in refused.text
+    locked = BehindProxy(standalone_server, "198.51.100.2", scheme="http").log_in(
+        "dave", "wrong-password"
+    )
+    assert locked.status_code == 429
+    assert LOCKOUT_MESSAGE in locked.text
+
+    right_password = BehindProxy(standalone_server, "198.51.100.3", scheme="http")
+    assert right_password.log_in("dave", "daves-long-password").status_code == 429
+    assert "sessionid" not in right_password.cookies

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from ingestion.models import Document, VersionStatus
 from ingestion.runner import run_pending_once
 from tests.accounts.api_tokens import api_token
+from tests.config.nested_json import THOUSAND_DEEP, TOO_DEEP, padded_to
 
 pytestmark = pytest.mark.django_db
 
@@ -137,6 +138,55 @@ def test_patch_changes_who_may_read(superuser_api: APIClient, finance: Group) ->
     )
     assert response.json()["everyone"] is True
     assert response.json()["groups"] == [{"id": finance.id, "name": "Finance"}]
+
+
+@pytest.mark.parametrize("method", ["PATCH", "POST"])
+def test_a_body_nested_a_thousand_deep_is_refused_with_400_not_a_server_error(
+    superuser_api: APIClient, method: str
+) -> None:
+    document_id = upload(superuser_api, markdown_file()).json()["results"][0]["document_id"]
+    address = f"/api/documents/{document_id}/" if method == "PATCH" else "/api/documents/"
+
+    response = superuser_api.generic(
+        method, address, THOUSAND_DEEP, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": TOO_DEEP}
+    assert Document.objects.count() == 1
+    assert Document.objects.get().is_public is False
+
+
+def test_a_body_nested_to_the_limit_or_just_under_the_size_limit_is_read_as_usual(
+    superuser_api: APIClient, settings: Any
+) -> None:
+    document_id = upload(superuser_api, markdown_file()).json()["results"][0]["document_id"]
+    body = padded_to({"everyone": True})
+    settings.JSON_BODY_MAX_BYTES = len(body)
+
+    response = superuser_api.patch(
+        f"/api/documents/{document_id}/", body, content_type="application/json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["everyone"] is True
+
+
+def test_a_body_over_the_size_limit_is_refused_with_400(
+    superuser_api: APIClient, settings: Any
+) -> None:
+    document_id = upload(superuser_api, markdown_file()).json()["results"][0]["document_id"]
+    settings.JSON_BODY_MAX_BYTES = 200
+
+    response = superuser_api.patch(
+        f"/api/documents/{document_id}/",
+        {"everyone": True, "groups": ["x" * 200]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The JSON body is too large (more than 200 bytes)."}
+    assert Document.objects.get().is_public is False
 
 
 def test_delete_takes_the_document_away(superuser_api: APIClient) -> None:
