@@ -42,6 +42,12 @@ class RequestInvalid(APIException):
     default_code = "invalid"
 
 
+class UploadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "A file is larger than the upload limit."
+    default_code = "too_large"
+
+
 class StateConflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The version is not in a state that allows this."
@@ -235,6 +241,11 @@ class UploadResultSerializer(serializers.Serializer):
     created = serializers.BooleanField(help_text="False when the same bytes were already stored.")
     status = serializers.ChoiceField(choices=VersionStatus.choices)
     error = serializers.CharField(help_text="Why the file was refused; empty when it was stored.")
+    note = serializers.CharField(
+        help_text="What else happened: the same content was already stored (and, when its "
+        "ingestion had failed, is queued again), or the file was kept apart from a document "
+        "you manage with its name or content but other readers. Often empty."
+    )
     document_id = serializers.IntegerField(allow_null=True)
     version_id = serializers.IntegerField(allow_null=True)
 
@@ -249,6 +260,7 @@ def _upload_result(outcome: services.UploadOutcome) -> dict[str, Any]:
         "created": outcome.created,
         "status": outcome.status,
         "error": outcome.error,
+        "note": outcome.note,
         "document_id": outcome.version.document_id if outcome.version else None,
         "version_id": outcome.version.id if outcome.version else None,
     }
@@ -285,9 +297,12 @@ class DocumentListView(generics.GenericAPIView):
 
     @extend_schema(
         summary="Upload documents",
-        description="Each file becomes a new document, or a new version of the document with "
-        "the same name. A refused file is reported in its result and the others go on; "
-        "201 when at least one file was stored.",
+        description="Each file becomes a new version of the document you manage with the same "
+        "name and the same readers, or a new document. A file whose content is already "
+        "stored for those readers is that version (queued again if its ingestion failed). "
+        "A file refused for its name is reported in its result and the others go on; 201 "
+        "when at least one file was stored. A file over the upload limit refuses the whole "
+        "request with 413 and nothing is stored.",
         request={"multipart/form-data": DocumentUploadSerializer},
         responses={
             201: UploadResponseSerializer,
@@ -295,6 +310,7 @@ class DocumentListView(generics.GenericAPIView):
             400: ERROR_RESPONSE,
             401: ERROR_RESPONSE,
             403: ERROR_RESPONSE,
+            413: ERROR_RESPONSE,
             429: ERROR_RESPONSE,
         },
     )
@@ -304,6 +320,10 @@ class DocumentListView(generics.GenericAPIView):
         refusal = roles.sharing_refusal(request.user, groups, data["everyone"])
         if refusal:
             raise PermissionDenied(refusal)
+        for uploaded in data["files"]:
+            too_large = services.upload_size_refusal(uploaded.size or 0)
+            if too_large:
+                raise UploadTooLarge(f"{uploaded.name}: {too_large} Nothing was stored.")
         api_upload_admit(request, files=len(data["files"]))
         outcomes = [
             services.document_upload(

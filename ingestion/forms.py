@@ -8,6 +8,11 @@ from django import forms
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import UploadedFile
 
+from ingestion.services import upload_size_refusal
+
+# The code of the form error for a file over the size limit: the pages answer it with 413.
+TOO_LARGE = "too_large"
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -44,6 +49,17 @@ class UploadForm(forms.Form):
     groups = _groups_field()
     everyone = forms.BooleanField(required=False, label="Everyone may read")
 
+    def clean_files(self) -> list[UploadedFile[Any]]:
+        """Refuse the whole upload when a file is over the size limit, before anything is stored."""
+        files: list[UploadedFile[Any]] = self.cleaned_data["files"]
+        for file in files:
+            refusal = upload_size_refusal(file.size or 0)
+            if refusal:
+                raise forms.ValidationError(
+                    f"{file.name}: {refusal} Nothing was stored.", code=TOO_LARGE
+                )
+        return files
+
 
 class DocumentAccessForm(forms.Form):
     groups = _groups_field()
@@ -53,8 +69,8 @@ class DocumentAccessForm(forms.Form):
 class AdminUploadForm(forms.Form):
     files = MultipleFileField(  # type: ignore[assignment]
         label="Files",
-        help_text="A file with the same source path as an existing document becomes its new "
-        "version.",
+        help_text="A file with the same source path and the same readers as an existing "
+        "document becomes its new version.",
         error_messages={"required": "Choose at least one file to upload."},
     )
     source_path = forms.CharField(

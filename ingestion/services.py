@@ -22,7 +22,7 @@ from django.utils import timezone
 from audit.ledger import ledger_append
 from audit.models import AuditEvent
 from config.request_context import current_actor
-from ingestion.access import can_manage_document, document_access_tags
+from ingestion.access import document_access_tags, manageable_documents
 from ingestion.dispatch import ingestion_dispatch
 from ingestion.ledger_details import document_access, document_act_details, document_kept_reason
 from ingestion.models import (
@@ -39,22 +39,15 @@ from ingestion.vector_index.configured import vector_index
 logger = logging.getLogger(__name__)
 
 
-NOT_YOURS = (
-    "This file is already stored, or its name is taken, in a document you do not manage; "
-    "not stored."
-)
-
-
-class UploadRefused(Exception):
-    """The file was not stored; the message says why in words a person understands."""
-
-
 @dataclass(frozen=True)
 class UploadOutcome:
     name: str
     version: DocumentVersion | None
     created: bool
     error: str = ""
+    # What else the uploader should know: the file matched a stored version, or was kept
+    # apart from a document they manage that has its name or content but other readers.
+    note: str = ""
 
     @property
     def status(self) -> str:
@@ -73,6 +66,30 @@ def _sha256_of(file: File) -> str:  # type: ignore[type-arg]
     return digest.hexdigest()
 
 
+def upload_size_refusal(size: int) -> str:
+    """Why a file of `size` bytes may not be uploaded; empty when it may."""
+    if size <= settings.UPLOAD_MAX_BYTES:
+        return ""
+    limit_mb = settings.UPLOAD_MAX_BYTES / (1024 * 1024)
+    return f"The file is larger than the upload limit of {limit_mb:g} MB."
+
+
+@dataclass(frozen=True)
+class _Readers:
+    group_ids: frozenset[int]
+    is_public: bool
+
+    @classmethod
+    def of(cls, document: Document) -> _Readers:
+        return cls(frozenset(document.groups.values_list("id", flat=True)), document.is_public)
+
+    def described(self) -> str:
+        names = sorted(Group.objects.filter(id__in=self.group_ids).values_list("name", flat=True))
+        if self.is_public:
+            names.insert(0, "everyone")
+        return ", ".join(names) or "no group"
+
+
 def document_upload(
     *,
     name: str,
@@ -83,42 +100,48 @@ def document_upload(
     user: User | None = None,
     manager: User | None = None,
 ) -> UploadOutcome:
-    """Store a file as a new document or a new version of the document at its source path.
+    """Store a file as a new document or a new version of the document it belongs to.
 
-    The same bytes twice are one version, not two; the file is checked before it is stored.
-    With a `manager` (a person uploading, not the operator), a file that would join a document
-    they do not manage is refused, and that document is not named.
+    A document is known by its source path and its readers: the file joins the live document
+    with both, or becomes a new document. The same bytes as a version of a document with the
+    same readers are that version, not a new one; a failed or cancelled one is queued again.
+    With a `manager` (a person uploading, not the operator) only the documents they manage are
+    looked at: the others are neither joined nor named, so an upload never tells anyone what
+    other groups hold. The file is checked before it is stored.
     """
     try:
         clean_name = safe_filename(name)
     except ParseError as error:
         return UploadOutcome(name=name, version=None, created=False, error=str(error))
     size = file.size or 0
-    if size > settings.UPLOAD_MAX_BYTES:
-        limit_mb = settings.UPLOAD_MAX_BYTES / (1024 * 1024)
-        return UploadOutcome(
-            name=name,
-            version=None,
-            created=False,
-            error=f"The file is larger than the upload limit of {limit_mb:g} MB; not stored.",
-        )
+    refusal = upload_size_refusal(size)
+    if refusal:
+        return UploadOutcome(name=name, version=None, created=False, error=f"{refusal} Not stored.")
     sha256 = _sha256_of(file)
     source = source_path or clean_name
+    readers = _Readers(frozenset(group.pk for group in groups), is_public)
+    scope = (
+        manageable_documents(manager)
+        if manager is not None
+        else Document.objects.filter(deleted_at__isnull=True)
+    )
     with transaction.atomic():
-        existing = (
-            DocumentVersion.objects.filter(sha256=sha256, document__deleted_at__isnull=True)
+        same_bytes = list(
+            DocumentVersion.objects.filter(sha256=sha256, document__in=scope.values("id"))
             .select_related("document")
-            .first()
+            .order_by("-created_at")
         )
-        if existing is not None:
-            if manager is not None and not can_manage_document(manager, existing.document):
-                return UploadOutcome(name=name, version=None, created=False, error=NOT_YOURS)
-            return UploadOutcome(name=name, version=existing, created=False)
-        document = (
-            Document.objects.select_for_update()
-            .filter(source_path=source, deleted_at__isnull=True)
-            .first()
+        for existing in same_bytes:
+            if _Readers.of(existing.document) == readers:
+                return _upload_matched(name, existing)
+        # Locked, so that two uploads of one name do not both take the same version number.
+        same_name = list(
+            Document.objects.select_for_update().filter(
+                id__in=scope.values("id"), source_path=source
+            )
         )
+        document = next((d for d in same_name if _Readers.of(d) == readers), None)
+        note = ""
         if document is None:
             document = Document.objects.create(
                 title=Path(clean_name).stem.replace("_", " ").strip() or clean_name,
@@ -128,8 +151,7 @@ def document_upload(
             )
             document.groups.set(groups)
             number = 1
-        elif manager is not None and not can_manage_document(manager, document):
-            return UploadOutcome(name=name, version=None, created=False, error=NOT_YOURS)
+            note = _kept_apart_note(same_bytes=same_bytes, same_name=same_name)
         else:
             number = (
                 document.versions.order_by("-number").values_list("number", flat=True).first() or 0
@@ -142,15 +164,78 @@ def document_upload(
             size_bytes=size,
             uploaded_by=user if user is not None and user.is_authenticated else None,
         )
-        version.file.save(
-            f"{sha256[:2]}/{sha256}{Path(clean_name).suffix.lower()}", file, save=False
-        )
+        suffix = Path(clean_name).suffix.lower()
+        stored = _stored_file_name(sha256, suffix, storage=version.file.storage)
+        if stored:
+            version.file.name = stored
+        else:
+            version.file.save(f"{sha256[:2]}/{sha256}{suffix}", file, save=False)
         version.save()
         version_queue(version)
         event = AuditEvent.DOCUMENT_UPLOADED if number == 1 else AuditEvent.DOCUMENT_VERSION_ADDED
         details = document_act_details(event, document, version=version)
         ledger_append(event=event, actor=user or current_actor(), details=details)
-    return UploadOutcome(name=name, version=version, created=True)
+    return UploadOutcome(name=name, version=version, created=True, note=note)
+
+
+def _upload_matched(name: str, existing: DocumentVersion) -> UploadOutcome:
+    """A file whose bytes are already `existing`: nothing stored; a failed one is retried."""
+    stored_as = f"{existing.number} of “{existing.document.title}”"
+    unchanged = (
+        f"The same content is already stored as version {stored_as}; nothing new was stored."
+    )
+    if not existing.is_retryable:
+        return UploadOutcome(name=name, version=existing, created=False, note=unchanged)
+    ended = (
+        f"its ingestion had failed ({existing.status_message})"
+        if existing.status == VersionStatus.FAILED
+        else "its ingestion had been cancelled"
+    )
+    # False only when someone retried it a moment ago: its status then says where it is.
+    retried = version_retry(existing)
+    existing.refresh_from_db()
+    note = f"Version {stored_as} holds the same content and {ended}; it is queued again."
+    return UploadOutcome(
+        name=name, version=existing, created=False, note=note if retried else unchanged
+    )
+
+
+def _kept_apart_note(*, same_bytes: list[DocumentVersion], same_name: list[Document]) -> str:
+    """Tell the uploader of the documents they manage that a new document was kept apart from.
+
+    Only documents the uploader manages are passed here: naming others would tell them what
+    another group holds.
+    """
+    if same_bytes:
+        document = same_bytes[0].document
+        return (
+            f"The same content is already stored as “{document.title}”, read by "
+            f"{_Readers.of(document).described()}; this file is stored as a new document for "
+            "the readers you chose."
+        )
+    if same_name:
+        document = same_name[0]
+        return (
+            f"“{document.title}”, read by {_Readers.of(document).described()}, has the same "
+            "name; this file is stored as a new document for the readers you chose. To add a "
+            "version to it instead, upload with its readers."
+        )
+    return ""
+
+
+def _stored_file_name(sha256: str, suffix: str, *, storage: Storage) -> str:
+    """A stored file with these bytes, kept by a live document, to share rather than copy.
+
+    Only live documents' files: a purge removes a file once no version names it, and purges
+    only documents deleted long ago.
+    """
+    names = DocumentVersion.objects.filter(
+        sha256=sha256, document__deleted_at__isnull=True, file__endswith=suffix
+    ).values_list("file", flat=True)
+    for name in names:
+        if name and storage.exists(name):
+            return str(name)
+    return ""
 
 
 def document_upload_bytes(*, name: str, data: bytes, **kwargs: object) -> UploadOutcome:
@@ -316,7 +401,7 @@ def _document_purge(
             "summary": f"Purged “{title}” and its {len(versions)} version(s)",
         }
         document.delete()
-        # A file is shared only when the same bytes were stored again under the same name.
+        # Versions with the same bytes share one stored file: it goes with the last of them.
         stored_files = [
             (version.file.storage, version.file.name)
             for version in versions

@@ -21,7 +21,7 @@ from accounts import roles
 from accounts.limits import Limited, limited_response, upload_limit_check
 from config.errors import json_error, wants_json
 from ingestion import selectors, services
-from ingestion.forms import DocumentAccessForm, UploadForm
+from ingestion.forms import TOO_LARGE, DocumentAccessForm, UploadForm
 from ingestion.models import DocumentVersion, VersionStatus
 from ingestion.services import UploadOutcome
 
@@ -77,6 +77,11 @@ def _upload_allowed(request: HttpRequest, form: UploadForm) -> bool:
     return True
 
 
+def _refusal_status(form: UploadForm) -> int:
+    """413 when a file is over the size limit, 400 for any other mistake in the form."""
+    return 413 if form.has_error("files", code=TOO_LARGE) else 400
+
+
 def version_state(version: DocumentVersion) -> dict[str, Any]:
     """What the page needs to redraw a version's status, progress and buttons."""
     return {
@@ -103,6 +108,7 @@ def upload_result(outcome: UploadOutcome) -> dict[str, Any]:
         "name": outcome.name,
         "created": outcome.created,
         "error": outcome.error,
+        "note": outcome.note,
         "status": outcome.status,
         "version": None,
     }
@@ -161,7 +167,7 @@ def document_list(request: HttpRequest) -> HttpResponse:
             "upload_results": outcomes,
             "upload_max_mb": f"{settings.UPLOAD_MAX_BYTES / (1024 * 1024):g}",
         },
-        status=400 if form.errors else 200,
+        status=_refusal_status(form) if form.errors else 200,
     )
 
 
@@ -172,7 +178,9 @@ def document_upload_json(request: HttpRequest) -> JsonResponse:
     _readers_offered(form, request.user)
     if not form.is_valid() or not _readers_allowed(form, request.user):
         first_error = next(iter(form.errors.values()))[0]
-        return JsonResponse({"detail": first_error, "errors": form.errors}, status=400)
+        return JsonResponse(
+            {"detail": first_error, "errors": form.errors}, status=_refusal_status(form)
+        )
     try:
         _upload_limit_check(request, form)
     except Limited as limited:

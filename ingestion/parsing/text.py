@@ -42,8 +42,27 @@ def _utf16_without_bom(sample: bytes) -> str | None:
     return None
 
 
+def _mostly_utf8(data: bytes) -> bool:
+    """At least as many well-formed multi-byte UTF-8 characters as bytes that are not UTF-8.
+
+    Text in a legacy code page almost never forms a multi-byte UTF-8 character by chance
+    (that takes a capital accented letter followed by a symbol), so a file that has them is
+    UTF-8 with some damage, and a code page would turn each of its accented letters into two
+    wrong ones to account for the few bad bytes.
+    """
+    # Each byte that is not UTF-8 becomes one lone surrogate, U+DC80 to U+DCFF.
+    decoded = data.decode("utf-8", errors="surrogateescape")
+    stray = sum(1 for character in decoded if "\udc80" <= character <= "\udcff")
+    multibyte = sum(1 for character in decoded if character >= "\x80") - stray
+    return multibyte >= stray
+
+
 def decode_text(data: bytes) -> str:
-    """Decode text of any encoding without ever failing; undecodable bytes become U+FFFD."""
+    """Decode text of any encoding without ever failing; undecodable bytes become U+FFFD.
+
+    Text that is mostly UTF-8 stays UTF-8; a legacy code page is guessed only for bytes that
+    are clearly not UTF-8.
+    """
     for bom, encoding in _TEXT_BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
@@ -53,6 +72,8 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    if _mostly_utf8(data):
+        return data.decode("utf-8", errors="replace")
     from charset_normalizer import from_bytes
 
     matches = from_bytes(data)

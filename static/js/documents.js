@@ -231,7 +231,9 @@
       const link = role(row, "link");
       link.href = result.version.document_url;
       link.hidden = false;
-      role(row, "note").hidden = result.created;
+      const note = role(row, "note");
+      note.textContent = result.note;
+      note.hidden = !result.note;
       drawVersion(row.querySelector("[data-version-status]"), result.version);
       schedulePoll(POLL_MS);
     }

@@ -311,20 +311,69 @@ def test_a_document_admin_cannot_change_a_document_of_another_group_they_read(
     assert [g.name for g in Document.objects.get(id=own_id).groups.all()] == ["Finance"]
 
 
-def test_a_document_admin_cannot_slip_a_version_into_another_group_s_document(
+def test_a_document_admin_neither_joins_nor_learns_of_another_group_s_document(
     superuser_api: APIClient, finance_admin_api: APIClient, finance: Group
 ) -> None:
-    upload(superuser_api, markdown_file(), groups=[])
+    hr = Group.objects.create(name="HR")
+    travel_id = upload(superuser_api, markdown_file(), groups=["HR"]).json()["results"][0][
+        "document_id"
+    ]
     same_name = upload(
         finance_admin_api, markdown_file(content=b"# Travel, rewritten"), groups=["Finance"]
     )
     same_bytes = upload(finance_admin_api, markdown_file("copy.md"), groups=["Finance"])
 
     for response in (same_name, same_bytes):
+        assert response.status_code == 201
         result = response.json()["results"][0]
-        assert result["document_id"] is None
-        assert "in a document you do not manage" in result["error"]
-    travel = Document.objects.get()
+        assert (result["created"], result["error"], result["note"]) == (True, "", "")
+        assert result["document_id"] not in (None, travel_id)
+        assert "HR" not in response.content.decode()
+    travel = Document.objects.get(id=travel_id)
     assert travel.versions.count() == 1
-    assert travel.title not in same_name.content.decode()
-    assert travel.title not in same_bytes.content.decode()
+    assert list(travel.groups.all()) == [hr]
+    assert set(Document.objects.exclude(id=travel_id).values_list("groups__name", flat=True)) == {
+        "Finance"
+    }
+
+
+def test_an_upload_over_the_size_limit_answers_413_and_stores_nothing(
+    superuser_api: APIClient, finance: Group, settings: Any
+) -> None:
+    settings.UPLOAD_MAX_BYTES = 50
+
+    response = upload(
+        superuser_api,
+        markdown_file("small.md", b"# Small"),
+        markdown_file(),
+        groups=["Finance"],
+    )
+
+    assert response.status_code == 413
+    detail = response.json()["detail"]
+    assert detail.startswith("travel_policy.md: The file is larger than the upload limit")
+    assert detail.endswith("Nothing was stored.")
+    assert not Document.objects.exists()
+
+
+def test_the_bytes_of_a_failed_version_uploaded_again_are_queued_again(
+    superuser_api: APIClient, finance: Group
+) -> None:
+    minutes = markdown_file("minutes.pdf", b"just some words")
+    first = upload(superuser_api, minutes, groups=["Finance"]).json()["results"][0]
+    run_pending_once()
+
+    again = upload(
+        superuser_api, markdown_file("minutes.pdf", b"just some words"), groups=["Finance"]
+    )
+
+    assert again.status_code == 200
+    result = again.json()["results"][0]
+    assert result["version_id"] == first["version_id"]
+    assert (result["created"], result["error"], result["status"]) == (
+        False,
+        "",
+        VersionStatus.QUEUED,
+    )
+    assert "not a PDF" in result["note"]
+    assert result["note"].endswith("it is queued again.")

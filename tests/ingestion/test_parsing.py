@@ -21,6 +21,7 @@ from ingestion.parsing import (
     parse_document,
     safe_filename,
 )
+from ingestion.parsing.text import decode_text
 from ingestion.sandbox import SandboxLimits, parse_document_isolated
 
 MB = 1024 * 1024
@@ -600,6 +601,35 @@ def test_it_decodes_text_in_legacy_and_unicode_encodings(encoding: str) -> None:
     assert document.detected_type == "text"
     assert document.sections == [Section(text=text, page=None, heading_path=())]
     assert document.title == "notes"
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (b"Caf\xc3\xa9 au lait \xff", "Café au lait \ufffd"),
+        (b"Caf\xe9 na\xc3\xafve", "Caf\ufffd naïve"),
+        (
+            "Die Größe der Straße: café, naïve.".encode().replace("é".encode(), b"\xe9"),
+            "Die Größe der Straße: caf\ufffd, naïve.",
+        ),
+        # Cut inside its last character, as the first bytes of a file are when sniffed.
+        ("Grüße aus München, à bientô".encode()[:-1], "Grüße aus München, à bient\ufffd"),
+    ],
+)
+def test_mostly_utf8_text_keeps_its_characters_and_marks_only_the_bad_bytes(
+    data: bytes, text: str
+) -> None:
+    assert decode_text(data) == text
+
+    document = parse_document(data, "notes.txt")
+    assert document.sections[0].text == text
+
+
+def test_legacy_text_with_a_chance_utf8_pair_is_still_read_in_its_code_page() -> None:
+    # "É…" in cp1252 is C9 85, a well-formed UTF-8 character; everything else is not UTF-8.
+    text = "Menü im CAFÉ… Größe, Straße, Grüße, façade, naïve."
+
+    assert decode_text(text.encode("cp1252")) == text
 
 
 def test_it_never_fails_on_text_of_an_unknown_encoding() -> None:

@@ -117,7 +117,181 @@ def test_the_same_bytes_twice_are_one_version() -> None:
     assert first.created
     assert not again.created
     assert again.version == first.version
+    assert again.note == (
+        "The same content is already stored as version 1 of “parking”; nothing new was stored."
+    )
     assert Document.objects.count() == 1
+
+
+HR_HANDBOOK = b"# Handbook\n\nSalary bands are reviewed every March by the HR committee.\n"
+
+
+@pytest.fixture
+def hr() -> Group:
+    return Group.objects.create(name="HR")
+
+
+@pytest.fixture
+def finance() -> Group:
+    return Group.objects.create(name="Finance")
+
+
+@pytest.fixture
+def finance_admin(finance: Group) -> User:
+    """A document admin of Finance only: the documents of HR are none of their business."""
+    admin = User.objects.create_user("fiona")
+    admin.groups.add(Group.objects.create(name="Finance-admins"))
+    return admin
+
+
+@pytest.fixture
+def superuser() -> User:
+    return User.objects.create_user("root", is_superuser=True)
+
+
+def test_a_name_held_by_a_document_the_uploader_does_not_manage_is_their_own_document(
+    hr: Group, finance: Group, finance_admin: User
+) -> None:
+    hr_handbook = document_upload_bytes(name="handbook.md", data=HR_HANDBOOK, groups=[hr])
+
+    outcome = document_upload_bytes(
+        name="handbook.md",
+        data=b"# Handbook\n\nFinance closes the books on the third working day.\n",
+        groups=[finance],
+        user=finance_admin,
+        manager=finance_admin,
+    )
+
+    assert outcome.error == ""
+    assert outcome.note == ""
+    assert outcome.created
+    assert outcome.version is not None
+    own = outcome.version.document
+    assert own != hr_handbook.version.document  # type: ignore[union-attr]
+    assert (own.source_path, list(own.groups.all())) == ("handbook.md", [finance])
+    assert hr_handbook.version.document.versions.count() == 1  # type: ignore[union-attr]
+
+
+def test_the_bytes_of_a_document_the_uploader_does_not_manage_are_their_own_document(
+    hr: Group, finance: Group, finance_admin: User, reader: User
+) -> None:
+    hr_handbook = document_upload_bytes(name="handbook.md", data=HR_HANDBOOK, groups=[hr])
+    run_pending_once()
+
+    outcome = document_upload_bytes(
+        name="copy.md",
+        data=HR_HANDBOOK,
+        groups=[finance],
+        user=finance_admin,
+        manager=finance_admin,
+    )
+
+    assert (outcome.error, outcome.note, outcome.created) == ("", "", True)
+    assert outcome.version is not None
+    assert list(outcome.version.document.groups.all()) == [finance]
+    # One stored file serves both documents.
+    assert outcome.version.file.name == hr_handbook.version.file.name  # type: ignore[union-attr]
+    run_pending_once()
+    reader.groups.add(finance)
+    hits = passages_for_user(user=reader, query="when are salary bands reviewed")
+    assert [hit.source for hit in hits] == ["copy.md"]
+
+
+def test_a_superuser_storing_the_same_bytes_for_other_readers_gets_a_new_document_and_is_told(
+    hr: Group, finance: Group, superuser: User
+) -> None:
+    first = document_upload_bytes(
+        name="handbook.md", data=HR_HANDBOOK, groups=[hr], user=superuser, manager=superuser
+    )
+
+    again = document_upload_bytes(
+        name="handbook.md", data=HR_HANDBOOK, groups=[finance], user=superuser, manager=superuser
+    )
+
+    assert again.created
+    assert again.version is not None
+    assert again.version.document != first.version.document  # type: ignore[union-attr]
+    assert list(again.version.document.groups.all()) == [finance]
+    assert again.note == (
+        "The same content is already stored as “handbook”, read by HR; this file is stored "
+        "as a new document for the readers you chose."
+    )
+    assert list(first.version.document.groups.all()) == [hr]  # type: ignore[union-attr]
+
+
+def test_a_name_kept_by_a_managed_document_for_other_readers_starts_a_new_document(
+    hr: Group, finance: Group, superuser: User
+) -> None:
+    first = document_upload_bytes(
+        name="handbook.md", data=HR_HANDBOOK, groups=[hr], user=superuser, manager=superuser
+    )
+
+    other = document_upload_bytes(
+        name="handbook.md", data=GOOD, groups=[hr, finance], user=superuser, manager=superuser
+    )
+
+    assert other.created
+    assert other.version is not None
+    assert other.version.number == 1
+    assert other.version.document != first.version.document  # type: ignore[union-attr]
+    assert other.note == (
+        "“handbook”, read by HR, has the same name; this file is stored as a new document "
+        "for the readers you chose. To add a version to it instead, upload with its readers."
+    )
+    same_readers = document_upload_bytes(
+        name="handbook.md", data=GOOD + b"More.\n", groups=[hr], user=superuser, manager=superuser
+    )
+    assert same_readers.version is not None
+    assert same_readers.version.document == first.version.document  # type: ignore[union-attr]
+    assert same_readers.version.number == 2
+
+
+def test_the_bytes_of_a_failed_version_uploaded_again_queue_it_again(reader: User) -> None:
+    first = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+    assert first.version is not None
+    # A worker that died mid-way: the file itself is fine.
+    DocumentVersion.objects.filter(id=first.version.id).update(
+        status=VersionStatus.FAILED, status_message="The worker stopped."
+    )
+
+    again = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+
+    assert (again.error, again.created) == ("", False)
+    assert again.version == first.version
+    assert again.status == VersionStatus.QUEUED
+    assert again.note == (
+        "Version 1 of “parking” holds the same content and its ingestion had failed "
+        "(The worker stopped.); it is queued again."
+    )
+    run_pending_once()
+    assert DocumentVersion.objects.get(id=first.version.id).status == VersionStatus.READY
+    assert passages_for_user(user=reader, query="where do visitors park")[0].source == "parking.md"
+
+
+def test_the_bytes_of_a_cancelled_version_uploaded_again_queue_it_again() -> None:
+    first = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+    assert first.version is not None
+    version_cancel(first.version)
+
+    again = document_upload_bytes(name="parking.md", data=GOOD, is_public=True)
+
+    assert again.status == VersionStatus.QUEUED
+    assert again.note == (
+        "Version 1 of “parking” holds the same content and its ingestion had been cancelled; "
+        "it is queued again."
+    )
+
+
+def test_a_file_that_fails_again_says_why_it_failed_before() -> None:
+    first = document_upload_bytes(name="minutes.pdf", data=b"just some words", is_public=True)
+    run_pending_once()
+
+    again = document_upload_bytes(name="minutes.pdf", data=b"just some words", is_public=True)
+
+    assert again.version == first.version
+    assert again.status == VersionStatus.QUEUED
+    assert "not a PDF" in again.note
+    assert again.note.endswith("it is queued again.")
 
 
 def test_a_new_version_replaces_the_old_only_once_indexed(reader: User) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from bs4 import BeautifulSoup
 from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -117,16 +118,67 @@ def test_a_file_over_the_size_limit_is_refused_with_its_reason(
 ) -> None:
     settings.UPLOAD_MAX_BYTES = 50
 
-    result = upload_json(admin_client, markdown_file())["results"][0]
-    assert result["version"] is None
-    assert result["status"] == VersionStatus.FAILED
-    assert "larger than the upload limit" in result["error"]
+    refused = admin_client.post(
+        reverse("ingestion:document-upload"),
+        {"files": [markdown_file()]},
+        headers={"Accept": "application/json"},
+    )
+    assert refused.status_code == 413
+    assert refused.json()["detail"].startswith(
+        "travel_policy.md: The file is larger than the upload limit"
+    )
+    assert "files" in refused.json()["errors"]
 
-    page = admin_client.post(
-        reverse("ingestion:document-list"), {"files": [markdown_file()]}
-    ).content.decode()
-    assert "larger than the upload limit" in page
+    page = admin_client.post(reverse("ingestion:document-list"), {"files": [markdown_file()]})
+    assert page.status_code == 413
+    soup = BeautifulSoup(page.content.decode(), "html.parser")
+    form_errors = " ".join(item.get_text() for item in soup.select("form .errorlist li"))
+    assert "travel_policy.md: The file is larger than the upload limit" in form_errors
+    assert not soup.select("[data-upload-results] [data-upload-result]")
     assert not Document.objects.exists()
+
+
+def test_a_document_admin_uploading_a_name_another_group_uses_gets_their_own_document(
+    admin_client: Client, finance_admin_client: Client, finance: Group
+) -> None:
+    hr = Group.objects.create(name="HR")
+    upload_json(admin_client, markdown_file(), groups=[hr.id])
+
+    same_name = upload_json(
+        finance_admin_client,
+        markdown_file(content=b"# Travel policy\n\nFinance travels by train."),
+        groups=[finance.id],
+    )["results"][0]
+    copy = upload_json(finance_admin_client, markdown_file("copy.md"), groups=[finance.id])
+    same_bytes = copy["results"][0]
+
+    for result in (same_name, same_bytes):
+        assert (result["created"], result["error"], result["note"]) == (True, "", "")
+        assert result["version"]["status"] == VersionStatus.QUEUED
+    hr_document = Document.objects.get(groups=hr)
+    assert hr_document.versions.count() == 1
+    assert Document.objects.filter(groups=finance).count() == 2
+
+
+def test_uploading_a_failed_file_again_queues_it_again_and_says_so(admin_client: Client) -> None:
+    first = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+    run_pending_once()
+
+    again = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+
+    result = again["results"][0]
+    assert result["version"]["id"] == first["results"][0]["version"]["id"]
+    assert (result["created"], result["error"]) == (False, "")
+    assert result["version"]["status"] == VersionStatus.QUEUED
+    assert "not a PDF" in result["note"]
+    assert result["note"].endswith("it is queued again.")
+
+    run_pending_once()
+    page = admin_client.post(
+        reverse("ingestion:document-list"),
+        {"files": [markdown_file("minutes.pdf", b"just some words")]},
+    ).content.decode()
+    assert "Version 1 of “minutes” holds the same content and its ingestion had failed" in page
 
 
 def test_a_file_that_cannot_be_read_shows_why_and_offers_a_retry(admin_client: Client) -> None:
