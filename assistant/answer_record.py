@@ -54,6 +54,25 @@ def answer_record_details(
     }
 
 
+def answer_start_details(answer: Answer, *, access_tags: Collection[str]) -> dict[str, Any]:
+    """The details of an `answer.started` record: written before the first byte streams.
+
+    Whatever happens to the process afterwards, the ledger knows who asked what, with which
+    groups, and which passages the model was given.
+    """
+    return {
+        "answer_id": answer.pk,
+        "conversation_id": answer.conversation_id,
+        "question": answer.question,
+        "searched_query": answer.searched_query,
+        "access_tags": sorted(access_tags),
+        "acl_groups": groups_of_tags(access_tags),
+        "passages": [{**passage, "rank": passage["n"]} for passage in answer.passages],
+        "mode": answer.mode,
+        "summary": answer.question[:300],
+    }
+
+
 def _numbers(citations: Any) -> list[Any]:
     """Citations as their numbers, whether stored as passages or as numbers."""
     items = citations if isinstance(citations, list) else []

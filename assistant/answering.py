@@ -20,8 +20,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
-from assistant.answer_record import answer_record_details
+from assistant.answer_record import answer_record_details, answer_start_details
 from assistant.extractive import extractive_answer
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import Passage, passages_for_tags
@@ -166,10 +167,49 @@ class _Draft:
     first_token_ms: float | None = None
     request_id: str = ""
     history: list[Turn] = field(default_factory=list)
+    # The row saved before the first byte streams (None when the answer failed before that).
+    answer_id: int | None = None
 
     def mark_first_token(self) -> None:
         if self.first_token_ms is None:
             self.first_token_ms = (time.perf_counter() - self.started) * 1000
+
+
+def _start(draft: _Draft, mode: str) -> int:
+    """Save the question and its evidence, with their ledger record, before anything streams."""
+    with transaction.atomic():
+        answer = Answer.objects.create(
+            conversation=draft.conversation,
+            user=draft.user,
+            question=draft.question,
+            searched_query=draft.searched_query,
+            status=AnswerStatus.IN_PROGRESS,
+            mode=mode,
+            passages=[p.as_json(n=n) for n, p in enumerate(draft.passages, start=1)],
+            progress_at=timezone.now(),
+        )
+        Conversation.objects.filter(id=draft.conversation.id).update(updated_at=answer.created_at)
+        ledger_append(
+            event=AuditEvent.ANSWER_STARTED,
+            actor=draft.user,
+            request_id=draft.request_id,
+            details=answer_start_details(answer, access_tags=draft.access_tags),
+        )
+    return answer.pk
+
+
+def _checkpoint(answer_id: int, answer_text: str, reasoning: str) -> None:
+    Answer.objects.filter(pk=answer_id, status=AnswerStatus.IN_PROGRESS).update(
+        answer=answer_text, reasoning=reasoning, progress_at=timezone.now()
+    )
+
+
+async def _checkpoints(draft: _Draft) -> None:
+    """Keep the text streamed so far (and the proof of life) at most a second old."""
+    assert draft.answer_id is not None
+    while True:
+        await asyncio.sleep(settings.ANSWER_CHECKPOINT_S)
+        await sync_to_async(_checkpoint)(draft.answer_id, draft.answer, draft.reasoning)
 
 
 def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
@@ -178,28 +218,39 @@ def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
     citations = [draft.passages[n - 1].as_json(n=n) for n in kept]
     passages_json = [p.as_json(n=n) for n, p in enumerate(draft.passages, start=1)]
     total_ms = (time.perf_counter() - draft.started) * 1000
+    outcome = {
+        "answer": answer_text,
+        "reasoning": draft.reasoning,
+        "status": draft.status,
+        "mode": draft.mode,
+        "citations": citations,
+        "passages": passages_json,
+        "dropped_citations": dropped,
+        "model_name": draft.model,
+        "endpoint": draft.endpoint,
+        "error": draft.error,
+        "prompt_tokens": draft.usage.get("prompt_tokens"),
+        "completion_tokens": draft.usage.get("completion_tokens"),
+        "first_token_ms": draft.first_token_ms,
+        "total_ms": total_ms,
+        "progress_at": None,
+    }
     with transaction.atomic():
-        answer = Answer.objects.create(
-            conversation=draft.conversation,
-            user=draft.user,
-            question=draft.question,
-            searched_query=draft.searched_query,
-            answer=answer_text,
-            reasoning=draft.reasoning,
-            status=draft.status,
-            mode=draft.mode,
-            citations=citations,
-            passages=passages_json,
-            dropped_citations=dropped,
-            model_name=draft.model,
-            endpoint=draft.endpoint,
-            error=draft.error,
-            prompt_tokens=draft.usage.get("prompt_tokens"),
-            completion_tokens=draft.usage.get("completion_tokens"),
-            first_token_ms=draft.first_token_ms,
-            total_ms=total_ms,
-        )
-        Conversation.objects.filter(id=draft.conversation.id).update(updated_at=answer.created_at)
+        if draft.answer_id is None:
+            answer = Answer.objects.create(
+                conversation=draft.conversation,
+                user=draft.user,
+                question=draft.question,
+                searched_query=draft.searched_query,
+                **outcome,
+            )
+        else:
+            # Locked: a sweep closing answers of dead processes must not close this one too.
+            answer = Answer.objects.select_for_update().get(pk=draft.answer_id)
+            for name, value in outcome.items():
+                setattr(answer, name, value)
+            answer.save()
+        Conversation.objects.filter(id=draft.conversation.id).update(updated_at=timezone.now())
         ledger_append(
             event=AuditEvent.ANSWER,
             actor=draft.user,
@@ -287,6 +338,7 @@ async def answer_events(
     )
     pool = model_pool()
     saved = False
+    checkpoints: asyncio.Task[None] | None = None
     try:
         draft.searched_query = await _standalone_query(text, history, pool)
         tags = await sync_to_async(access_tags_for_user)(user)
@@ -296,6 +348,10 @@ async def answer_events(
         draft.passages = await sync_to_async(passages_for_tags)(
             access_tags=tags, query=draft.searched_query
         )
+        draft.answer_id = await sync_to_async(_start)(
+            draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE
+        )
+        checkpoints = asyncio.create_task(_checkpoints(draft))
         yield AnswerEvent(
             "meta",
             data={
@@ -346,6 +402,8 @@ async def answer_events(
         draft.error = f"The answer failed: {error.__class__.__name__}: {error}"
         raise
     finally:
+        if checkpoints is not None:
+            checkpoints.cancel()
         if not saved:
             # Keep what was produced, and the record of it, however the stream ended.
             await asyncio.shield(sync_to_async(_save)(draft))

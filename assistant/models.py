@@ -30,6 +30,10 @@ class AnswerStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
     CUT_OFF = "cut_off", "Cut off"
+    # Streaming now: saved before the first byte leaves, checkpointed while it streams.
+    IN_PROGRESS = "in_progress", "In progress"
+    # The process streaming it died; closed with its last checkpoint by the next to look.
+    INTERRUPTED = "interrupted", "Interrupted"
 
 
 class AnswerMode(models.TextChoices):
@@ -61,9 +65,18 @@ class Answer(models.Model):
     first_token_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The last checkpoint of an answer in progress: a stale one means its process died.
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["progress_at"],
+                name="answer_in_progress_idx",
+                condition=models.Q(status="in_progress"),
+            )
+        ]
 
     def __str__(self) -> str:
         return self.question[:80]

@@ -101,8 +101,8 @@ def columns_from_details(event: str, details: Mapping[str, Any]) -> dict[str, st
 
 
 def answer_id_from_details(event: str, details: Mapping[str, Any]) -> int | None:
-    """The answer an `answer` record is about, copied to its own column for joins."""
-    if event != AuditEvent.ANSWER:
+    """The answer an answer record is about, copied to its own column for joins."""
+    if event not in (AuditEvent.ANSWER, AuditEvent.ANSWER_STARTED):
         return None
     answer_id = details.get("answer_id")
     return answer_id if isinstance(answer_id, int) and not isinstance(answer_id, bool) else None

@@ -14,6 +14,7 @@ class AuditEvent(models.TextChoices):
     """What a ledger record is about; the values are stable, exports and filters rely on them."""
 
     ANSWER = "answer", "Answer"
+    ANSWER_STARTED = "answer.started", "Answer started"
     DOCUMENT_UPLOADED = "document.uploaded", "Document uploaded"
     DOCUMENT_VERSION_ADDED = "document.version_added", "New document version"
     DOCUMENT_DELETED = "document.deleted", "Document deleted"

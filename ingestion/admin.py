@@ -204,10 +204,13 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     f"“{document.title}” and queued for indexing.",
                 )
             else:
+                # The service says what it did: nothing new stored, or a failed version retried.
                 messages.info(
                     request,
-                    f"{outcome.name} has the same content as version {outcome.version.number} "
-                    f"of “{document.title}”; nothing new was stored.",
+                    f"{outcome.name}: {outcome.note}"
+                    if outcome.note
+                    else f"{outcome.name} has the same content as version "
+                    f"{outcome.version.number} of “{document.title}”; nothing new was stored.",
                 )
         return list(stored.values())
 

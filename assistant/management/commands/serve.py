@@ -30,9 +30,17 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         login_hint = self._ensure_admin()
-        from audit.ledger import settings_record_if_changed
+        from assistant.answer_recovery import answer_sweeper_start, answers_interrupted_close
+        from audit.ledger import anchor_adopt_unanchored_head, settings_record_if_changed
 
+        anchor_adopt_unanchored_head()
         settings_record_if_changed()
+        # Standalone: this is the one process that streams, so whatever is in progress died
+        # with the last one. Cluster: only answers no live process has checkpointed lately.
+        closed = answers_interrupted_close(stale_after_s=0 if settings.STANDALONE else None)
+        if closed:
+            self.stdout.write(f"Closed {closed} answers interrupted when the server stopped.")
+        answer_sweeper_start()
         if settings.STANDALONE:
             if options["workers"] != 1:
                 raise CommandError("Standalone mode runs one process; use cluster mode to scale.")
@@ -60,6 +68,10 @@ class Command(BaseCommand):
             workers=options["workers"],
             lifespan="off",
             log_level="warning",
+            # uvicorn would otherwise rewrite the client address from X-Forwarded-For sent
+            # from loopback (or FORWARDED_ALLOW_IPS). REMOTE_ADDR stays the socket peer, and
+            # client_address believes the header from TRUSTED_PROXIES only.
+            proxy_headers=False,
         )
 
     def _ensure_admin(self) -> str:
