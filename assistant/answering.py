@@ -25,7 +25,7 @@ from django.utils import timezone
 from assistant.answer_record import answer_record_details, answer_start_details
 from assistant.extractive import extractive_answer
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
-from assistant.retrieval import Passage, passages_for_tags
+from assistant.retrieval import Passage, apassages_for_tags
 from assistant.selectors import conversations_visible_to
 from audit.ledger import ledger_append
 from audit.models import AuditEvent
@@ -343,11 +343,7 @@ async def answer_events(
         draft.searched_query = await _standalone_query(text, history, pool)
         tags = await sync_to_async(access_tags_for_user)(user)
         draft.access_tags = sorted(tags)
-        # Searches take turns: each already uses every core, and run side by side on a
-        # small machine they only slow each other down (measured with bench_portal).
-        draft.passages = await sync_to_async(passages_for_tags)(
-            access_tags=tags, query=draft.searched_query
-        )
+        draft.passages = await apassages_for_tags(access_tags=tags, query=draft.searched_query)
         draft.answer_id = await sync_to_async(_start)(
             draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from django.conf import settings
@@ -127,6 +130,29 @@ def passages_for_user(
 ) -> list[Passage]:
     """The top passages this user may read for the query; the access filter runs in Qdrant."""
     return passages_for_tags(access_tags=access_tags_for_user(user), query=query, k=k, mode=mode)
+
+
+@cache
+def _search_pool() -> ThreadPoolExecutor:
+    """Searches touch no database, so they run side by side, one per core at most.
+
+    Side by side, the questions they embed meet in one batch of the question encoder, and
+    the index's readers work in parallel; on the shared thread of `sync_to_async` each
+    search would wait for every other request's database work as well.
+    """
+    return ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="search")
+
+
+async def apassages_for_tags(
+    *,
+    access_tags: frozenset[str],
+    query: str,
+    k: int | None = None,
+    mode: SearchMode = "hybrid",
+) -> list[Passage]:
+    """`passages_for_tags` for async callers, on the search pool."""
+    search = partial(passages_for_tags, access_tags=access_tags, query=query, k=k, mode=mode)
+    return await asyncio.get_running_loop().run_in_executor(_search_pool(), search)
 
 
 def passages_for_tags(

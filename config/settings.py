@@ -304,6 +304,11 @@ VECTOR_INDEX_DIR = DATA_DIR / "index"
 EMBEDDING_MODEL_PATH = env_str("EMBEDDING_MODEL_PATH", "")
 EMBEDDING_PRECISION = env_str("EMBEDDING_PRECISION", "auto")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+# The encoder's engine: "auto" measures torch against OpenVINO (compiled from the same model
+# folder, kept under EMBEDDING_CACHE_DIR) at first start and keeps the faster one whose vectors
+# match torch fp32; "torch" or "openvino" forces one (inference/embedder.py).
+EMBEDDING_BACKEND = env_str("EMBEDDING_BACKEND", "auto")
+EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(DATA_DIR / "encoders")))
 CHUNK_MAX_TOKENS = env_int("CHUNK_MAX_TOKENS", 224)
 # Passages embedded and indexed together; progress is saved after each batch.
 INGEST_EMBED_BATCH = env_int("INGEST_EMBED_BATCH", 256)

@@ -6,6 +6,10 @@ import os
 import tempfile
 
 os.environ.setdefault("ASSISTANT_DATA_DIR", tempfile.mkdtemp(prefix="assistant-test-"))
+# One compiled encoder for the whole run, the servers the tests start included.
+os.environ.setdefault(
+    "EMBEDDING_CACHE_DIR", os.path.join(tempfile.gettempdir(), "assistant-test-encoders")
+)
 
 from config.settings import *  # noqa: F403
 

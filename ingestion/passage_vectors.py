@@ -14,7 +14,11 @@ from ingestion.vector_index.base import IndexPoint, SparseVec, point_id
 
 def dense() -> DenseEncoder:
     return dense_encoder(
-        settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_PRECISION, settings.EMBEDDING_BATCH_SIZE
+        settings.EMBEDDING_MODEL_PATH,
+        settings.EMBEDDING_PRECISION,
+        settings.EMBEDDING_BATCH_SIZE,
+        backend=settings.EMBEDDING_BACKEND,
+        cache_dir=str(settings.EMBEDDING_CACHE_DIR),
     )
 
 

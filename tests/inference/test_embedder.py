@@ -84,3 +84,38 @@ def test_the_vector_size_is_read_from_the_model_files_and_matches_the_model(
         json.dumps({"in_features": 384, "out_features": 128})
     )
     assert embedding_dimension(str(folder)) == 128
+
+
+PASSAGES = [
+    "Visitors park on level minus two of the north garage.",
+    "Hotels may cost at most 180 euros a night in every city.",
+    "The Heron archive keeps expense reports for seven years in the basement vault.",
+]
+
+
+def test_openvino_compiles_the_same_model_once_and_gives_the_same_vectors(
+    fp32: DenseEncoder, tmp_path: Path
+) -> None:
+    compiled = DenseEncoder(precision="fp32", backend="openvino", cache_dir=tmp_path)
+    assert compiled.backend == "openvino"
+    exports = list(tmp_path.glob("*/model.xml"))
+    assert len(exports) == 1, "the export is kept for the next start"
+    # An index built by one engine stays valid with the other: same vectors, same order.
+    cosine = np.sum(compiled.encode(PASSAGES) * fp32.encode(PASSAGES), axis=1)
+    assert cosine.min() > 0.9999
+    query = np.asarray(compiled.encode_query("Where can visitors park?"))
+    assert int(np.argmax(compiled.encode(PASSAGES) @ query)) == 0
+    again = DenseEncoder(precision="fp32", backend="openvino", cache_dir=tmp_path)
+    assert list(tmp_path.glob("*/model.xml")) == exports
+    assert np.allclose(again.encode(PASSAGES), compiled.encode(PASSAGES), atol=1e-6)
+
+
+def test_auto_keeps_an_engine_whose_vectors_match_torch(tmp_path: Path) -> None:
+    chosen = DenseEncoder(precision="fp32", backend="auto", cache_dir=tmp_path)
+    assert chosen.backend in ("torch", "openvino")
+    assert "cosine" in chosen.backend_note or "not" in chosen.backend_note
+
+
+def test_an_unknown_engine_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="auto, torch, openvino"):
+        DenseEncoder(backend="tensorrt")
