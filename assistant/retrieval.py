@@ -16,7 +16,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from config.metrics import record_retrieval
 from ingestion.access import access_tags_for_user, index_scope
-from ingestion.passage_vectors import query_vectors
+from ingestion.passage_vectors import QueryVectors, aquery_vectors, query_vectors
 from ingestion.vector_index.base import SearchMode
 from ingestion.vector_index.configured import vector_index
 
@@ -150,8 +150,14 @@ async def apassages_for_tags(
     k: int | None = None,
     mode: SearchMode = "hybrid",
 ) -> list[Passage]:
-    """`passages_for_tags` for async callers, on the search pool."""
-    search = partial(passages_for_tags, access_tags=access_tags, query=query, k=k, mode=mode)
+    """`passages_for_tags` for async callers: the question joins the encoder's next batch
+    with every other question asked at that moment, then the search runs on the pool."""
+    if index_scope(access_tags, only_active=True) is None or not query.strip():
+        return []
+    vectors = await aquery_vectors(query)
+    search = partial(
+        passages_for_tags, access_tags=access_tags, query=query, k=k, mode=mode, vectors=vectors
+    )
     return await asyncio.get_running_loop().run_in_executor(_search_pool(), search)
 
 
@@ -161,6 +167,7 @@ def passages_for_tags(
     query: str,
     k: int | None = None,
     mode: SearchMode = "hybrid",
+    vectors: QueryVectors | None = None,
 ) -> list[Passage]:
     """The search itself, for tags already read from the database by `access_tags_for_user`.
 
@@ -171,7 +178,7 @@ def passages_for_tags(
         return []
     k = k or settings.RETRIEVAL_TOP_K
     started = time.perf_counter()
-    vectors = query_vectors(query)
+    vectors = vectors or query_vectors(query)
     hits = vector_index().search(
         dense=vectors.dense,
         sparse=vectors.sparse,

@@ -111,8 +111,10 @@ class DenseEncoder:
         if backend != "torch":
             self._choose_backend(backend, cache_dir)
         # Questions do not wait behind an ingestion batch; inference does not change the
-        # model, so both threads may share it.
-        self._questions = _QuestionBatcher(self._encode_now)
+        # model, so both threads may share it. They stay on torch with one thread: for a
+        # batch of short questions it answers sooner than a compiled engine spreading one
+        # small input over every core (bench_answer: 10.9 ms against 14.1 with OpenVINO).
+        self._questions = _QuestionBatcher(self._encode_torch)
 
     def _choose_backend(self, requested: str, cache_dir: Path | None) -> None:
         """OpenVINO when asked for, or when `auto` measures it faster and equivalent."""
@@ -185,6 +187,10 @@ class DenseEncoder:
         """One question's vector; questions asked at the same moment are encoded together."""
         return self._questions.encode(text)
 
+    def encode_query_later(self, text: str) -> Future[list[float]]:
+        """`encode_query` without waiting: async callers await the future instead of a thread."""
+        return self._questions.submit(text)
+
 
 class _QuestionBatcher:
     """Encodes questions on one thread, all those waiting at once in a single batch.
@@ -202,6 +208,9 @@ class _QuestionBatcher:
         self._start_lock = threading.Lock()
 
     def encode(self, text: str) -> list[float]:
+        return self.submit(text).result()
+
+    def submit(self, text: str) -> Future[list[float]]:
         result: Future[list[float]] = Future()
         self._waiting.put((text, result))
         with self._start_lock:
@@ -210,7 +219,7 @@ class _QuestionBatcher:
                     target=self._serve, name="question-encoder", daemon=True
                 )
                 self._thread.start()
-        return result.result()
+        return result
 
     def _serve(self) -> None:
         import torch

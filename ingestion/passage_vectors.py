@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,14 @@ class QueryVectors:
 def query_vectors(text: str) -> QueryVectors:
     indices, values = sparse().encode_query(text)
     return QueryVectors(dense=dense().encode_query(text), sparse=SparseVec(indices, values))
+
+
+async def aquery_vectors(text: str) -> QueryVectors:
+    """`query_vectors` for async callers: no thread waits while the question is encoded, so
+    every question asked at the same moment joins one batch of the encoder."""
+    dense_vector = await asyncio.wrap_future(dense().encode_query_later(text))
+    indices, values = sparse().encode_query(text)
+    return QueryVectors(dense=dense_vector, sparse=SparseVec(indices, values))
 
 
 @dataclass(frozen=True)
