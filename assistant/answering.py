@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,7 +28,7 @@ from assistant.extractive import extractive_answer
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.retrieval import Passage, apassages_for_tags
 from assistant.selectors import conversations_visible_to
-from audit.ledger import ledger_append
+from audit.ledger import LedgerEntry, ledger_append, ledger_append_many
 from audit.models import AuditEvent
 from config.metrics import record_answer
 from inference.llm import EndpointPool, LLMUnavailableError, PoolConfig
@@ -175,27 +176,91 @@ class _Draft:
             self.first_token_ms = (time.perf_counter() - self.started) * 1000
 
 
-def _start(draft: _Draft, mode: str) -> int:
-    """Save the question and its evidence, with their ledger record, before anything streams."""
+def _start_many(starts: list[tuple[_Draft, str]]) -> list[int]:
+    """Save questions and their evidence, with their ledger records, before anything streams.
+
+    Questions asked at the same moment share one transaction and one append to the ledger.
+    """
     with transaction.atomic():
-        answer = Answer.objects.create(
-            conversation=draft.conversation,
-            user=draft.user,
-            question=draft.question,
-            searched_query=draft.searched_query,
-            status=AnswerStatus.IN_PROGRESS,
-            mode=mode,
-            passages=[p.as_json(n=n) for n, p in enumerate(draft.passages, start=1)],
-            progress_at=timezone.now(),
+        answers = [
+            Answer.objects.create(
+                conversation=draft.conversation,
+                user=draft.user,
+                question=draft.question,
+                searched_query=draft.searched_query,
+                status=AnswerStatus.IN_PROGRESS,
+                mode=mode,
+                passages=[p.as_json(n=n) for n, p in enumerate(draft.passages, start=1)],
+                progress_at=timezone.now(),
+            )
+            for draft, mode in starts
+        ]
+        Conversation.objects.filter(id__in={draft.conversation.id for draft, _ in starts}).update(
+            updated_at=timezone.now()
         )
-        Conversation.objects.filter(id=draft.conversation.id).update(updated_at=answer.created_at)
-        ledger_append(
-            event=AuditEvent.ANSWER_STARTED,
-            actor=draft.user,
-            request_id=draft.request_id,
-            details=answer_start_details(answer, access_tags=draft.access_tags),
+        ledger_append_many(
+            [
+                LedgerEntry(
+                    event=AuditEvent.ANSWER_STARTED,
+                    actor=draft.user,
+                    request_id=draft.request_id,
+                    details=answer_start_details(answer, access_tags=draft.access_tags),
+                )
+                for (draft, _), answer in zip(starts, answers, strict=True)
+            ]
         )
-    return answer.pk
+    return [answer.pk for answer in answers]
+
+
+class _StartGroup:
+    """Gathers the starts of questions that reach this point together into one write.
+
+    The first to arrive writes for everyone waiting (in its own request's thread, so a
+    test's or a request's database connection is the one used); a failed group is written
+    again one by one, so one bad question never keeps another from starting.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[_Draft, str, asyncio.Future[int]]] = []
+
+    async def start(self, draft: _Draft, mode: str) -> int:
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((draft, mode, started))
+        if len(self._waiting) == 1:
+            # Let the questions that are a step behind join before the write.
+            await asyncio.sleep(0)
+            group, self._waiting = self._waiting, []
+            # Shielded: the others' starts go on even if this question's client leaves.
+            await asyncio.shield(asyncio.ensure_future(self._write(group)))
+        return await started
+
+    @staticmethod
+    async def _write(group: list[tuple[_Draft, str, asyncio.Future[int]]]) -> None:
+        try:
+            ids = await sync_to_async(_start_many)([(draft, mode) for draft, mode, _ in group])
+        except Exception as error:
+            if len(group) == 1:
+                group[0][2].set_exception(error)
+                return
+            for item in group:
+                await _StartGroup._write([item])
+            return
+        for (_, _, started), answer_id in zip(group, ids, strict=True):
+            started.set_result(answer_id)
+
+
+_start_groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StartGroup] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _start(draft: _Draft, mode: str) -> int:
+    loop = asyncio.get_running_loop()
+    group = _start_groups.get(loop)
+    if group is None:
+        group = _start_groups[loop] = _StartGroup()
+    return await group.start(draft, mode)
 
 
 def _checkpoint(answer_id: int, answer_text: str, reasoning: str) -> None:
@@ -344,9 +409,7 @@ async def answer_events(
         tags = await sync_to_async(access_tags_for_user)(user)
         draft.access_tags = sorted(tags)
         draft.passages = await apassages_for_tags(access_tags=tags, query=draft.searched_query)
-        draft.answer_id = await sync_to_async(_start)(
-            draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE
-        )
+        draft.answer_id = await _start(draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE)
         checkpoints = asyncio.create_task(_checkpoints(draft))
         yield AnswerEvent(
             "meta",
