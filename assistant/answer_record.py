@@ -27,13 +27,7 @@ def answer_record_details(
 ) -> dict[str, Any]:
     """The details of an `answer` record, for `ledger_append`."""
     return {
-        "answer_id": answer.pk,
-        "conversation_id": answer.conversation_id,
-        "question": answer.question,
-        "searched_query": answer.searched_query,
-        "access_tags": sorted(access_tags),
-        "acl_groups": groups_of_tags(access_tags),
-        "passages": [{**passage, "rank": passage["n"]} for passage in answer.passages],
+        **_question_details(answer, access_tags),
         "prompt": list(prompt),
         "mode": answer.mode,
         "model": answer.model_name,
@@ -61,6 +55,15 @@ def answer_start_details(answer: Answer, *, access_tags: Collection[str]) -> dic
     groups, and which passages the model was given.
     """
     return {
+        **_question_details(answer, access_tags),
+        "mode": answer.mode,
+        "summary": answer.question[:300],
+    }
+
+
+def _question_details(answer: Answer, access_tags: Collection[str]) -> dict[str, Any]:
+    """Who asked what, with which groups, and the passages the model was given."""
+    return {
         "answer_id": answer.pk,
         "conversation_id": answer.conversation_id,
         "question": answer.question,
@@ -68,8 +71,6 @@ def answer_start_details(answer: Answer, *, access_tags: Collection[str]) -> dic
         "access_tags": sorted(access_tags),
         "acl_groups": groups_of_tags(access_tags),
         "passages": [{**passage, "rank": passage["n"]} for passage in answer.passages],
-        "mode": answer.mode,
-        "summary": answer.question[:300],
     }
 
 

@@ -65,6 +65,30 @@ def record_content(
     )
 
 
+def record_hash(
+    *,
+    sequence: int,
+    created_at: datetime,
+    event: str,
+    actor_id: int | None,
+    actor_username: str,
+    details_json: str,
+    prev_hash: str,
+) -> str:
+    """The hash a record at `sequence` with this content must carry."""
+    return content_hash(
+        record_content(
+            sequence=sequence,
+            time=time_text(created_at),
+            event=event,
+            actor_id=actor_id,
+            actor_username=actor_username,
+            details_json=details_json,
+            prev_hash=prev_hash,
+        )
+    )
+
+
 def content_hash(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.anchor import AnchorError, checkpoints_read
-from audit.hashing import GENESIS_HASH, content_hash, parse_details, record_content, time_text
+from audit.hashing import GENESIS_HASH, parse_details, record_hash
 from audit.ledger import answer_id_from_details, columns_from_details, references_from_details
 from audit.models import AuditEvent, AuditFlag, AuditHead, AuditRecord, AuditReference
 
@@ -150,16 +150,16 @@ def _row_problem(row: tuple[Any, ...], expected: int, expected_prev: str) -> Cha
     sequence, created_at, event, actor_id, actor_username, details_json, prev_hash, stored = row[:8]
     if sequence != expected:
         return _diagnose_gap(expected, sequence, prev_hash)
-    content = record_content(
+    digest = record_hash(
         sequence=sequence,
-        time=time_text(created_at),
+        created_at=created_at,
         event=event,
         actor_id=actor_id,
         actor_username=actor_username,
         details_json=details_json,
         prev_hash=prev_hash,
     )
-    if content_hash(content) != stored:
+    if digest != stored:
         return _diagnose_mismatch(row, expected_prev)
     if prev_hash != expected_prev:
         return _diagnose_link(sequence, prev_hash)
@@ -321,16 +321,16 @@ def _original_position(row: tuple[Any, ...]) -> int | None:
     for candidate in range(low, sequence + MOVED_SEARCH_WINDOW + 1):
         if candidate == sequence:
             continue
-        content = record_content(
+        digest = record_hash(
             sequence=candidate,
-            time=time_text(created_at),
+            created_at=created_at,
             event=event,
             actor_id=actor_id,
             actor_username=actor_username,
             details_json=details_json,
             prev_hash=prev_hash,
         )
-        if content_hash(content) == stored:
+        if digest == stored:
             return candidate
     return None
 
@@ -458,9 +458,9 @@ class RecordChainStatus:
 
 def record_chain_status(record: AuditRecord) -> RecordChainStatus:
     """Whether one record's hash recomputes and its predecessor's hash is the one it names."""
-    content = record_content(
+    digest = record_hash(
         sequence=record.sequence,
-        time=time_text(record.created_at),
+        created_at=record.created_at,
         event=record.event,
         actor_id=record.actor_id,
         actor_username=record.actor_username,
@@ -474,7 +474,7 @@ def record_chain_status(record: AuditRecord) -> RecordChainStatus:
     )
     links = record.prev_hash == (previous_hash if record.sequence > 1 else GENESIS_HASH)
     return RecordChainStatus(
-        hash_matches=content_hash(content) == record.hash,
+        hash_matches=digest == record.hash,
         links_to_previous=links,
         previous_sequence=record.sequence - 1 if record.sequence > 1 else None,
     )

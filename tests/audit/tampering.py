@@ -18,7 +18,7 @@ from django.test import TestCase
 
 from assistant.answer_record import answer_record_details
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
-from audit.hashing import content_hash, record_content, time_text
+from audit.hashing import record_hash
 from audit.ledger import audit_flag, columns_from_details, ledger_append
 from audit.models import AuditEvent, AuditFlag, AuditHead, AuditRecord, AuditReference
 from audit.verify import ledger_verify
@@ -122,16 +122,14 @@ def _record(sequence: int) -> AuditRecord:
 
 
 def _rehash(record: AuditRecord) -> str:
-    return content_hash(
-        record_content(
-            sequence=record.sequence,
-            time=time_text(record.created_at),
-            event=record.event,
-            actor_id=record.actor_id,
-            actor_username=record.actor_username,
-            details_json=record.details,
-            prev_hash=record.prev_hash,
-        )
+    return record_hash(
+        sequence=record.sequence,
+        created_at=record.created_at,
+        event=record.event,
+        actor_id=record.actor_id,
+        actor_username=record.actor_username,
+        details_json=record.details,
+        prev_hash=record.prev_hash,
     )
 
 
