@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 import weakref
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from assistant.answer_record import answer_record_details, answer_start_details
@@ -45,6 +46,8 @@ from inference.prompting import (
     strip_invalid_citations,
 )
 from ingestion.access import access_tags_for_user
+
+logger = logging.getLogger(__name__)
 
 EventKind = Literal["meta", "reasoning", "answer", "reclassify", "notice", "done"]
 
@@ -263,18 +266,69 @@ async def _start(draft: _Draft, mode: str) -> int:
     return await group.start(draft, mode)
 
 
-def _checkpoint(answer_id: int, answer_text: str, reasoning: str) -> None:
-    Answer.objects.filter(pk=answer_id, status=AnswerStatus.IN_PROGRESS).update(
-        answer=answer_text, reasoning=reasoning, progress_at=timezone.now()
-    )
+def _checkpoint_many(progress: list[tuple[int, str, str]]) -> None:
+    """Keep the text streamed so far of every answer in progress, in one transaction."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            for answer_id, answer_text, reasoning in progress:
+                Answer.objects.filter(pk=answer_id, status=AnswerStatus.IN_PROGRESS).update(
+                    answer=answer_text, reasoning=reasoning, progress_at=now
+                )
+    finally:
+        # A worker thread outlives any request: its connection follows DATABASE_CONN_MAX_AGE
+        # here, as a request's would.
+        close_old_connections()
 
 
-async def _checkpoints(draft: _Draft) -> None:
-    """Keep the text streamed so far (and the proof of life) at most a second old."""
-    assert draft.answer_id is not None
-    while True:
-        await asyncio.sleep(settings.ANSWER_CHECKPOINT_S)
-        await sync_to_async(_checkpoint)(draft.answer_id, draft.answer, draft.reasoning)
+class _Checkpointer:
+    """One writer per event loop for the text (and the proof of life) of every streaming answer.
+
+    Each second it writes what every answer has shown so far, all in one transaction on a
+    worker thread: sixty-four answers streaming at once cost one write a second, not 64.
+    """
+
+    def __init__(self) -> None:
+        self._drafts: dict[int, _Draft] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def follow(self, draft: _Draft) -> None:
+        assert draft.answer_id is not None
+        self._drafts[draft.answer_id] = draft
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def drop(self, draft: _Draft) -> None:
+        if draft.answer_id is not None:
+            self._drafts.pop(draft.answer_id, None)
+
+    async def _run(self) -> None:
+        while self._drafts:
+            await asyncio.sleep(settings.ANSWER_CHECKPOINT_S)
+            progress = [
+                (answer_id, draft.answer, draft.reasoning)
+                for answer_id, draft in list(self._drafts.items())
+            ]
+            if not progress:
+                continue
+            try:
+                # Its own thread and connection: no request's thread waits for it.
+                await sync_to_async(_checkpoint_many, thread_sensitive=False)(progress)
+            except Exception:
+                logger.exception("Checkpointing %s answers failed; trying again.", len(progress))
+
+
+_checkpointers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Checkpointer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _checkpointer() -> _Checkpointer:
+    loop = asyncio.get_running_loop()
+    checkpointer = _checkpointers.get(loop)
+    if checkpointer is None:
+        checkpointer = _checkpointers[loop] = _Checkpointer()
+    return checkpointer
 
 
 def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
@@ -403,14 +457,13 @@ async def answer_events(
     )
     pool = model_pool()
     saved = False
-    checkpoints: asyncio.Task[None] | None = None
     try:
         draft.searched_query = await _standalone_query(text, history, pool)
         tags = await sync_to_async(access_tags_for_user)(user)
         draft.access_tags = sorted(tags)
         draft.passages = await apassages_for_tags(access_tags=tags, query=draft.searched_query)
         draft.answer_id = await _start(draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE)
-        checkpoints = asyncio.create_task(_checkpoints(draft))
+        _checkpointer().follow(draft)
         yield AnswerEvent(
             "meta",
             data={
@@ -461,8 +514,8 @@ async def answer_events(
         draft.error = f"The answer failed: {error.__class__.__name__}: {error}"
         raise
     finally:
-        if checkpoints is not None:
-            checkpoints.cancel()
+        if draft.answer_id is not None:
+            _checkpointer().drop(draft)
         if not saved:
             # Keep what was produced, and the record of it, however the stream ended.
             await asyncio.shield(sync_to_async(_save)(draft))
