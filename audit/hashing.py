@@ -65,6 +65,33 @@ def record_content(
     )
 
 
+# The stored columns a record's hash is computed from, followed by the hash itself.
+HASHED_COLUMNS = (
+    "sequence",
+    "created_at",
+    "event",
+    "actor_id",
+    "actor_username",
+    "details",
+    "prev_hash",
+    "hash",
+)
+
+
+def row_hash(row: tuple[Any, ...], *, sequence: int | None = None) -> str:
+    """The hash of a row read as HASHED_COLUMNS, at its own place or at `sequence`."""
+    stored_sequence, created_at, event, actor_id, actor_username, details_json, prev_hash = row[:7]
+    return record_hash(
+        sequence=stored_sequence if sequence is None else sequence,
+        created_at=created_at,
+        event=event,
+        actor_id=actor_id,
+        actor_username=actor_username,
+        details_json=details_json,
+        prev_hash=prev_hash,
+    )
+
+
 def record_hash(
     *,
     sequence: int,

@@ -15,7 +15,7 @@ from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from audit.anchor import checkpoint_newest_line
-from audit.hashing import json_ready, record_content, time_text
+from audit.hashing import HASHED_COLUMNS, json_ready, record_content, time_text
 from audit.models import AuditFlag, AuditRecord, AuditReference, AuditReferenceKind
 from audit.verify import VERIFY_CHUNK
 
@@ -133,16 +133,7 @@ def _text_matches(text: str) -> Q | RawSQL:
     return Q(search_text__icontains=text)
 
 
-_EXPORT_FIELDS = (
-    "sequence",
-    "created_at",
-    "event",
-    "actor_id",
-    "actor_username",
-    "details",
-    "prev_hash",
-    "hash",
-)
+_EXPORT_FIELDS = HASHED_COLUMNS
 CSV_COLUMNS = (
     "sequence",
     "time",

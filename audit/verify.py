@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.anchor import AnchorError, checkpoints_read
-from audit.hashing import GENESIS_HASH, parse_details, record_hash
+from audit.hashing import GENESIS_HASH, HASHED_COLUMNS, parse_details, record_hash, row_hash
 from audit.ledger import answer_id_from_details, columns_from_details, references_from_details
 from audit.models import AuditEvent, AuditFlag, AuditHead, AuditRecord, AuditReference
 
@@ -66,21 +66,8 @@ def vouched_rows_check_register(check: VouchedRowsCheck) -> None:
         _vouched_rows_checks.append(check)
 
 
-_VERIFY_FIELDS = (
-    "sequence",
-    "created_at",
-    "event",
-    "actor_id",
-    "actor_username",
-    "details",
-    "prev_hash",
-    "hash",
-    "status",
-    "model_name",
-    "summary",
-    "search_text",
-    "answer_id",
-)
+# The hashed columns first (as HASHED_COLUMNS), then the copies the filters read.
+_VERIFY_FIELDS = (*HASHED_COLUMNS, "status", "model_name", "summary", "search_text", "answer_id")
 
 
 def ledger_verify(
@@ -147,19 +134,10 @@ def ledger_verify(
 
 
 def _row_problem(row: tuple[Any, ...], expected: int, expected_prev: str) -> ChainProblem | None:
-    sequence, created_at, event, actor_id, actor_username, details_json, prev_hash, stored = row[:8]
+    sequence, prev_hash, stored = row[0], row[6], row[7]
     if sequence != expected:
         return _diagnose_gap(expected, sequence, prev_hash)
-    digest = record_hash(
-        sequence=sequence,
-        created_at=created_at,
-        event=event,
-        actor_id=actor_id,
-        actor_username=actor_username,
-        details_json=details_json,
-        prev_hash=prev_hash,
-    )
-    if digest != stored:
+    if row_hash(row) != stored:
         return _diagnose_mismatch(row, expected_prev)
     if prev_hash != expected_prev:
         return _diagnose_link(sequence, prev_hash)
@@ -316,21 +294,10 @@ def _diagnose_gap(expected: int, found: int, prev_hash: str) -> ChainProblem:
 
 def _original_position(row: tuple[Any, ...]) -> int | None:
     """The position at which a record's hash does fit, when it is not its present one."""
-    sequence, created_at, event, actor_id, actor_username, details_json, prev_hash, stored = row[:8]
+    sequence, stored = row[0], row[7]
     low = max(1, sequence - MOVED_SEARCH_WINDOW)
     for candidate in range(low, sequence + MOVED_SEARCH_WINDOW + 1):
-        if candidate == sequence:
-            continue
-        digest = record_hash(
-            sequence=candidate,
-            created_at=created_at,
-            event=event,
-            actor_id=actor_id,
-            actor_username=actor_username,
-            details_json=details_json,
-            prev_hash=prev_hash,
-        )
-        if digest == stored:
+        if candidate != sequence and row_hash(row, sequence=candidate) == stored:
             return candidate
     return None
 
