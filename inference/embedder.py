@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import cache
@@ -293,7 +294,11 @@ class _OpenVinoTransformer:
             return openvino.Core().read_model(target)
         transformer = model[0].auto_model
         example = model.tokenizer(["an example"], return_tensors="pt")
-        converted = openvino.convert_model(transformer, example_input=dict(example))
+        with warnings.catch_warnings():
+            # Tracing warns about every shape check it turns into a constant; the export
+            # keeps dynamic shapes and is checked against torch before it is used.
+            warnings.simplefilter("ignore")
+            converted = openvino.convert_model(transformer, example_input=dict(example))
         if target is not None and cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             # Written aside and renamed: a process reading the cache never sees half a model.
