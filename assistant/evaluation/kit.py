@@ -8,7 +8,6 @@ user who may read everything, and compared with the naive baseline on the same f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from assistant.evaluation.golden import (
     summarize,
 )
 from assistant.evaluation.retrievers import naive_pipeline_for, product_retriever
-from assistant.evaluation.throwaway_runs import NOT_INHERITED_BY_THROWAWAY_RUNS
+from assistant.evaluation.throwaway_runs import throwaway_env
 from ingestion.local_files import files_under
 from ingestion.models import DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once
@@ -90,12 +89,7 @@ def _question_files(kit_dir: Path, questions: str | list[str]) -> tuple[Path, ..
 def run_in_throwaway_folder(arguments: list[str]) -> dict[str, Any]:
     """Run `manage.py ARGUMENTS` as a fresh standalone installation; its last JSON line."""
     with tempfile.TemporaryDirectory(prefix="evaluate-") as data_dir:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in NOT_INHERITED_BY_THROWAWAY_RUNS
-        }
-        env["ASSISTANT_DATA_DIR"] = data_dir
+        env = throwaway_env(data_dir)
         # Progress goes to stderr; every passage indexed need not.
         env.setdefault("LOG_LEVEL", "WARNING")
         done = subprocess.run(
