@@ -186,6 +186,10 @@ class QdrantStandin:
         }
         return True
 
+    def collection_update(self, request: Request, args: dict[str, str]) -> bool:
+        body: models.UpdateCollection = request.parsed(models.UpdateCollection)
+        return self._local.update_collection(args["name"], metadata=body.metadata)
+
     def collection_delete(self, request: Request, args: dict[str, str]) -> bool:
         self._layouts.pop(args["name"], None)
         return self._local.delete_collection(args["name"])
@@ -338,6 +342,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler, str]] = [
         ("POST", r"/collections/aliases", QdrantStandin.aliases_update),
         ("GET", rf"/collections/{_NAME}", QdrantStandin.collection_get),
         ("PUT", rf"/collections/{_NAME}", QdrantStandin.collection_create),
+        ("PATCH", rf"/collections/{_NAME}", QdrantStandin.collection_update),
         ("DELETE", rf"/collections/{_NAME}", QdrantStandin.collection_delete),
         ("GET", rf"/collections/{_NAME}/exists", QdrantStandin.collection_exists),
         ("GET", rf"/collections/{_NAME}/aliases", QdrantStandin.collection_aliases),

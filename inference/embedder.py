@@ -396,6 +396,37 @@ def _loaded_dimension(model_path: str) -> int:
     return DenseEncoder(Path(model_path) if model_path else None).dimension
 
 
+# The files whose bytes decide the vectors; their hash names the encoder in every index.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@cache
+def encoder_identity(model_path: str) -> dict[str, Any]:
+    """What an index records of the encoder that wrote it: model, weights and dimension.
+
+    The engine (torch or OpenVINO) and the precision are left out on purpose: every engine
+    this process may choose matches torch fp32 to cosine BACKEND_MIN_COSINE, so an index
+    stays valid across them. Other weights would put passages and questions in different
+    spaces, and the index refuses them.
+    """
+    folder = Path(model_path) if model_path else bundled_model_path()
+    digest = hashlib.sha256()
+    for name in WEIGHT_FILES:
+        weights = folder / name
+        if weights.is_file():
+            with weights.open("rb") as stream:
+                while block := stream.read(1 << 20):
+                    digest.update(block)
+            break
+    else:
+        digest.update(b"no weight file")
+    return {
+        "model": folder.name,
+        "weights_sha256": digest.hexdigest()[:16],
+        "dimension": embedding_dimension(model_path),
+    }
+
+
 @cache
 def dense_encoder(
     model_path: str,

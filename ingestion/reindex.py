@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from inference.embedder import encoder_identity
 from ingestion.access import document_access_tags
 from ingestion.models import Chunk, Document, VersionStatus
 from ingestion.passage_vectors import IndexedPassage, dense, passage_points
@@ -92,7 +93,11 @@ def _rebuild_edge(
     if target.exists() or target == previous:
         raise VectorIndexError(f"{target} already exists; choose another name.")
     with _folder_held(previous):
-        new_index = EdgeIndex(path=target, dense_size=dense().dimension)
+        new_index = EdgeIndex(
+            path=target,
+            dense_size=dense().dimension,
+            encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
+        )
         try:
             versions, passages = _copy_current_passages(new_index.upsert, progress)
             new_index.optimize()
@@ -149,6 +154,7 @@ def _rebuild_server(
             dense_size=dense().dimension,
             local=local,
             layout=collection_layout(),
+            encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
         )
         versions, passages = _copy_current_passages(new_index.upsert, progress)
         operations: list[models.AliasOperations] = []

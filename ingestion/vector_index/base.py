@@ -36,6 +36,35 @@ class SparseVec:
     values: list[float]
 
 
+class EncoderMismatchError(VectorIndexError):
+    """The index was written by another encoder: its vectors would not match the questions'."""
+
+
+# What an index records of its encoder (inference.embedder.encoder_identity); these keys
+# must agree, the rest is informative.
+ENCODER_KEYS = ("model", "weights_sha256", "dimension")
+
+
+def encoder_check(recorded: dict[str, Any] | None, current: dict[str, Any], where: str) -> None:
+    """Refuse to serve an index whose passages another encoder embedded.
+
+    An index without a record (made before the record existed) is taken as it is; the
+    caller then records the current encoder.
+    """
+    if recorded is None:
+        return
+    differing = [key for key in ENCODER_KEYS if recorded.get(key) != current.get(key)]
+    if differing:
+        built = ", ".join(f"{key} {recorded.get(key)}" for key in ENCODER_KEYS)
+        now = ", ".join(f"{key} {current.get(key)}" for key in ENCODER_KEYS)
+        raise EncoderMismatchError(
+            f"The index {where} was built with another encoder ({built}) than the one "
+            f"configured now ({now}): its passages and new questions would not be "
+            "comparable. Set EMBEDDING_MODEL_PATH back to the model it was built with, or "
+            "use a new index folder or collection and ingest the documents again."
+        )
+
+
 @dataclass(frozen=True)
 class IndexPoint:
     """One passage as stored in the index.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from inference.embedder import embedding_dimension
+from inference.embedder import embedding_dimension, encoder_identity
 from ingestion.vector_index import VectorIndex, VectorIndexError, open_index
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ def vector_index() -> VectorIndex:
                     path=current_index_dir(settings.VECTOR_INDEX_DIR),
                     collection=settings.VECTOR_COLLECTION,
                     dense_size=embedding_dimension(settings.EMBEDDING_MODEL_PATH),
+                    encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
                 )
             else:
                 _index = open_index(
@@ -64,6 +65,7 @@ def vector_index() -> VectorIndex:
                     collection=settings.VECTOR_COLLECTION,
                     dense_size=embedding_dimension(settings.EMBEDDING_MODEL_PATH),
                     layout=collection_layout(),
+                    encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
                 )
         return _index
 

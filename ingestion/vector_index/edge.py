@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,10 +27,13 @@ from ingestion.vector_index.base import (
     VectorIndexError,
     check_search_arguments,
     deletion_scope,
+    encoder_check,
 )
 
 CONFIG_FILE = "edge_config.json"
 LOCK_FILE = ".lock"
+# The encoder that wrote the shard's vectors (inference.embedder.encoder_identity).
+ENCODER_FILE = "encoder.json"
 
 # Points that only sit in plain (not yet HNSW-indexed) segments are searched by brute
 # force: cheap for a few thousand, about 12 ms per query at 100k on two cores. Once an
@@ -47,7 +51,9 @@ SCROLL_PAGE = 1_000
 class EdgeIndex:
     """A qdrant-edge shard in a folder that this process holds exclusively."""
 
-    def __init__(self, *, path: Path, dense_size: int) -> None:
+    def __init__(
+        self, *, path: Path, dense_size: int, encoder: dict[str, Any] | None = None
+    ) -> None:
         self._path = path
         self._lock_fd: int | None = _lock_folder(path)
         # The shard is not documented as safe for concurrent updates; serialising the
@@ -56,6 +62,8 @@ class EdgeIndex:
         self._shard: edge.EdgeShard | None = None
         try:
             self._shard = _load_or_create_shard(path, dense_size)
+            if encoder is not None:
+                _encoder_record(path, encoder)
             self._ensure_payload_indexes()
         except BaseException:
             self.close()
@@ -251,6 +259,22 @@ def _load_or_create_shard(path: Path, dense_size: int) -> edge.EdgeShard:
         if (path / CONFIG_FILE).exists():
             return edge.EdgeShard.load(str(path), config)
         return edge.EdgeShard.create(str(path), config)
+
+
+def _encoder_record(path: Path, encoder: dict[str, Any]) -> None:
+    """Check the shard's encoder record against `encoder`; write it where there is none."""
+    record = path / ENCODER_FILE
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError) as error:
+        raise VectorIndexError(
+            f"The index's encoder record {record} is unreadable: {error}"
+        ) from error
+    encoder_check(recorded, encoder, f"at {path}")
+    if recorded is None:
+        record.write_text(json.dumps(encoder, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _lock_folder(path: Path) -> int:

@@ -30,6 +30,7 @@ from ingestion.vector_index.base import (
     VectorIndexError,
     check_search_arguments,
     deletion_scope,
+    encoder_check,
 )
 
 UPSERT_BATCH = 256
@@ -37,6 +38,8 @@ SCROLL_PAGE = 1_000
 REQUEST_TIMEOUT_SECONDS = 30
 # The collection a new installation's name first points to (an alias of that name).
 FIRST_COLLECTION_SUFFIX = "-v1"
+# The collection metadata key of the encoder record (inference.embedder.encoder_identity).
+ENCODER_METADATA_KEY = "encoder"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class ServerIndex:
         local: bool,
         layout: CollectionLayout | None = None,
         behind_alias: bool = False,
+        encoder: dict[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._collection = collection
@@ -90,6 +94,8 @@ class ServerIndex:
         try:
             with self._request("prepare the index"):
                 self._ensure_collection(dense_size)
+                if encoder is not None:
+                    self._encoder_record(encoder)
         except BaseException:
             client.close()
             raise
@@ -103,6 +109,7 @@ class ServerIndex:
         collection: str,
         dense_size: int,
         layout: CollectionLayout | None = None,
+        encoder: dict[str, Any] | None = None,
     ) -> ServerIndex:
         client = QdrantClient(
             url=url, api_key=api_key, prefer_grpc=False, timeout=REQUEST_TIMEOUT_SECONDS
@@ -114,10 +121,18 @@ class ServerIndex:
             local=False,
             layout=layout,
             behind_alias=True,
+            encoder=encoder,
         )
 
     @classmethod
-    def open_folder(cls, *, path: Path, collection: str, dense_size: int) -> ServerIndex:
+    def open_folder(
+        cls,
+        *,
+        path: Path,
+        collection: str,
+        dense_size: int,
+        encoder: dict[str, Any] | None = None,
+    ) -> ServerIndex:
         try:
             client = QdrantClient(path=str(path))
         except RuntimeError as error:
@@ -129,7 +144,12 @@ class ServerIndex:
                 ) from error
             raise VectorIndexError(f"Could not open the index at {path}: {error}") from error
         return cls(
-            client, collection=collection, dense_size=dense_size, local=True, behind_alias=True
+            client,
+            collection=collection,
+            dense_size=dense_size,
+            local=True,
+            behind_alias=True,
+            encoder=encoder,
         )
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
@@ -330,6 +350,16 @@ class ServerIndex:
             # Local mode says the same with a ValueError.
             if "already exists" not in str(error):
                 raise
+
+    def _encoder_record(self, encoder: dict[str, Any]) -> None:
+        """Check the collection's encoder record (its metadata); write it where there is none."""
+        metadata = self._client.get_collection(self._collection).config.metadata or {}
+        recorded = metadata.get(ENCODER_METADATA_KEY)
+        encoder_check(recorded, encoder, f"collection {self._collection!r}")
+        if recorded is None:
+            self._client.update_collection(
+                self._collection, metadata={ENCODER_METADATA_KEY: encoder}
+            )
 
     def _check_dense_size(self, dense_size: int) -> None:
         vectors = self._client.get_collection(self._collection).config.params.vectors

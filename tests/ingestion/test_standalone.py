@@ -133,3 +133,26 @@ def test_an_upload_over_http_becomes_searchable_in_one_process(
     titles = " ".join(str(item) for item in documents["results"])
     assert "checkpoint" in titles.lower()
     assert "holiday" in titles.lower()
+
+
+def test_the_server_refuses_an_index_another_model_wrote(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    index_dir = data_dir / "index"
+    index_dir.mkdir(parents=True)
+    foreign = '{"dimension": 384, "model": "my-finetune", "weights_sha256": "0badc0de"}\n'
+    (index_dir / "encoder.json").write_text(foreign)
+    server = Server(data_dir)
+
+    started = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(server.port)],
+        cwd=ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert started.returncode != 0
+    assert "built with another encoder" in started.stderr
+    assert "my-finetune" in started.stderr
+    assert "Traceback" not in started.stderr

@@ -24,6 +24,7 @@ from qdrant_client import QdrantClient
 
 from ingestion.access import index_scope
 from ingestion.vector_index import (
+    EncoderMismatchError,
     FusionMethod,
     Hit,
     IndexLockedError,
@@ -529,3 +530,49 @@ def test_processes_starting_together_share_one_collection(standin: str, encoder:
     finally:
         for index in opened:
             index.close()
+
+
+def open_with_encoder(
+    backend: Backend, path: Path, request: pytest.FixtureRequest, encoder: dict[str, Any]
+) -> VectorIndex:
+    if backend == "standin":
+        url = request.getfixturevalue("standin")
+        name = "e" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        return open_index(backend="server", url=url, collection=name, encoder=encoder)
+    return open_index(backend=backend, path=path, encoder=encoder)
+
+
+def test_an_index_written_by_another_model_is_refused_with_the_reason(
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    built_with = {"model": "all-MiniLM-L6-v2", "weights_sha256": "53aa5117", "dimension": 384}
+    other_weights = {**built_with, "model": "my-finetune", "weights_sha256": "0badc0de"}
+    path = tmp_path / "recorded"
+    open_with_encoder(backend, path, request, built_with).close()
+
+    with pytest.raises(EncoderMismatchError) as refused:
+        open_with_encoder(backend, path, request, other_weights)
+
+    assert "my-finetune" in refused.value.message
+    assert "all-MiniLM-L6-v2" in refused.value.message
+    assert "EMBEDDING_MODEL_PATH" in refused.value.message
+    # The encoder that wrote it opens it as before; another engine's record is informative.
+    open_with_encoder(backend, path, request, {**built_with, "engine": "openvino"}).close()
+
+
+def test_an_index_from_before_the_record_adopts_the_current_encoder(
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    path = tmp_path / "unrecorded"
+    if backend == "standin":
+        url = request.getfixturevalue("standin")
+        name = "e" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        open_index(backend="server", url=url, collection=name).close()
+    else:
+        open_index(backend=backend, path=path).close()
+    current = {"model": "all-MiniLM-L6-v2", "weights_sha256": "53aa5117", "dimension": 384}
+
+    open_with_encoder(backend, path, request, current).close()
+
+    with pytest.raises(EncoderMismatchError):
+        open_with_encoder(backend, path, request, {**current, "weights_sha256": "0badc0de"})

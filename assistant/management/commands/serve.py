@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ingestion.vector_index.base import IndexLockedError
+from ingestion.vector_index.base import IndexLockedError, VectorIndexError
 
 ADMIN_NAME = "admin"
 
@@ -52,6 +52,8 @@ class Command(BaseCommand):
                 vector_index()
             except IndexLockedError as error:
                 raise CommandError(f"{error}\nIs the assistant already running?") from error
+            except VectorIndexError as error:
+                raise CommandError(error.message) from error
             self.stdout.write("Loading the embedding model...")
             dense().encode_query("warm up")
             runner_start()
