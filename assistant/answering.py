@@ -31,6 +31,7 @@ from assistant.retrieval import Passage, apassages_for_tags
 from assistant.selectors import conversations_visible_to
 from audit.ledger import LedgerEntry, ledger_append, ledger_append_many
 from audit.models import AuditEvent
+from config.activity import serving_activity
 from config.metrics import record_answer
 from inference.llm import EndpointPool, LLMUnavailableError, PoolConfig
 from inference.prompting import (
@@ -457,6 +458,8 @@ async def answer_events(
     )
     pool = model_pool()
     saved = False
+    # An answer in flight keeps upkeep that would stall the process (config.activity) away.
+    serving_activity.begin()
     try:
         draft.searched_query = await _standalone_query(text, history, pool)
         tags = await sync_to_async(access_tags_for_user)(user)
@@ -514,6 +517,7 @@ async def answer_events(
         draft.error = f"The answer failed: {error.__class__.__name__}: {error}"
         raise
     finally:
+        serving_activity.end()
         if draft.answer_id is not None:
             _checkpointer().drop(draft)
         if not saved:

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from assistant.answering import model_pool
 from config.metrics import REGISTRY
+from ingestion.index_upkeep import index_upkeep_state
 from ingestion.models import UNFINISHED_STATUSES, DocumentVersion, VersionStatus
 from ingestion.vector_index.configured import vector_index
 
@@ -140,7 +141,14 @@ def _check_redis(timeout_s: float) -> str:
 
 
 def _check_vector_index(timeout_s: float) -> str:
-    return f"{vector_index().count()} passages"
+    index = vector_index()
+    detail = f"{index.count()} passages"
+    upkeep = index.upkeep()
+    if upkeep is not None and upkeep.optimize_due:
+        # Still ready: those passages are searched by brute force until then.
+        when = "being built now" if upkeep.optimizing else "built at the next quiet moment"
+        detail += f"; {upkeep.unindexed_points} wait for their search graph ({when})"
+    return detail
 
 
 def _check_model_pool(timeout_s: float) -> str:
@@ -195,11 +203,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def readyz(request: HttpRequest) -> JsonResponse:
     results = readiness_checks()
     ready = all(result.ok for result in results)
+    body: dict[str, object] = {
+        "status": "ready" if ready else "unavailable",
+        "checks": [asdict(result) for result in results],
+    }
+    if ready and (upkeep := index_upkeep_state()) is not None:
+        body["index_upkeep"] = asdict(upkeep)
     return JsonResponse(
-        {
-            "status": "ready" if ready else "unavailable",
-            "checks": [asdict(result) for result in results],
-        },
+        body,
         status=200 if ready else 503,
     )
 

@@ -67,7 +67,7 @@ MIDDLEWARE = [
     "assistant.probes.probe_host_middleware",
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -299,6 +299,9 @@ VECTOR_SHARDS = env_int("VECTOR_SHARDS", 1)
 VECTOR_REPLICATION = env_int("VECTOR_REPLICATION", 1)
 VECTOR_WRITE_CONSISTENCY = env_int("VECTOR_WRITE_CONSISTENCY", 1)
 VECTOR_INDEX_DIR = DATA_DIR / "index"
+# The standalone server optimizes its embedded index only after this long without serving
+# anyone: the optimizer stalls the whole process while it runs (ingestion/index_upkeep.py).
+INDEX_OPTIMIZE_QUIET_S = env_float("INDEX_OPTIMIZE_QUIET_S", 3.0)
 
 # Embeddings: the bundled all-MiniLM-L6-v2 unless a local folder is configured.
 EMBEDDING_MODEL_PATH = env_str("EMBEDDING_MODEL_PATH", "")

@@ -22,6 +22,7 @@ from accounts.limits import Limited, limited_response, upload_limit_check
 from config.errors import json_error, wants_json
 from ingestion import selectors, services
 from ingestion.forms import TOO_LARGE, DocumentAccessForm, UploadForm
+from ingestion.index_upkeep import index_upkeep_state
 from ingestion.models import DocumentVersion, VersionStatus
 from ingestion.services import UploadOutcome
 
@@ -166,6 +167,7 @@ def document_list(request: HttpRequest) -> HttpResponse:
             "statuses": VersionStatus.choices,
             "upload_results": outcomes,
             "upload_max_mb": f"{settings.UPLOAD_MAX_BYTES / (1024 * 1024):g}",
+            "index_upkeep": index_upkeep_state(),
         },
         status=_refusal_status(form) if form.errors else 200,
     )

@@ -86,8 +86,32 @@ class Hit:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class IndexUpkeep:
+    """The embedded index's pending upkeep, for /readyz and the documents page.
+
+    `unindexed_points`: vectors searched by brute force until the segment optimizer builds
+    their search graph; `optimize_due`: enough of them that the optimizer should run.
+    """
+
+    unindexed_points: int
+    optimize_due: bool
+    optimizing: bool
+    deferred_to_quiet_moments: bool
+    last_optimized_at: float | None = None
+    last_optimize_s: float | None = None
+
+
 class VectorIndex(Protocol):
     def upsert(self, points: Sequence[IndexPoint]) -> None: ...
+
+    def upkeep(self) -> IndexUpkeep | None:
+        """Pending upkeep this process must run; None where the server does its own."""
+        ...
+
+    def optimize(self) -> None:
+        """Build the search graph of passages stored since the last time, now."""
+        ...
 
     def search(
         self,

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from ingestion.vector_index.base import (
     Hit,
     IndexLockedError,
     IndexPoint,
+    IndexUpkeep,
     PointScope,
     SearchMode,
     SparseVec,
@@ -36,11 +38,14 @@ LOCK_FILE = ".lock"
 ENCODER_FILE = "encoder.json"
 
 # Points that only sit in plain (not yet HNSW-indexed) segments are searched by brute
-# force: cheap for a few thousand, about 12 ms per query at 100k on two cores. Once an
-# upsert leaves more than this many of them, the shard is optimized before returning.
-# qdrant-edge keeps the interpreter lock while it optimizes (up to about a minute at
-# 100k points on two cores), stalling every thread of the process; hence few, large steps.
+# force: cheap for a few thousand, about 12 ms per query at 100k on two cores. Past this
+# many of them the shard should be optimized. qdrant-edge keeps the interpreter lock
+# while it optimizes (5 s for 30k points on two cores, about a minute at 100k), stalling
+# every thread of the process; hence few, large steps, and in a serving process only at
+# a quiet moment (defer_optimize).
 UNINDEXED_POINTS_BEFORE_OPTIMIZE = 20_000
+# Even a process that is never quiet optimizes past this, before search slows too much.
+UNINDEXED_POINTS_LIMIT = 150_000
 
 # Fixed by Qdrant's RRF default, so that both backends rank alike.
 RRF_K = 2
@@ -60,6 +65,10 @@ class EdgeIndex:
         # writes keeps an optimize or a flush from interleaving with another writer.
         self._write_lock = threading.Lock()
         self._shard: edge.EdgeShard | None = None
+        self._optimize_deferred = False
+        self._optimizing = False
+        self._last_optimized_at: float | None = None
+        self._last_optimize_s: float | None = None
         try:
             self._shard = _load_or_create_shard(path, dense_size)
             if encoder is not None:
@@ -90,16 +99,45 @@ class EdgeIndex:
             shard = self._current_shard()
             shard.update(edge.UpdateOperation.upsert_points(edge_points))
             shard.flush()
-            if _unindexed_points(shard) > UNINDEXED_POINTS_BEFORE_OPTIMIZE:
-                shard.optimize()
-                shard.flush()
+            limit = (
+                UNINDEXED_POINTS_LIMIT
+                if self._optimize_deferred
+                else UNINDEXED_POINTS_BEFORE_OPTIMIZE
+            )
+            if _unindexed_points(shard) > limit:
+                self._optimize_locked(shard)
 
     def optimize(self) -> None:
         """Run the segment optimizers now, e.g. after a bulk import, not at the threshold."""
         with self._write_lock, _edge_errors("optimize the index"):
-            shard = self._current_shard()
+            self._optimize_locked(self._current_shard())
+
+    def defer_optimize(self) -> None:
+        """Upserts stop optimizing at the threshold: a serving process calls optimize() at
+        a quiet moment instead (ingestion.index_upkeep), so that no answer stalls."""
+        self._optimize_deferred = True
+
+    def upkeep(self) -> IndexUpkeep | None:
+        unindexed = _unindexed_points(self._current_shard())
+        return IndexUpkeep(
+            unindexed_points=unindexed,
+            optimize_due=unindexed > UNINDEXED_POINTS_BEFORE_OPTIMIZE,
+            optimizing=self._optimizing,
+            deferred_to_quiet_moments=self._optimize_deferred,
+            last_optimized_at=self._last_optimized_at,
+            last_optimize_s=self._last_optimize_s,
+        )
+
+    def _optimize_locked(self, shard: edge.EdgeShard) -> None:
+        self._optimizing = True
+        started = time.monotonic()
+        try:
             shard.optimize()
             shard.flush()
+        finally:
+            self._optimizing = False
+            self._last_optimize_s = round(time.monotonic() - started, 2)
+            self._last_optimized_at = time.time()
 
     def search(
         self,

@@ -24,6 +24,7 @@ from ingestion.vector_index.base import (
     Hit,
     IndexLockedError,
     IndexPoint,
+    IndexUpkeep,
     PointScope,
     SearchMode,
     SparseVec,
@@ -151,6 +152,12 @@ class ServerIndex:
             behind_alias=True,
             encoder=encoder,
         )
+
+    def upkeep(self) -> IndexUpkeep | None:
+        return None  # a Qdrant server runs its optimizers itself, off this process
+
+    def optimize(self) -> None:
+        return None  # as above: nothing for this process to run
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         structs = [

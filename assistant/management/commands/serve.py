@@ -44,6 +44,7 @@ class Command(BaseCommand):
         if settings.STANDALONE:
             if options["workers"] != 1:
                 raise CommandError("Standalone mode runs one process; use cluster mode to scale.")
+            from ingestion.index_upkeep import index_upkeep_start
             from ingestion.passage_vectors import dense
             from ingestion.runner import runner_start
             from ingestion.vector_index.configured import vector_index
@@ -57,6 +58,7 @@ class Command(BaseCommand):
             self.stdout.write("Loading the embedding model...")
             dense().encode_query("warm up")
             runner_start()
+            index_upkeep_start()
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(
             self.style.SUCCESS(f"Knowledge assistant ({settings.ASSISTANT_MODE}) at {url}")
