@@ -103,6 +103,17 @@ def model_pool() -> EndpointPool | None:
     return _pool_for(urls) if urls else None
 
 
+def _conversation_history_and_tags(
+    user: User, conversation_id: int | None, question: str
+) -> tuple[Conversation, list[Turn], frozenset[str]]:
+    """Everything the question needs from the database, in one trip to a worker thread.
+
+    The access tags are read as the question arrives: what the user may read at that moment.
+    """
+    conversation, history = _conversation_and_history(user, conversation_id, question)
+    return conversation, history, access_tags_for_user(user)
+
+
 def _conversation_and_history(
     user: User, conversation_id: int | None, question: str
 ) -> tuple[Conversation, list[Turn]]:
@@ -446,7 +457,7 @@ async def answer_events(
     consumer stops early (a stop button, a closed connection) the answer is saved as cancelled.
     """
     text = question_validate(question)
-    conversation, history = await sync_to_async(_conversation_and_history)(
+    conversation, history, tags = await sync_to_async(_conversation_history_and_tags)(
         user, conversation_id, text
     )
     draft = _Draft(
@@ -462,7 +473,6 @@ async def answer_events(
     serving_activity.begin()
     try:
         draft.searched_query = await _standalone_query(text, history, pool)
-        tags = await sync_to_async(access_tags_for_user)(user)
         draft.access_tags = sorted(tags)
         draft.passages = await apassages_for_tags(access_tags=tags, query=draft.searched_query)
         draft.answer_id = await _start(draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE)
