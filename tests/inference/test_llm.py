@@ -278,3 +278,21 @@ def test_an_answer_longer_than_the_time_limit_is_cut(simulators: list[SimulatorH
     streamed = text_of(events, "reasoning")
     assert streamed
     assert simulate_completion(MESSAGES).reasoning.startswith(streamed)
+
+
+def test_a_request_the_model_refuses_ends_with_its_reason_and_keeps_the_endpoint_up(
+    simulators: list[SimulatorHandle],
+) -> None:
+    endpoint = start(simulators)
+    pool = EndpointPool(PoolConfig(urls=[endpoint.url]))
+
+    async def refused() -> list[StreamEvent]:
+        return [event async for event in pool.stream_chat([], sampling=SAMPLING)]
+
+    (event,) = run(refused())
+
+    assert event.kind == "error"
+    assert event.error == (
+        "The language model refused the request (HTTP 400: messages must be a non-empty list.)."
+    )
+    assert all(status["healthy"] for status in pool.status())
