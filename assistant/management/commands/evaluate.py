@@ -116,12 +116,19 @@ class Command(BaseCommand):
     def _print_misses(self, result: SetResult) -> None:
         baseline = result.baseline.scores if result.baseline is not None else None
         for position, score in enumerate(result.product.scores):
-            if not score.missed:
+            # A right document below the first place costs MRR: shown too, marked LATE.
+            if not score.missed and score.measures["mrr@10"] == 1.0:
                 continue
             self.stdout.write(self._miss_text(score))
             if baseline is not None:
+                other = baseline[position]
                 self.stdout.write(
-                    "  baseline: " + ("missed too" if baseline[position].missed else "found it")
+                    "  baseline: "
+                    + (
+                        "missed too"
+                        if other.missed
+                        else f"first right document at rank {_first_rank(other)}"
+                    )
                 )
 
     @staticmethod
@@ -132,8 +139,9 @@ class Command(BaseCommand):
             + (f" p.{','.join(map(str, sorted(source.pages)))}" if source.pages else "")
             for source in question.sources
         )
+        label = "MISS" if score.missed else f"LATE (rank {_first_rank(score)})"
         lines = [
-            f"MISS line {question.line} [{question.kind or '-'}] {question.question}",
+            f"{label} line {question.line} [{question.kind or '-'}] {question.question}",
             f"  wanted: {wanted}",
         ]
         for rank, found in enumerate(score.found[:5], start=1):
@@ -305,3 +313,9 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(result))
             return
         self.stdout.write("  ".join(f"{key} {value}" for key, value in result.items()))
+
+
+def _first_rank(score: QuestionScore) -> int:
+    """The rank of the first right document (reciprocal of the question's MRR)."""
+    reciprocal = score.measures["mrr@10"]
+    return round(1 / reciprocal) if reciprocal else 0
