@@ -128,7 +128,31 @@ class DenseEncoder:
                 raise ValueError(f"EMBEDDING_BACKEND=openvino: {unavailable}") from unavailable
             self.backend_note = str(unavailable)
             return
+        decision_file = _decision_file(cache_dir, self.model_path, self.precision)
+        if requested == "auto" and decision_file is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                decided = json.loads(decision_file.read_text(encoding="utf-8"))
+                self.backend_note = f"{decided['note']} (measured at an earlier start)"
+                if decided["backend"] == "openvino":
+                    self._openvino = compiled
+                    self.backend = "openvino"
+                return
+        self._measure_backends(requested, compiled)
+        if requested == "auto" and decision_file is not None:
+            # Kept per CPU, library versions, model and precision: later starts skip the
+            # measurement (seconds) and choose the same engine as the first.
+            with contextlib.suppress(OSError):
+                decision_file.parent.mkdir(parents=True, exist_ok=True)
+                decision_file.write_text(
+                    json.dumps({"backend": self.backend, "note": self.backend_note}),
+                    encoding="utf-8",
+                )
+
+    def _measure_backends(self, requested: str, compiled: _OpenVinoTransformer) -> None:
         texts = [_CALIBRATION_TEXT * (1 + number % 3) for number in range(16)]
+        # The first call of each engine pays one-time costs; measure the second.
+        self._encode_torch(texts[:2])
+        compiled.encode(texts[:2], self.batch_size, self.max_tokens)
         started = time.perf_counter()
         reference = self._encode_torch(texts)
         torch_s = time.perf_counter() - started
@@ -191,6 +215,43 @@ class DenseEncoder:
     def encode_query_later(self, text: str) -> Future[list[float]]:
         """`encode_query` without waiting: async callers await the future instead of a thread."""
         return self._questions.submit(text)
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+# The CPU features that decide which engine is faster.
+_DECISIVE_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+
+
+def _decision_file(cache_dir: Path | None, model_path: Path, precision: str) -> Path | None:
+    """Where `auto` keeps its choice of engine for this CPU, these libraries and this model."""
+    if cache_dir is None:
+        return None
+    import openvino
+    import torch
+
+    flags = cpu_flags()
+    key = repr(
+        (
+            cpu_model_name(),
+            os.cpu_count(),
+            [flag for flag in _DECISIVE_FLAGS if flag in flags],
+            torch.__version__,
+            openvino.__version__,
+            encoder_identity(str(model_path)),
+            precision,
+        )
+    )
+    return cache_dir / f"engine-choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 class _QuestionBatcher:

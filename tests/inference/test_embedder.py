@@ -115,6 +115,12 @@ def test_auto_keeps_an_engine_whose_vectors_match_torch(tmp_path: Path) -> None:
     assert chosen.backend in ("torch", "openvino")
     assert "cosine" in chosen.backend_note or "not" in chosen.backend_note
 
+    # A later start on the same CPU keeps the first start's choice without measuring again.
+    restarted = DenseEncoder(precision="fp32", backend="auto", cache_dir=tmp_path)
+    assert restarted.backend == chosen.backend
+    assert restarted.backend_note == f"{chosen.backend_note} (measured at an earlier start)"
+    assert np.allclose(restarted.encode(PASSAGES), chosen.encode(PASSAGES), atol=1e-5)
+
 
 def test_an_unknown_engine_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="auto, torch, openvino"):
