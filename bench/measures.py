@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from assistant.evaluation.throwaway_runs import scifact_corpus_path
@@ -21,6 +22,18 @@ def percentile(values: list[float], fraction: float) -> float:
 def machine_load() -> dict[str, Any]:
     """How busy the machine was when the clock started: other work skews every figure."""
     return {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far.
+
+    Unlike wall-clock figures it barely moves when other work shares the machine, so it
+    compares two versions of the server measured on a busy machine.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime field 14 and stime field 15.
+    user_ticks, system_ticks = int(fields[11]), int(fields[12])
+    return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.loopback_cluster import FINAL_STATUSES
 from bench.loopback_processes import Process, started
-from bench.measures import machine_load, percentile, scifact_texts
+from bench.measures import machine_load, percentile, process_cpu_s, scifact_texts
 
 INGEST_TIMEOUT_S = 300
 WARM_UP_QUESTIONS = 2
@@ -192,11 +192,13 @@ class Command(BaseCommand):
                     raise CommandError(f"A first question failed: {warm_up.error}")
             before = [len(self._simulator_records(simulator)) for simulator in simulators]
             self.stderr.write(f"Streaming {options['concurrency']} questions at once ...")
+            cpu_before_s = process_cpu_s(server.popen.pid)
             started_at = time.perf_counter()
             outcomes = asyncio.run(
                 self._run(server.url, key, options, questions[WARM_UP_QUESTIONS:])
             )
             wall_s = time.perf_counter() - started_at
+            server_cpu_s = process_cpu_s(server.popen.pid) - cpu_before_s
             records = [
                 record
                 for simulator, skip in zip(simulators, before, strict=True)
@@ -206,7 +208,13 @@ class Command(BaseCommand):
                 len(self._simulator_records(simulator)) - skip
                 for simulator, skip in zip(simulators, before, strict=True)
             ]
-        self._report(outcomes, records, per_simulator, wall_s, {**options, **load})
+        self._report(
+            outcomes,
+            records,
+            per_simulator,
+            wall_s,
+            {**options, **load, "server_cpu_s": server_cpu_s},
+        )
 
     def _ingest(self, client: httpx.Client, texts: list[Any], server: Process) -> None:
         files = [
@@ -284,6 +292,10 @@ class Command(BaseCommand):
             "answers_per_s": round(len(completed) / wall_s, 2),
             "tokens_per_s": round(tokens / wall_s, 1),
             "requests_per_simulator": per_simulator,
+            # The server's own CPU time per streamed answer: comparable on a busy machine.
+            "server_cpu_ms_per_answer": round(
+                1000 * options["server_cpu_s"] / max(1, len(outcomes)), 1
+            ),
             "simulator_tokens_per_s": options["tokens_per_s"],
             "simulator_ttft_ms": options["ttft_ms"],
             "cpus": options["cpus"],
@@ -314,6 +326,7 @@ class Command(BaseCommand):
             f"throughput           {result['answers_per_s']} answers/s, "
             f"{result['tokens_per_s']} tokens/s over {result['wall_s']} s\n"
             f"requests per simulator {per_simulator}\n"
+            f"server CPU time      {result['server_cpu_ms_per_answer']} ms per answer\n"
             f"{result['cpus']} CPUs, load average {result['load_average_1m']} before it started"
         )
         for error in sorted(set(errors))[:5]:
