@@ -12,16 +12,14 @@ import hmac
 import ipaddress
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils.decorators import sync_and_async_middleware
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -242,33 +240,26 @@ def _may_scrape(request: HttpRequest) -> bool:
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-@sync_and_async_middleware
 def probe_host_middleware(
-    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
-) -> Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]:
+    get_response: Callable[[HttpRequest], HttpResponse],
+) -> Callable[[HttpRequest], HttpResponse]:
     """Serve the probe paths whatever Host header they come with.
 
     Kubernetes probes, container health checks and Prometheus address a pod by its IP, which
     is not among ALLOWED_HOSTS, so Django would answer 400 and the pod would never be ready.
     These three paths build no URL from the host and show nothing host-specific, so for them
     alone the host is taken as the first allowed one; every other path is checked as usual.
+
+    Synchronous on purpose, and first in MIDDLEWARE: Django runs each `MiddlewareMixin` of an
+    async chain through `sync_to_async` once or twice per request (a dozen thread hops, each
+    waiting for the interpreter lock under load); a synchronous first middleware makes the
+    whole chain below run in the request's one worker thread.
     """
 
-    def allowed_host(request: HttpRequest) -> None:
+    def middleware(request: HttpRequest) -> HttpResponse:
         if request.path in PROBE_PATHS and settings.ALLOWED_HOSTS:
             host = settings.ALLOWED_HOSTS[0].lstrip(".")
             request.META["HTTP_HOST"] = "localhost" if host == "*" else host
-
-    if iscoroutinefunction(get_response):
-
-        async def async_middleware(request: HttpRequest) -> HttpResponse:
-            allowed_host(request)
-            return await get_response(request)
-
-        return async_middleware
-
-    def middleware(request: HttpRequest) -> HttpResponse:
-        allowed_host(request)
-        return get_response(request)  # type: ignore[return-value]
+        return get_response(request)
 
     return middleware

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from config.activity import serving_activity
@@ -29,52 +28,25 @@ class RequestContextMiddleware:
     """Lets services and signal hooks name the user and request behind the act they record.
 
     It also counts the request as serving activity (config.activity), so that upkeep which
-    would stall the process waits for a quiet moment. Async-capable: a synchronous
-    middleware would put every async view behind it on a thread of its own.
+    would stall the process waits for a quiet moment.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self._is_async = iscoroutinefunction(get_response)
-        if self._is_async:
-            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self._is_async:
-            return self._call_async(request)
-        request_id, tokens = _enter(request)
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        offered = request.headers.get("X-Request-ID", "")
+        request_id = offered if _is_request_id(offered) else uuid.uuid4().hex
+        request_token = _current_request.set(request)
+        id_token = _current_request_id.set(request_id)
         try:
             with serving_activity.serving():
                 response = self.get_response(request)
         finally:
-            _leave(tokens)
+            _current_request.reset(request_token)
+            _current_request_id.reset(id_token)
         response["X-Request-ID"] = request_id
         return response
-
-    async def _call_async(self, request: HttpRequest) -> HttpResponse:
-        request_id, tokens = _enter(request)
-        try:
-            with serving_activity.serving():
-                response: HttpResponse = await self.get_response(request)
-        finally:
-            _leave(tokens)
-        response["X-Request-ID"] = request_id
-        return response
-
-
-def _enter(request: HttpRequest) -> tuple[str, tuple[Token[HttpRequest | None], Token[str]]]:
-    offered = request.headers.get("X-Request-ID", "")
-    request_id = offered if _is_request_id(offered) else uuid.uuid4().hex
-    return request_id, (_current_request.set(request), _current_request_id.set(request_id))
-
-
-def _leave(tokens: tuple[Token[HttpRequest | None], Token[str]]) -> None:
-    request_token, id_token = tokens
-    _current_request.reset(request_token)
-    _current_request_id.reset(id_token)
 
 
 def _is_request_id(value: str) -> bool:
