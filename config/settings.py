@@ -342,6 +342,8 @@ ANSWER_STALE_AFTER_S = env_float("ANSWER_STALE_AFTER_S", 30.0)
 SOURCE_DELETE_MAX_SHARE = env_float("SOURCE_DELETE_MAX_SHARE", 0.5)
 SOURCE_RUN_STALE_S = env_float("SOURCE_RUN_STALE_S", 120.0)
 SOURCE_WEB_TIMEOUT_S = env_float("SOURCE_WEB_TIMEOUT_S", 30.0)
+# The modules a llama_index source may take its reader class from (dotted prefixes).
+SOURCE_LLAMA_READER_MODULES = env_list("SOURCE_LLAMA_READER_MODULES", "llama_index.")
 
 # Celery. Standalone runs the same tasks inside the server process (see ingestion.runner).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
