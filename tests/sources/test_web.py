@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,8 +123,9 @@ def test_a_site_that_is_down_fails_the_run_and_deletes_nothing(
 
 
 def test_the_auth_header_comes_from_a_secret_file_and_is_never_stored(
-    site: IntranetSite, tmp_path: Path, sync: Sync
+    site: IntranetSite, tmp_path: Path, sync: Sync, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     site.required_header = ("Authorization", "Bearer s3cret-intranet")
     secret = tmp_path / "intranet-header"
     secret.write_text("Authorization: Bearer s3cret-intranet\n")
@@ -133,6 +135,7 @@ def test_the_auth_header_comes_from_a_secret_file_and_is_never_stored(
         [record.details for record in AuditRecord.objects.all()]
     )
     assert "s3cret" not in stored
+    assert "s3cret" not in caplog.text
     with pytest.raises(SourceRefused, match="header_file"):
         source_add(name="clear", kind="web", location=site.url, options={"header": "Bearer x"})
 
