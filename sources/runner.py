@@ -17,7 +17,7 @@ from sources.sync import run_execute
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 15.0
+POLL_SECONDS = 5.0
 
 _wake = threading.Event()
 _stop = threading.Event()
