@@ -107,6 +107,7 @@ def test_bad_settings_and_clear_secrets_are_refused(tmp_path: Path) -> None:
     assert not Source.objects.exists()
 
 
+@pytest.mark.slow
 def test_a_run_killed_midway_is_resumed_without_duplicates(tmp_path: Path) -> None:
     """A run killed mid-way (SIGKILL, as a worker dies) is resumed by the next source_sync:
     every file ends up once, and the run counts each file once."""
