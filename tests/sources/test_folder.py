@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from django.contrib.auth.models import Group, User
 from assistant.retrieval import passages_for_user
 from audit.models import AuditRecord
 from ingestion.models import Document, VersionStatus
-from sources.models import RunStatus, Source, SourceItem
+from sources.models import RunStatus, Source, SourceItem, SourceRun
 from sources.services import source_add
 from tests.sources.conftest import Sync
 
@@ -235,3 +238,70 @@ def test_subfolders_map_to_groups_and_posix_groups_name_readers(tmp_path: Path, 
     by_posix = SourceItem.objects.get(source=posix, key="all.txt").document
     assert by_posix is not None
     assert list(by_posix.groups.values_list("name", flat=True)) == ["daemon"]
+
+
+NOBODY = 65534
+
+
+def as_nobody(work: Callable[[], object]) -> object:
+    """Run `work` in a forked child that has dropped root, as a share's reader would be: root
+    reads any folder, so an unreadable one can only be met without it. The child shares this
+    test's database session (the parent waits meanwhile) and sends back what `work` returned
+    or raised."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                outcome: object = work()
+            except Exception as error:
+                outcome = error
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pickle.load(pipe)
+    os.waitpid(pid, 0)
+    return outcome
+
+
+@pytest.fixture
+def open_share() -> Iterator[Path]:
+    """A share anyone may read, outside the test's private temporary folder."""
+    root = Path(tempfile.mkdtemp(prefix="share-"))
+    root.chmod(0o755)
+    write(root / "parking.md", PARKING)
+    write(root / "kitchen" / "canteen.txt", CANTEEN)
+    write(root / "kitchen" / "menu.txt", "Soup on Fridays.\n")
+    for path in (root / "kitchen", *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o755)
+    shutil.rmtree(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root to meet an unreadable folder")
+def test_an_unreadable_subfolder_is_neither_read_nor_deleted(open_share: Path, sync: Sync) -> None:
+    source = folder_source(open_share)
+    sync(source, ingest=False)
+    (open_share / "kitchen").chmod(0o700)  # root's alone now
+
+    run = as_nobody(lambda: sync(source, ingest=False))
+    assert isinstance(run, SourceRun), run
+    assert (run.status, run.deleted, run.unchanged, run.failed) == (RunStatus.OK, 0, 1, 1)
+    assert "kitchen" in run.failures[0]["reason"]
+    assert "Permission denied" in run.failures[0]["reason"]
+    assert live_titles() == {"parking", "canteen", "menu"}
+
+    open_share.chmod(0o700)
+    whole = as_nobody(lambda: sync(source, ingest=False))
+    assert isinstance(whole, SourceRun), whole
+    assert whole.status == RunStatus.FAILED
+    assert "cannot be read: Permission denied" in whole.error
+    assert live_titles() == {"parking", "canteen", "menu"}
