@@ -22,10 +22,13 @@ from urllib.parse import unquote, urlsplit
 from bs4 import BeautifulSoup
 from django.conf import settings
 
+from ingestion.parsing.detection import TYPE_NAMES
 from sources.kinds.base import FoundItem, KnownItem, SourceUnreachable
 from sources.options import OptionError, option_bool, option_text, secret_read
 
 FETCH_BATCH = 50
+# The parsers read a message with its attachments themselves.
+EML_PARSED = "eml" in TYPE_NAMES
 
 
 class ImapReader:
@@ -129,6 +132,10 @@ class ImapReader:
         assert isinstance(message, EmailMessage)
         subject = str(message.get("Subject", "")).strip() or "(no subject)"
         source_path = f"imap://{self.host}/{key}"
+        if EML_PARSED:
+            name = _file_name(subject) + ".eml"
+            yield FoundItem(key=key, name=name, source_path=source_path, signature=key, data=raw)
+            return
         yield FoundItem(
             key=key,
             name=_file_name(subject) + ".txt",

@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group, User
 
 from assistant.retrieval import passages_for_user
 from audit.models import AuditRecord
+from sources.kinds.imap import EML_PARSED
 from sources.models import RunStatus, Source, SourceItem
 from sources.services import SourceRefused, source_add
 from tests.sources.conftest import Sync
@@ -70,18 +71,20 @@ def test_messages_and_attachments_become_documents_and_expunged_ones_leave(
     mailbox.append(message("Lunch", "The canteen serves fish on Fridays."))
     source = mail_source(mailbox, tmp_path / "password")
     first = sync(source)
-    assert first.counts() == {"new": 4, "changed": 0, "unchanged": 0, "deleted": 0, "failed": 0}
+    # Where the parsers read .eml, the attachment is the message's to bring in, not an item.
+    items = 3 if EML_PARSED else 4
+    assert first.counts() == {"new": items, "changed": 0, "unchanged": 0, "deleted": 0, "failed": 0}
     hits = passages_for_user(user=staff, query="how many days may staff work remotely")
     assert "two days a week" in hits[0].text
     taxi = passages_for_user(user=staff, query="taxi receipts refund limit")
     assert "forty euros" in taxi[0].text
 
-    assert sync(source, ingest=False).counts()["unchanged"] == 4
+    assert sync(source, ingest=False).counts()["unchanged"] == items
     mailbox.expunge("Lunch")
     run = sync(source)
-    assert (run.deleted, run.unchanged) == (1, 3)
+    assert (run.deleted, run.unchanged) == (1, items - 1)
     assert all("fish" not in hit.text for hit in passages_for_user(user=staff, query="fish"))
-    assert SourceItem.objects.filter(deleted_at__isnull=True).count() == 3
+    assert SourceItem.objects.filter(deleted_at__isnull=True).count() == items - 1
     stored = json.dumps([record.details for record in AuditRecord.objects.all()])
     assert PASSWORD not in stored + json.dumps(list(Source.objects.values_list("options")))
 
