@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
@@ -114,6 +115,11 @@ def run_execute(run_id: int, *, stale_after_s: float) -> SourceRun | None:
         return None
     try:
         _Sync(run).carry_out()
+    except SoftTimeLimitExceeded:
+        # Out of time, not failed: the run stays open, at once claimable, and the next worker
+        # goes on from where this one stopped.
+        SourceRun.objects.filter(id=run.pk).update(heartbeat_at=None)
+        raise
     except (SourceUnreachable, OptionError) as error:
         _run_finish(run, status=RunStatus.FAILED, error=str(error))
     except Exception as error:  # a run must end with its reason, whatever happened

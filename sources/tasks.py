@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from sources.scheduling import runs_due_queue
@@ -11,8 +12,15 @@ from sources.sync import run_execute
 
 @shared_task(acks_late=True, ignore_result=True)
 def source_run(run_id: int) -> str:
-    """A run; a delivery whose run another live worker holds (or that ended) does nothing."""
-    run = run_execute(run_id, stale_after_s=settings.SOURCE_RUN_STALE_S)
+    """A run; a delivery whose run another live worker holds (or that ended) does nothing.
+
+    A run longer than the task's time limit goes on in a new task, where it stopped.
+    """
+    try:
+        run = run_execute(run_id, stale_after_s=settings.SOURCE_RUN_STALE_S)
+    except SoftTimeLimitExceeded:
+        source_run.delay(run_id)
+        return "continued"
     return "skipped" if run is None else run.status
 
 
