@@ -171,3 +171,20 @@ def test_a_run_killed_midway_is_resumed_without_duplicates(tmp_path: Path) -> No
         count("SELECT count(*) FROM assistant_auditrecord WHERE event = 'document.uploaded'")
         == files
     )
+
+
+def test_source_sync_wait_returns_once_the_documents_are_searchable(tmp_path: Path) -> None:
+    from django.contrib.auth.models import Group, User
+
+    from assistant.retrieval import passages_for_user
+
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "parking.md").write_text("Visitors park in the north garage.\n")
+    manage("source_add", "share", "--kind", "folder", "--path", str(share), "--groups", "staff")
+    output, code = manage("source_sync", "share", "--wait", "--json")
+    assert code == 0
+    assert json.loads(output.strip().splitlines()[-1])["new"] == 1
+    reader = User.objects.create_user("reader")
+    reader.groups.add(Group.objects.get(name="staff"))
+    assert "north garage" in passages_for_user(user=reader, query="where to park")[0].text

@@ -52,6 +52,11 @@ class Command(BaseCommand):
         run.refresh_from_db()
         if options["wait"] and run.status == "ok":
             self._wait_for_indexing(run, runs_here=runs_here)
+        elif runs_here and run.status == "ok":
+            self.stderr.write(
+                "What the run brought in is indexed when the assistant server starts "
+                "(or now, with --wait)."
+            )
         summary = run_summary(run)
         if options["json"]:
             self.stdout.write(json.dumps(summary))
@@ -81,8 +86,10 @@ class Command(BaseCommand):
             document__source_items__last_run=run, document__deleted_at__isnull=True
         ).exclude(status__in=FINAL_STATUSES)
         if runs_here:
-            from ingestion.runner import run_pending_once
+            from ingestion.runner import run_pending_once, runner_recover
 
+            # This process holds the index: versions left mid-way by one that died are ours.
+            runner_recover()
             run_pending_once()
         while versions.exists():
             time.sleep(POLL_S)
