@@ -105,6 +105,15 @@ class WebReader:
                 if found is not None:
                     yield found
                 queue.extend(link for link in links if link not in visited)
+            unreached = (urldefrag(url)[0] for url in queue)
+            if any(url not in visited and self._in_scope(url) for url in unreached):
+                # Pages not reached are not gone: nothing this run did not ask for is deleted.
+                yield FoundItem(
+                    key="",
+                    error=f"The crawl stopped at max_pages ({self.max_pages}); "
+                    "pages beyond it were neither read nor deleted.",
+                    keeps_prefix="",
+                )
 
     def _page(
         self, url: str, known: KnownItem | None, *, required: bool

@@ -143,3 +143,18 @@ def test_the_auth_header_comes_from_a_secret_file_and_is_never_stored(
     failed = sync(source, ingest=False)
     assert failed.status == RunStatus.FAILED
     assert "header file cannot be read" in failed.error
+
+
+def test_a_crawl_cut_short_by_max_pages_deletes_nothing_it_did_not_reach(
+    site: IntranetSite, sync: Sync
+) -> None:
+    source = web_source(site)
+    sync(source, ingest=False)
+    Source.objects.filter(pk=source.pk).update(
+        options={"sitemap": f"{site.url}/sitemap.xml", "max_pages": "2"}
+    )
+    source.refresh_from_db()
+    run = sync(source, ingest=False)
+    assert (run.status, run.deleted, run.unchanged, run.failed) == (RunStatus.OK, 0, 2, 1)
+    assert "max_pages (2)" in run.failures[0]["reason"]
+    assert len(keys()) == 4
