@@ -31,6 +31,10 @@ class AuditEvent(models.TextChoices):
     USER_SIGNED_IN = "user.signed_in", "Signed in"
     USER_SIGNED_OUT = "user.signed_out", "Signed out"
     USER_LOCKED_OUT = "user.locked_out", "Locked out after failed log-ins"
+    SOURCE_ADDED = "source.added", "Source added"
+    SOURCE_CHANGED = "source.changed", "Source changed"
+    SOURCE_REMOVED = "source.removed", "Source removed"
+    SOURCE_RUN = "source.run", "Source synced"
 
 
 class AuditRecord(models.Model):

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "audit",
     "accounts",
     "ingestion",
+    "sources",
     "inference",
     "assistant",
     # Benchmarks and test rigs (manage.py bench_*, qdrant_standin); the product never imports it.
@@ -340,6 +341,15 @@ VLLM_MAX_TOKENS = env_int("VLLM_MAX_TOKENS", 4096)
 ANSWER_CHECKPOINT_S = env_float("ANSWER_CHECKPOINT_S", 1.0)
 ANSWER_STALE_AFTER_S = env_float("ANSWER_STALE_AFTER_S", 30.0)
 
+# Sources (README "Sources"): a run may delete at most this share of a source's documents
+# unless confirmed, so an unmounted share or a site that is down never empties the index; a
+# run whose worker shows no sign of life for SOURCE_RUN_STALE_S is resumed by another.
+SOURCE_DELETE_MAX_SHARE = env_float("SOURCE_DELETE_MAX_SHARE", 0.5)
+SOURCE_RUN_STALE_S = env_float("SOURCE_RUN_STALE_S", 120.0)
+SOURCE_WEB_TIMEOUT_S = env_float("SOURCE_WEB_TIMEOUT_S", 30.0)
+# The modules a llama_index source may take its reader class from (dotted prefixes).
+SOURCE_LLAMA_READER_MODULES = env_list("SOURCE_LLAMA_READER_MODULES", "llama_index.")
+
 # Celery. Standalone runs the same tasks inside the server process (see ingestion.runner).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = None
@@ -360,6 +370,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery beat (cluster mode) starts the sources' runs that are due; standalone has its own
+# scheduler thread (sources/runner.py).
+CELERY_BEAT_SCHEDULE = {
+    "sources-due": {"task": "sources.tasks.sources_due", "schedule": 60.0},
+}
 
 # Personal API tokens: lifetime in days when none is given, the longest allowed, and whether
 # a token may never expire (days 0).

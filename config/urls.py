@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include("ingestion.api_urls")),
     path("documents/", include("ingestion.urls")),
+    path("sources/", include("sources.urls")),
     path("audit/", include("assistant.audit_urls")),
     path("", include("assistant.api_urls")),
     path("", include("assistant.probes_urls")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import signals
@@ -35,8 +36,10 @@ def document_act_details(
     *,
     version: DocumentVersion | None = None,
     access_before: dict[str, Any] | None = None,
+    origin: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The details of an administrative act on a document."""
+    """The details of an administrative act on a document; `origin` names the source whose
+    sync did it (sources/sync.py)."""
     details: dict[str, Any] = {
         "document_id": document.pk,
         "title": document.title,
@@ -56,6 +59,9 @@ def document_act_details(
         }
     if access_before is not None:
         details["before"] = access_before
+    if origin is not None:
+        details["source"] = dict(origin)
+        details["summary"] += f" (source “{origin.get('name', '')}”)"
     return details
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
@@ -242,6 +243,78 @@ def document_upload_bytes(*, name: str, data: bytes, **kwargs: object) -> Upload
     return document_upload(name=name, file=ContentFile(data, name=name), **kwargs)  # type: ignore[arg-type]
 
 
+class StoreRefused(Exception):
+    """A synced item cannot become a document version (its name or size); the reason."""
+
+
+def document_sync_store(
+    *,
+    document: Document | None,
+    name: str,
+    data: bytes,
+    source_path: str,
+    groups: Sequence[Group],
+    is_public: bool,
+    actor: User | None,
+    origin: Mapping[str, Any],
+) -> DocumentVersion:
+    """A synced item's content as a new document, or as the next version of its `document`.
+
+    Unlike an upload, the item is never joined to another document with the same bytes: a
+    source's items and their documents stay one to one, so deleting one never takes another's
+    document. The stored file is shared when the bytes are already stored. The version is
+    queued once the caller's transaction commits; the ledger record names the source.
+    """
+    try:
+        clean_name = safe_filename(name)
+    except ParseError as error:
+        raise StoreRefused(str(error)) from error
+    refusal = upload_size_refusal(len(data))
+    if refusal:
+        raise StoreRefused(refusal)
+    sha256 = hashlib.sha256(data).hexdigest()
+    with transaction.atomic():
+        if document is None:
+            document = Document.objects.create(
+                title=Path(clean_name).stem.replace("_", " ").strip() or clean_name,
+                source_path=source_path[:1024],
+                is_public=is_public,
+                created_by=actor,
+            )
+            document.groups.set(groups)
+            number = 1
+        else:
+            document = Document.objects.select_for_update().get(pk=document.pk)
+            number = (
+                document.versions.order_by("-number").values_list("number", flat=True).first() or 0
+            ) + 1
+            if document.source_path != source_path[:1024]:
+                document.source_path = source_path[:1024]
+                document.save(update_fields=["source_path", "updated_at"])
+        version = DocumentVersion(
+            document=document,
+            number=number,
+            sha256=sha256,
+            original_name=clean_name,
+            size_bytes=len(data),
+            uploaded_by=actor,
+        )
+        suffix = Path(clean_name).suffix.lower()
+        stored = _stored_file_name(sha256, suffix, storage=version.file.storage)
+        if stored:
+            version.file.name = stored
+        else:
+            version.file.save(
+                f"{sha256[:2]}/{sha256}{suffix}", ContentFile(data, name=clean_name), save=False
+            )
+        version.save()
+        version_queue(version)
+        event = AuditEvent.DOCUMENT_UPLOADED if number == 1 else AuditEvent.DOCUMENT_VERSION_ADDED
+        details = document_act_details(event, document, version=version, origin=origin)
+        ledger_append(event=event, actor=actor or current_actor(), details=details)
+    return version
+
+
 def version_queue(version: DocumentVersion) -> None:
     """Hand the version to the workers once the transaction that created it commits."""
     version_id = version.id
@@ -284,7 +357,14 @@ def version_cancel_refusal(*, noun: str) -> str:
     return f"Only a queued or running {noun} can be cancelled."
 
 
-def document_set_access(*, document: Document, groups: Iterable[Group], is_public: bool) -> None:
+def document_set_access(
+    *,
+    document: Document,
+    groups: Iterable[Group],
+    is_public: bool,
+    actor: User | None = None,
+    origin: Mapping[str, Any] | None = None,
+) -> None:
     """Who may read a document changes in the index at once, for every version's passages."""
     with transaction.atomic():
         access_before = document_access(document)
@@ -293,12 +373,17 @@ def document_set_access(*, document: Document, groups: Iterable[Group], is_publi
         document.save(update_fields=["is_public", "updated_at"])
         tags = document_access_tags(document)
         event = AuditEvent.DOCUMENT_ACCESS_CHANGED
-        details = document_act_details(event, document, access_before=access_before)
-        ledger_append(event=event, actor=current_actor(), details=details)
+        details = document_act_details(event, document, access_before=access_before, origin=origin)
+        ledger_append(event=event, actor=actor or current_actor(), details=details)
     vector_index().set_payload(values={"groups": tags}, document_id=document.id)
 
 
-def document_delete(*, document: Document) -> None:
+def document_delete(
+    *,
+    document: Document,
+    actor: User | None = None,
+    origin: Mapping[str, Any] | None = None,
+) -> None:
     """Take a document out of search; its rows stay on record."""
     with transaction.atomic():
         document.deleted_at = timezone.now()
@@ -307,8 +392,8 @@ def document_delete(*, document: Document) -> None:
             status=VersionStatus.CANCELLED, status_message="The document was deleted."
         )
         event = AuditEvent.DOCUMENT_DELETED
-        details = document_act_details(event, document)
-        ledger_append(event=event, actor=current_actor(), details=details)
+        details = document_act_details(event, document, origin=origin)
+        ledger_append(event=event, actor=actor or current_actor(), details=details)
     vector_index().delete(document_id=document.id)
 
 

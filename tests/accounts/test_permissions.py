@@ -34,6 +34,7 @@ from audit.models import AuditEvent, AuditRecord
 from ingestion.access import access_tags_for_user
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.services import document_upload_bytes
+from sources.services import source_add
 from tests.accounts.api_tokens import api_token
 
 PERMISSIONS = Path(settings.BASE_DIR) / "docs" / "PERMISSIONS.md"
@@ -46,7 +47,16 @@ ROLES = (
     "superuser",
 )
 NOT_ABOUT_ROLES = "—"
-PROJECT_APPS = {"accounts", "assistant", "audit", "bench", "config", "inference", "ingestion"}
+PROJECT_APPS = {
+    "accounts",
+    "assistant",
+    "audit",
+    "bench",
+    "config",
+    "inference",
+    "ingestion",
+    "sources",
+}
 SECRET = "The {group} travel budget for 2031 is {amount} euros."
 FIELD = re.compile(r"(\w+)=(.*?)(?=\s+\w+=|$)")
 
@@ -148,6 +158,9 @@ class World:
                     usage={},
                 ),
             )
+        self.source = source_add(
+            name="finance-share", kind="folder", location="/srv/finance", groups=[self.finance]
+        )
 
     @property
     def suffix(self) -> str:
@@ -242,6 +255,7 @@ class World:
             "others_token": self.others_token.pk,
             "doc_record": subject.sequence,
             "answer_record": self.answer_record.sequence,
+            "source": self.source.pk,
         }
 
     def secret_for(self, role: str) -> str:

@@ -59,6 +59,10 @@ class Command(BaseCommand):
             dense().encode_query("warm up")
             runner_start()
             index_upkeep_start()
+            from sources.runner import scheduler_start
+
+            # Runs of sources that are due, asked for, or left by a process that died.
+            scheduler_start()
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(
             self.style.SUCCESS(f"Knowledge assistant ({settings.ASSISTANT_MODE}) at {url}")
