@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.ledger import ledger_append
@@ -37,6 +38,7 @@ from ingestion.models import (
 from ingestion.parsing import ParseError, safe_filename
 from ingestion.vector_index.configured import vector_index
 
+_Row = TypeVar("_Row")
 logger = logging.getLogger(__name__)
 
 
@@ -127,20 +129,20 @@ def document_upload(
         else Document.objects.filter(deleted_at__isnull=True)
     )
     with transaction.atomic():
-        same_bytes = list(
-            DocumentVersion.objects.filter(sha256=sha256, document__in=scope.values("id"))
+        # Found by their indexed columns, then kept to the scope: a subquery of the scope
+        # made the database list every live document for each file uploaded.
+        by_bytes = list(
+            DocumentVersion.objects.filter(sha256=sha256)
             .select_related("document")
             .order_by("-created_at")
         )
+        same_bytes = _within(scope, by_bytes, lambda version: version.document_id)
         for existing in same_bytes:
             if _Readers.of(existing.document) == readers:
                 return _upload_matched(name, existing)
         # Locked, so that two uploads of one name do not both take the same version number.
-        same_name = list(
-            Document.objects.select_for_update().filter(
-                id__in=scope.values("id"), source_path=source
-            )
-        )
+        by_name = list(Document.objects.select_for_update().filter(source_path=source))
+        same_name = _within(scope, by_name, lambda document: document.pk)
         document = next((d for d in same_name if _Readers.of(d) == readers), None)
         note = ""
         if document is None:
@@ -177,6 +179,17 @@ def document_upload(
         details = document_act_details(event, document, version=version)
         ledger_append(event=event, actor=user or current_actor(), details=details)
     return UploadOutcome(name=name, version=version, created=True, note=note)
+
+
+def _within(
+    scope: QuerySet[Document], rows: list[_Row], document_id: Callable[[_Row], int]
+) -> list[_Row]:
+    """The rows whose document is in `scope`, in their order."""
+    ids = {document_id(row) for row in rows}
+    if not ids:
+        return []
+    allowed = set(scope.filter(id__in=ids).values_list("id", flat=True))
+    return [row for row in rows if document_id(row) in allowed]
 
 
 def _upload_matched(name: str, existing: DocumentVersion) -> UploadOutcome:
