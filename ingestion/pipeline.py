@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 
 from django.conf import settings
@@ -212,48 +213,11 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     finished_elsewhere: set[int] = set()
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
-    for start in range(0, len(work), batch_size):
-        batch = work[start : start + batch_size]
-        batch_ids = {version.id for version, _ in batch}
-        stopped = dict(
-            DocumentVersion.objects.filter(id__in=batch_ids)
-            .exclude(status=VersionStatus.EMBEDDING)
-            .values_list("id", "status")
-        )
-        # READY means another delivery of this task finished the version: its passages
-        # are served and must stay; anything else stopped it (cancelled, failed).
-        cancelled |= {version_id for version_id, status in stopped.items() if status != "READY"}
-        finished_elsewhere |= {
-            version_id for version_id, status in stopped.items() if status == "READY"
-        }
-        batch = [
-            (version, draft)
-            for version, draft in batch
-            if version.id not in cancelled and version.id not in finished_elsewhere
-        ]
-        if not batch:
-            continue
-        points = passage_points(
-            [
-                IndexedPassage(
-                    document_id=version.document_id,
-                    version_id=version.id,
-                    chunk_index=draft.index,
-                    title=described[version.id].document.title,
-                    source=version.document.source_path,
-                    groups=tags_of[version.id],
-                    page=draft.page,
-                    heading=HEADING_SEPARATOR.join(draft.heading_path),
-                    text=draft.text,
-                    active=False,
-                    file_name=version.original_name,
-                    context=described[version.id].search_context,
-                )
-                for version, draft in batch
-            ]
-        )
-        index.upsert(points)
-        record_passages_indexed(len(points))
+
+    def settle(written: Future[None], batch: list[tuple[DocumentVersion, ChunkDraft]]) -> None:
+        """Once a batch is in the index: its progress, and the versions it completes."""
+        written.result()
+        record_passages_indexed(len(batch))
         done_in_batch: dict[int, int] = {}
         for version, _ in batch:
             done_in_batch[version.id] = done_in_batch.get(version.id, 0) + 1
@@ -266,6 +230,56 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
             if remaining[version_id] == 0:
                 completed[version_id] = tags_of[version_id]
         _versions_activate(completed)
+
+    # Write-behind: a batch goes into the index on this thread while the next one is
+    # embedded; the database (progress, activation) stays on the caller's thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer:
+        in_flight: tuple[Future[None], list[tuple[DocumentVersion, ChunkDraft]]] | None = None
+        for start in range(0, len(work), batch_size):
+            batch = work[start : start + batch_size]
+            batch_ids = {version.id for version, _ in batch}
+            stopped = dict(
+                DocumentVersion.objects.filter(id__in=batch_ids)
+                .exclude(status=VersionStatus.EMBEDDING)
+                .values_list("id", "status")
+            )
+            # READY means another delivery of this task finished the version: its passages
+            # are served and must stay; anything else stopped it (cancelled, failed).
+            cancelled |= {version_id for version_id, status in stopped.items() if status != "READY"}
+            finished_elsewhere |= {
+                version_id for version_id, status in stopped.items() if status == "READY"
+            }
+            batch = [
+                (version, draft)
+                for version, draft in batch
+                if version.id not in cancelled and version.id not in finished_elsewhere
+            ]
+            if not batch:
+                continue
+            points = passage_points(
+                [
+                    IndexedPassage(
+                        document_id=version.document_id,
+                        version_id=version.id,
+                        chunk_index=draft.index,
+                        title=described[version.id].document.title,
+                        source=version.document.source_path,
+                        groups=tags_of[version.id],
+                        page=draft.page,
+                        heading=HEADING_SEPARATOR.join(draft.heading_path),
+                        text=draft.text,
+                        active=False,
+                        file_name=version.original_name,
+                        context=described[version.id].search_context,
+                    )
+                    for version, draft in batch
+                ]
+            )
+            if in_flight is not None:
+                settle(*in_flight)
+            in_flight = (writer.submit(index.upsert, points), batch)
+        if in_flight is not None:
+            settle(*in_flight)
 
     # Passages this delivery wrote again (switched off) for a version finished elsewhere.
     _versions_activate({version_id: tags_of[version_id] for version_id in finished_elsewhere})
