@@ -9,7 +9,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -296,6 +296,13 @@ def document_set_access(*, document: Document, groups: Iterable[Group], is_publi
         details = document_act_details(event, document, access_before=access_before)
         ledger_append(event=event, actor=current_actor(), details=details)
     vector_index().set_payload(values={"groups": tags}, document_id=document.id)
+
+
+def document_set_review(*, document: Document, owner: User | None, review_by: date | None) -> None:
+    """Who answers for a document and when it should be read again (ingestion/review.py)."""
+    document.owner = owner
+    document.review_by = review_by
+    document.save(update_fields=["owner", "review_by", "updated_at"])
 
 
 def document_delete(*, document: Document) -> None:
