@@ -334,6 +334,10 @@ VLLM_MAX_TOKENS = env_int("VLLM_MAX_TOKENS", 4096)
 # next process to look closes it as interrupted (assistant/answer_recovery.py).
 ANSWER_CHECKPOINT_S = env_float("ANSWER_CHECKPOINT_S", 1.0)
 ANSWER_STALE_AFTER_S = env_float("ANSWER_STALE_AFTER_S", 30.0)
+# How well each answer's sentences are supported by its citations is measured on a thread of
+# its own once the answer is recorded; off, it is measured when first looked at instead
+# (assistant/insight/support.py).
+ANSWER_SUPPORT_AFTER_ANSWER = env_bool("ANSWER_SUPPORT_AFTER_ANSWER", True)
 
 # Celery. Standalone runs the same tasks inside the server process (see ingestion.runner).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/", include("ingestion.api_urls")),
     path("documents/", include("ingestion.urls")),
     path("audit/", include("assistant.audit_urls")),
+    path("insight/", include("assistant.insight.urls")),
     path("", include("assistant.api_urls")),
     path("", include("assistant.probes_urls")),
     path("", include("assistant.urls")),
