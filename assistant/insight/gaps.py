@@ -78,9 +78,9 @@ class FoundPassage:
 @dataclass
 class Gap:
     questions: list[GapQuestion]
+    # Only passages of documents the viewer may read or manage: the others are neither
+    # shown nor counted, so that nothing tells of a document the viewer may not read.
     passages: list[FoundPassage] = field(default_factory=list)
-    # Passages found in documents the viewer may not read: counted, never shown.
-    passages_hidden: int = 0
     title: str = ""
 
     @property
@@ -201,19 +201,15 @@ def _representative(indices: Sequence[int], vectors: np.ndarray) -> int:
     return indices[int(np.argmax((group @ group.T).sum(axis=1)))]
 
 
-def _found_passages(
-    answers: Iterable[Answer], readable: set[int]
-) -> tuple[list[FoundPassage], int]:
+def _found_passages(answers: Iterable[Answer], readable: set[int]) -> list[FoundPassage]:
     found: dict[str, dict[str, Any]] = {}
-    hidden: set[str] = set()
     for answer in answers:
         for passage in answer.passages or []:
             if not isinstance(passage, Mapping):
                 continue
-            key = str(passage.get("point_id") or "")
             if passage.get("document_id") not in readable:
-                hidden.add(key)
                 continue
+            key = str(passage.get("point_id") or "")
             entry = found.setdefault(key, {"passage": passage, "times": 0, "best": 0.0})
             entry["times"] += 1
             entry["best"] = max(entry["best"], float(passage.get("score") or 0.0))
@@ -236,7 +232,7 @@ def _found_passages(
                 best_score=entry["best"],
             )
         )
-    return passages, len(hidden)
+    return passages
 
 
 def gaps_of(
@@ -258,11 +254,10 @@ def gaps_of(
     gaps = []
     for group in average_linkage(vectors, threshold):
         members = [rows[index] for index in group]
-        passages, hidden = _found_passages(members, readable)
+        passages = _found_passages(members, readable)
         gap = Gap(
             questions=_questions(members, scope),
             passages=passages,
-            passages_hidden=hidden,
             title=rows[_representative(group, vectors)].question,
         )
         gaps.append(gap)
