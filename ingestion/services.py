@@ -24,7 +24,12 @@ from audit.models import AuditEvent
 from config.request_context import current_actor
 from ingestion.access import document_access_tags, manageable_documents
 from ingestion.dispatch import ingestion_dispatch
-from ingestion.ledger_details import document_access, document_act_details, document_kept_reason
+from ingestion.ledger_details import (
+    document_access,
+    document_act_details,
+    document_kept_reason,
+    document_review,
+)
 from ingestion.models import (
     RETRYABLE_STATUSES,
     UNFINISHED_STATUSES,
@@ -299,10 +304,21 @@ def document_set_access(*, document: Document, groups: Iterable[Group], is_publi
 
 
 def document_set_review(*, document: Document, owner: User | None, review_by: date | None) -> None:
-    """Who answers for a document and when it should be read again (ingestion/review.py)."""
+    """Who answers for a document and when it should be read again (ingestion/review.py).
+
+    A change is an administrative act on the document, so the ledger records it; setting
+    what is already there records nothing.
+    """
+    review_before = document_review(document)
     document.owner = owner
     document.review_by = review_by
-    document.save(update_fields=["owner", "review_by", "updated_at"])
+    if document_review(document) == review_before:
+        return
+    with transaction.atomic():
+        document.save(update_fields=["owner", "review_by", "updated_at"])
+        event = AuditEvent.DOCUMENT_REVIEW_CHANGED
+        details = document_act_details(event, document, review_before=review_before)
+        ledger_append(event=event, actor=current_actor(), details=details)
 
 
 def document_delete(*, document: Document) -> None:

@@ -17,6 +17,8 @@ from rest_framework.test import APIClient
 from assistant.api import CITATION_FIELDS, done_with_review
 from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
 from assistant.openai_api import sources_text
+from audit.hashing import parse_details
+from audit.models import AuditEvent, AuditRecord
 from ingestion.models import Chunk, Document, DocumentVersion
 from ingestion.review import citations_with_review, is_overdue
 from tests.accounts.api_tokens import api_token
@@ -94,6 +96,21 @@ def test_the_document_page_sets_the_owner_and_the_review_date(dana: User, travel
     page = client.get(reverse("ingestion:document-detail", args=[travel.pk])).content.decode()
     assert "overdue for review" in page
     assert 'value="erin"' in page
+
+    [record] = AuditRecord.objects.filter(event=AuditEvent.DOCUMENT_REVIEW_CHANGED)
+    details = parse_details(record.details)
+    assert record.actor == dana
+    assert details["review"] == {
+        "owner": {"id": erin.pk, "username": "erin"},
+        "review_by": yesterday().isoformat(),
+    }
+    assert details["review_before"] == {"owner": None, "review_by": None}
+    # The document admin reads the record of their document in the audit log.
+    audit_list = client.get(reverse("audit:record-list")).content.decode()
+    assert "Changed the owner or review date of “Travel policy”" in audit_list
+    # Saving the same again changes nothing, so nothing more is recorded.
+    client.post(url, {"owner": "erin", "review_by": yesterday().isoformat()})
+    assert AuditRecord.objects.filter(event=AuditEvent.DOCUMENT_REVIEW_CHANGED).count() == 1
 
     refused = client.post(url, {"owner": "nobody-here", "review_by": ""}, follow=True)
     assert "There is no active user named “nobody-here”" in refused.content.decode()
