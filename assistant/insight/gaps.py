@@ -12,8 +12,6 @@ open gaps; a new question like them that is still not answered opens a new gap.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +21,7 @@ import numpy as np
 from django.db.models import Prefetch, Q, QuerySet, Sum
 
 from assistant.insight.clusters import average_linkage
+from assistant.insight.vectors import VectorCache
 from assistant.models import Answer, AnswerStatus, GapResolution
 from audit.models import AuditEvent, AuditRecord
 from ingestion.access import InsightScope
@@ -141,30 +140,12 @@ def gap_answers(answers: QuerySet[Answer]) -> QuerySet[Answer]:
 
 # ---- Question vectors ----------------------------------------------------------------------------
 
-_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-_vectors_lock = threading.Lock()
+_questions_seen = VectorCache(QUESTION_VECTOR_CACHE)
 
 
 def question_vectors(questions: Sequence[str]) -> np.ndarray:
     """Unit vectors of the questions from the product's encoder; recent ones are remembered."""
-    from ingestion.passage_vectors import dense
-
-    with _vectors_lock:
-        missing = list(dict.fromkeys(q for q in questions if q not in _vectors))
-    if missing:
-        encoded = dense().encode(missing)
-        with _vectors_lock:
-            for question, vector in zip(missing, encoded, strict=True):
-                _vectors[question] = vector
-            while len(_vectors) > QUESTION_VECTOR_CACHE:
-                _vectors.popitem(last=False)
-    with _vectors_lock:
-        found = [_vectors.get(q) for q in questions]
-    kept = [vector for vector in found if vector is not None]
-    if len(kept) < len(found):
-        # Pushed out by a flood of other questions meanwhile: encode them all at once.
-        return dense().encode(list(questions))
-    return np.stack(kept) if kept else np.zeros((0, 1), dtype=np.float32)
+    return _questions_seen.encode(questions)
 
 
 # ---- Gaps ------------------------------------------------------------------------------------

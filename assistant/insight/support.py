@@ -35,6 +35,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 
 from assistant.extractive import STOPWORDS
+from assistant.insight.vectors import VectorCache
 from assistant.models import Answer, AnswerStatus, AnswerSupport
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ OVERLAP_WITH_COSINE = 0.3
 COSINE_WITH_OVERLAP = 0.55
 # A passage is compared sentence by sentence; a very long one only by its first sentences.
 MAX_PASSAGE_UNITS = 40
+PASSAGE_UNIT_CACHE = 20_000
 
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _LEADING_CITATIONS = re.compile(r"^(?:\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+")
@@ -212,10 +214,14 @@ def _passage_units(text: str) -> list[str]:
     return [_clean(text), *units]
 
 
-def _encode(texts: list[str]) -> np.ndarray:
+# The passages many answers cite are encoded once; answer sentences rarely repeat.
+_passage_units_seen = VectorCache(PASSAGE_UNIT_CACHE)
+
+
+def _encode(sentences: list[str], units: list[str]) -> tuple[np.ndarray, np.ndarray]:
     from ingestion.passage_vectors import dense
 
-    return dense().encode(texts)
+    return dense().encode(sentences), _passage_units_seen.encode(units)
 
 
 def is_supported(*, overlap: float, cosine: float, numbers_match: bool) -> bool:
@@ -235,14 +241,17 @@ def support_measure(answer_text: str, cited_passages: Mapping[int, str]) -> Supp
     if not sentences:
         return result
     units = {n: _passage_units(text) for n, text in cited_passages.items()}
-    texts = [s.text for s in sentences] + [unit for n in units for unit in units[n]]
-    vectors = _encode(texts) if units else np.zeros((len(sentences), 1), dtype=np.float32)
-    sentence_vectors = vectors[: len(sentences)]
     unit_vectors: dict[int, np.ndarray] = {}
-    position = len(sentences)
-    for n, passage_units in units.items():
-        unit_vectors[n] = vectors[position : position + len(passage_units)]
-        position += len(passage_units)
+    if units:
+        sentence_vectors, all_units = _encode(
+            [s.text for s in sentences], [unit for n in units for unit in units[n]]
+        )
+        position = 0
+        for n, passage_units in units.items():
+            unit_vectors[n] = all_units[position : position + len(passage_units)]
+            position += len(passage_units)
+    else:
+        sentence_vectors = np.zeros((len(sentences), 1), dtype=np.float32)
     for index, sentence in enumerate(sentences):
         own = [n for n in sentence.cited if n in cited_passages]
         candidates = own or list(cited_passages)

@@ -36,7 +36,7 @@ MOST_CITED_SHOWN = 10
 NOT_CITED_SHOWN = 25
 # Answers measured for support while the page is drawn, when the thread after each answer
 # has not (yet) measured them; the rest follow on later views.
-SUPPORT_FILL_PER_VIEW = 50
+SUPPORT_FILL_PER_VIEW = 20
 
 
 @dataclass
