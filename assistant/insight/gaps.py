@@ -40,7 +40,6 @@ QUESTION_VECTOR_CACHE = 5000
 class GapQuestion:
     answer: Answer
     why: str
-    rating: int | None
     asked_by: str
     record_sequence: int | None
 
@@ -166,7 +165,6 @@ def _questions(answers: Sequence[Answer], scope: InsightScope) -> list[GapQuesti
         GapQuestion(
             answer=answer,
             why=_why(answer),
-            rating=getattr(answer, "rating_sum", None),
             asked_by=answer.user.get_username() if scope.names_people else "",
             record_sequence=sequences.get(answer.id),
         )
@@ -223,11 +221,7 @@ def gaps_of(
     they hold in all (the newest MAX_GAP_ANSWERS are grouped)."""
     candidates = unresolved(gap_answers(answers))
     total = candidates.count()
-    rows = list(
-        candidates.select_related("user")
-        .annotate(rating_sum=Sum("feedback__rating"))
-        .order_by("-created_at", "-id")[:MAX_GAP_ANSWERS]
-    )
+    rows = list(candidates.select_related("user").order_by("-created_at", "-id")[:MAX_GAP_ANSWERS])
     if not rows:
         return [], total
     vectors = question_vectors([answer.question for answer in rows])
