@@ -19,4 +19,6 @@ def roles(request: HttpRequest) -> dict[str, Callable[[], bool]]:
         "is_document_admin": document_admin,
         "may_read_audit": lambda: auditor() or document_admin(),
         "may_read_feedback": auditor,
+        # The usage and knowledge-gap pages (ingestion.access.insight_scope_for).
+        "may_read_insight": lambda: auditor() or document_admin(),
     }

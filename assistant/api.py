@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
 from django.db.models import Count, QuerySet
 from django.http import StreamingHttpResponse
@@ -37,6 +37,7 @@ from assistant.selectors import answers_in_conversation, conversations_visible_t
 from assistant.services import conversation_hide
 from config.request_context import current_request_id
 from ingestion.api import ERROR_RESPONSE, RequestInvalid, validated
+from ingestion.review import citation_with_review, citations_with_review, review_states
 from ingestion.vector_index.base import SearchMode
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ CITATION_FIELDS = (
     "document_id",
     "version_id",
     "point_id",
+    # The cited document's review date and whether it has passed (ingestion/review.py).
+    "review_by",
+    "review_overdue",
 )
 # Proxies in front of the app must pass events on as they come, not buffer the stream.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -68,7 +72,16 @@ SSE_EVENT_SCHEMA = {
 
 
 def citation_public(citation: dict[str, Any]) -> dict[str, Any]:
-    return {key: citation.get(key) for key in CITATION_FIELDS}
+    """A citation as the APIs show it; pass citations through `citations_with_review` first."""
+    shown = {key: citation.get(key) for key in CITATION_FIELDS}
+    shown["review_overdue"] = bool(shown["review_overdue"])
+    return shown
+
+
+async def done_with_review(done: dict[str, Any]) -> dict[str, Any]:
+    """The final event's data with each citation's review state, read now."""
+    citations = await sync_to_async(citations_with_review)(done["citations"])
+    return {**done, "citations": citations}
 
 
 def answer_json(done: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +127,7 @@ async def final_answer(events: AnswerStream) -> dict[str, Any]:
     async with aclosing(events):
         async for event in events:
             if event.kind == "done":
-                return answer_json(event.data)
+                return answer_json(await done_with_review(event.data))
     raise RuntimeError("The answer stream ended without a final event.")
 
 
@@ -124,7 +137,7 @@ async def answer_sse(events: AnswerStream) -> AsyncIterator[str]:
         try:
             async for event in events:
                 if event.kind == "done":
-                    yield sse_frame("done", answer_json(event.data))
+                    yield sse_frame("done", answer_json(await done_with_review(event.data)))
                 elif event.kind == "meta":
                     yield sse_frame("meta", event.data)
                 else:
@@ -170,6 +183,12 @@ class CitationSerializer(serializers.Serializer):
     document_id = serializers.IntegerField()
     version_id = serializers.IntegerField()
     point_id = serializers.CharField(help_text="The passage's id in the index.")
+    review_by = serializers.DateField(
+        allow_null=True, help_text="The cited document's review date, if it has one."
+    )
+    review_overdue = serializers.BooleanField(
+        help_text="The cited document is past its review date: it may be out of date."
+    )
 
 
 class AskRequestSerializer(serializers.Serializer):
@@ -257,7 +276,12 @@ class AnswerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(CitationSerializer(many=True))
     def get_citations(self, answer: Answer) -> list[dict[str, Any]]:
-        return [citation_public(citation) for citation in answer.citations]
+        states = self.context.get("review_states")
+        if states is None:
+            states = review_states(citation.get("document_id") for citation in answer.citations)
+        return [
+            citation_public(citation_with_review(citation, states)) for citation in answer.citations
+        ]
 
 
 class ConversationDetailSerializer(ConversationSerializer):
@@ -372,7 +396,11 @@ class ConversationDetailView(APIView):
     def _detail(self, request: Request, conversation: Conversation) -> Response:
         answers = answers_in_conversation(user=request.user, conversation=conversation)
         data = ConversationSerializer(conversation).data
-        return Response({**data, "answers": AnswerSerializer(answers, many=True).data})
+        states = review_states(
+            citation.get("document_id") for answer in answers for citation in answer.citations
+        )
+        serialized = AnswerSerializer(answers, many=True, context={"review_states": states}).data
+        return Response({**data, "answers": serialized})
 
     @extend_schema(
         summary="A conversation with its answers",

@@ -13,3 +13,11 @@ class AssistantConfig(AppConfig):
         from audit.verify import vouched_rows_check_register
 
         vouched_rows_check_register(answer_rows_problem)
+
+        # Once an answer is recorded, how well its citations support it is measured aside.
+        from django.db.models.signals import post_save
+
+        from assistant.insight.support import answer_recorded
+        from assistant.models import Answer
+
+        post_save.connect(answer_recorded, sender=Answer, dispatch_uid="answer-support")

@@ -31,7 +31,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from assistant.models import AnswerStatus
+from assistant.insight.support import support_for_answer
+from assistant.models import Answer, AnswerStatus, AnswerSupport
 from audit.hashing import text_sha256
 from audit.ledger import audit_flag, cited_passages, ledger_append, passage_number
 from audit.models import AuditEvent, AuditRecord
@@ -235,8 +236,24 @@ def record_detail(request: HttpRequest, sequence: int, *, scope: Q) -> HttpRespo
             "flag_form": FlagForm(),
             "neighbours": _neighbours(record, scope),
             "other_details": _other_details(details),
+            "support": _support_of(record, details, scope),
         },
     )
+
+
+def _support_of(record: AuditRecord, details: Mapping[str, Any], scope: Q) -> AnswerSupport | None:
+    """How well the answer's sentences are supported by its citations, for auditors.
+
+    Measured on first look when the thread after the answer has not done it yet. The answer
+    as saved is measured; `audit_verify` vouches that it is the one this record holds.
+    """
+    if record.event != AuditEvent.ANSWER or not reads_every_record(scope):
+        return None
+    answer_id = details.get("answer_id")
+    if not isinstance(answer_id, int):
+        return None
+    answer = Answer.objects.filter(id=answer_id).first()
+    return support_for_answer(answer) if answer is not None else None
 
 
 @audit_reader_required

@@ -109,3 +109,61 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_rating_display()} on answer {self.answer_id}"
+
+
+# ---- Insight for admins (assistant/insight/) ---------------------------------------------------
+
+
+class AnswerSupport(models.Model):
+    """How well an answer's sentences are supported by the passages it cites.
+
+    Measured after the answer is recorded (never while it streams), or when first looked at;
+    `assistant/insight/support.py` says how. The answer itself and its ledger record are
+    untouched: this is a reading of them, and `method` names the version of the measure.
+    """
+
+    answer = models.OneToOneField(
+        Answer, primary_key=True, on_delete=models.CASCADE, related_name="support"
+    )
+    # [{"text", "cited", "passage", "overlap", "cosine", "supported", "reason"}] per sentence.
+    sentences = models.JSONField(default=list)
+    sentence_count = models.PositiveIntegerField(default=0)
+    supported_count = models.PositiveIntegerField(default=0)
+    method = models.CharField(max_length=40)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.supported_count} of {self.sentence_count} sentences of {self.answer_id}"
+
+    @property
+    def share(self) -> float | None:
+        return self.supported_count / self.sentence_count if self.sentence_count else None
+
+
+class GapResolution(models.Model):
+    """A curator's word that a knowledge gap is handled, usually by adding a document.
+
+    It names the answers whose questions made the gap; they leave the open gaps. A later
+    question like them that the documents still cannot answer opens a new gap.
+    """
+
+    answers = models.ManyToManyField(Answer, related_name="gap_resolutions")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(auto_now_add=True)
+    note = models.TextField(blank=True)
+    document = models.ForeignKey(
+        "ingestion.Document",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="gap_resolutions",
+        help_text="The document added to answer these questions, if one was.",
+    )
+
+    class Meta:
+        ordering = ["-resolved_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"gap resolved {self.resolved_at:%Y-%m-%d}"

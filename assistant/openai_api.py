@@ -35,6 +35,7 @@ from assistant.api import (
     AnswerStream,
     answer_stream,
     citation_public,
+    done_with_review,
     new_request_id,
 )
 from assistant.models import Answer
@@ -212,7 +213,12 @@ def sources_text(citations: list[dict[str, Any]]) -> str:
         if citation.get("heading"):
             where.append(citation["heading"])
         title = citation.get("title") or citation["source"]
-        lines.append(f"[{citation['n']}] {title} ({', '.join(where)})")
+        overdue = (
+            f" (overdue for review since {citation['review_by']})"
+            if citation.get("review_overdue")
+            else ""
+        )
+        lines.append(f"[{citation['n']}] {title} ({', '.join(where)}){overdue}")
     return "\n".join(lines)
 
 
@@ -309,6 +315,7 @@ async def completion(events: AnswerStream, *, completion_id: str) -> HttpRespons
                 done = event.data
     if done is None:
         raise RuntimeError("The answer stream ended without a final event.")
+    done = await done_with_review(done)
     if done["status"] == "failed" and not done["answer"]:
         message = " ".join(notices) or "The answer failed; please try again."
         return openai_error(message, status=503, error_type="service_unavailable")
@@ -383,7 +390,7 @@ async def completion_chunks(
                     )
                     wrote_content = True
                 elif event.kind == "done":
-                    done = event.data
+                    done = await done_with_review(event.data)
                     if done["citations"]:
                         yield sse_data(chunk({"content": sources_text(done["citations"])}))
                     yield sse_data(chunk({}, "stop", **answer_extras(done)))

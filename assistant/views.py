@@ -7,7 +7,8 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from typing import Any
 
@@ -43,6 +44,7 @@ from assistant.models import Answer, Conversation
 from assistant.services import PortalInputError
 from config.errors import json_error, wants_json
 from config.json_bodies import JSONBodyRejected, json_body_read
+from ingestion.review import ReviewState, review_states
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +120,30 @@ class AnswerView:
     html: SafeString
     own_rating: int | None
     own_comment: str
+    # Cited documents past their review date: document id -> the date (ingestion/review.py).
+    overdue_documents: dict[int, date] = field(default_factory=dict)
 
 
-def _answer_view(answer: Answer) -> AnswerView:
+def _answer_view(answer: Answer, states: dict[int, ReviewState] | None = None) -> AnswerView:
     own: list[Any] = getattr(answer, "own_feedback", [])
+    if states is None:
+        states = _review_states_of([answer])
     return AnswerView(
         answer=answer,
         html=answer_html(answer),
         own_rating=own[0].rating if own else None,
         own_comment=own[0].comment if own else "",
+        overdue_documents={
+            document_id: state.review_by
+            for document_id, state in states.items()
+            if state.overdue and state.review_by is not None
+        },
+    )
+
+
+def _review_states_of(answers: list[Answer]) -> dict[int, ReviewState]:
+    return review_states(
+        citation.get("document_id") for answer in answers for citation in answer.citations
     )
 
 
@@ -154,12 +171,13 @@ def _render_chat(
         if conversation is not None
         else []
     )
+    states = _review_states_of(list(answers))
     context = {
         "conversation": conversation,
         "conversations": selectors.conversations_for_user(
             user=user, page_number=request.GET.get("page", 1)
         ),
-        "answers": [_answer_view(answer) for answer in answers],
+        "answers": [_answer_view(answer, states) for answer in answers],
         "question": question,
         "error": error,
         "question_max_chars": settings.QUESTION_MAX_CHARS,

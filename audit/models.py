@@ -19,6 +19,7 @@ class AuditEvent(models.TextChoices):
     DOCUMENT_VERSION_ADDED = "document.version_added", "New document version"
     DOCUMENT_DELETED = "document.deleted", "Document deleted"
     DOCUMENT_ACCESS_CHANGED = "document.access_changed", "Document readers changed"
+    DOCUMENT_REVIEW_CHANGED = "document.review_changed", "Document owner or review date changed"
     DOCUMENT_PURGED = "document.purged", "Document purged"
     USER_CHANGED = "user.changed", "User changed"
     GROUP_CHANGED = "group.changed", "Group changed"

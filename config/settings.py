@@ -340,6 +340,10 @@ VLLM_MAX_TOKENS = env_int("VLLM_MAX_TOKENS", 4096)
 # next process to look closes it as interrupted (assistant/answer_recovery.py).
 ANSWER_CHECKPOINT_S = env_float("ANSWER_CHECKPOINT_S", 1.0)
 ANSWER_STALE_AFTER_S = env_float("ANSWER_STALE_AFTER_S", 30.0)
+# How well each answer's sentences are supported by its citations is measured on a thread of
+# its own once the answer is recorded; off, it is measured when first looked at instead
+# (assistant/insight/support.py).
+ANSWER_SUPPORT_AFTER_ANSWER = env_bool("ANSWER_SUPPORT_AFTER_ANSWER", True)
 
 # Sources (README "Sources"): a run may delete at most this share of a source's documents
 # unless confirmed, so an unmounted share or a site that is down never empties the index; a

@@ -19,3 +19,5 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+# Answers are measured when looked at: no thread outlives the test that recorded an answer.
+ANSWER_SUPPORT_AFTER_ANSWER = False

@@ -17,6 +17,7 @@ urlpatterns = [
     path("documents/", include("ingestion.urls")),
     path("sources/", include("sources.urls")),
     path("audit/", include("assistant.audit_urls")),
+    path("insight/", include("assistant.insight.urls")),
     path("", include("assistant.api_urls")),
     path("", include("assistant.probes_urls")),
     path("", include("assistant.urls")),

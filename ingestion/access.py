@@ -11,6 +11,7 @@ group) are accounts/roles.py.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import Q, QuerySet
@@ -155,3 +156,62 @@ def audit_scope_for(user: Someone) -> Q | None:
         kind=AuditReferenceKind.DOCUMENT_SUBJECT, target_id__in=managed.values("pk")
     )
     return Q(event__startswith=DOCUMENT_EVENT_PREFIX, sequence__in=subjects.values("record_id"))
+
+
+# ---- Insight: the usage and knowledge-gap pages ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class InsightScope:
+    """What one person may see on the usage and knowledge-gap pages (docs/PERMISSIONS.md).
+
+    Answers are counted by the groups the asker read with when they asked (the `acl_groups` of
+    the answer's ledger records): every answer when `group_ids` is None. Documents are named,
+    counted and quoted only among `documents`. Who asked is shown only when `names_people`.
+    Gaps are marked resolved only among the answers of `resolve_group_ids` (None: every answer)
+    and only when `may_resolve`.
+    """
+
+    group_ids: frozenset[int] | None
+    documents: QuerySet[Document]
+    names_people: bool
+    may_resolve: bool
+    resolve_group_ids: frozenset[int] | None
+
+    @property
+    def every_answer(self) -> bool:
+        return self.group_ids is None
+
+
+def insight_scope_for(user: Someone) -> InsightScope | None:
+    """The usage and gap pages' scope for a user; None when they may not open them.
+
+    Auditors (and superusers) read every answer record and every passage in the audit log:
+    here they see every answer, every document, and who asked. A document admin sees the
+    answers of people who read with a group they administer, names and quotes only the
+    documents they may read or manage (`documents_seen_by`), and never sees who asked: the
+    audit log shows them no answers, so this page shows them no people. Curating is for
+    document admins and superusers: they mark gaps resolved, within the answers they see
+    as admins; an auditor who administers nothing only reads.
+    """
+    if not is_active_user(user):
+        return None
+    administered = frozenset(administered_groups(user).values_list("id", flat=True))
+    if is_auditor(user):
+        everything = is_superuser(user)
+        return InsightScope(
+            group_ids=None,
+            documents=Document.objects.all(),
+            names_people=True,
+            may_resolve=everything or bool(administered),
+            resolve_group_ids=None if everything else administered,
+        )
+    if not administered:
+        return None
+    return InsightScope(
+        group_ids=administered,
+        documents=documents_seen_by(user),
+        names_people=False,
+        may_resolve=True,
+        resolve_group_ids=administered,
+    )

@@ -85,6 +85,8 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "groups",
         "is_public",
         "legal_hold",
+        "owner",
+        "review_by",
         "current_version",
         "created_by",
         "created_at",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -29,6 +29,7 @@ from accounts.limits import api_upload_admit
 from ingestion import selectors, services
 from ingestion.access import can_manage_document
 from ingestion.models import Document, DocumentVersion, VersionStatus
+from ingestion.review import REVIEW_FILTER_OVERDUE, is_overdue
 
 ERROR_RESPONSE = OpenApiResponse(
     response={"type": "object", "properties": {"detail": {"type": "string"}}},
@@ -174,6 +175,18 @@ class DocumentSerializer(serializers.ModelSerializer):
     chunk_count = serializers.IntegerField(
         read_only=True, help_text="Passages of the current version, the ones answers draw from."
     )
+    owner = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="The user who answers for the content; null for nobody.",
+    )
+    review_by = serializers.DateField(
+        read_only=True, allow_null=True, help_text="When the document should be read again."
+    )
+    review_overdue = serializers.SerializerMethodField(
+        help_text="The review date has passed: answers citing it say so."
+    )
 
     class Meta:
         model = Document
@@ -187,10 +200,16 @@ class DocumentSerializer(serializers.ModelSerializer):
             "latest_version_id",
             "current_version_id",
             "chunk_count",
+            "owner",
+            "review_by",
+            "review_overdue",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_review_overdue(self, document: Document) -> bool:
+        return is_overdue(document.review_by)
 
 
 class DocumentDetailSerializer(DocumentSerializer):
@@ -234,6 +253,26 @@ class DocumentAccessSerializer(serializers.Serializer):
     everyone = serializers.BooleanField(
         required=False, help_text="Everyone may read; omitted keeps the current setting."
     )
+    owner = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="The owner's user name; null or empty for nobody; omitted keeps the owner.",
+    )
+    review_by = serializers.DateField(
+        required=False,
+        allow_null=True,
+        help_text="Review date (YYYY-MM-DD); null for none; omitted keeps the date.",
+    )
+
+    def validate_owner(self, value: str | None) -> User | None:
+        name = (value or "").strip()
+        if not name:
+            return None
+        owner = User.objects.filter(username=name, is_active=True).first()
+        if owner is None:
+            raise serializers.ValidationError(f"There is no active user named {name!r}.")
+        return owner
 
 
 class UploadResultSerializer(serializers.Serializer):
@@ -275,6 +314,7 @@ class DocumentListView(generics.GenericAPIView):
             selectors.documents_readable_by(self.request.user),
             query=self.request.query_params.get("q", ""),
             status=self.request.query_params.get("status", ""),
+            review=self.request.query_params.get("review", ""),
         )
 
     @extend_schema(
@@ -287,6 +327,12 @@ class DocumentListView(generics.GenericAPIView):
                 OpenApiTypes.STR,
                 enum=VersionStatus.values,
                 description="Only documents whose newest version has this status.",
+            ),
+            OpenApiParameter(
+                "review",
+                OpenApiTypes.STR,
+                enum=[REVIEW_FILTER_OVERDUE],
+                description="`overdue`: only documents whose review date has passed.",
             ),
         ],
         responses={200: DocumentSerializer(many=True), 401: ERROR_RESPONSE},
@@ -361,8 +407,11 @@ class DocumentDetailView(generics.GenericAPIView):
         return Response(DocumentDetailSerializer(self._document(document_id)).data)
 
     @extend_schema(
-        summary="Change who may read a document",
-        description="The change reaches the search index at once.",
+        summary="Change who may read a document, its owner or its review date",
+        description="Readers (`groups`, `everyone`) reach the search index at once. `owner` "
+        "and `review_by` say who answers for the content and when it should be read again; "
+        "past that date, answers citing the document say it is overdue for review. Fields "
+        "left out keep their values.",
         request=DocumentAccessSerializer,
         responses={
             200: DocumentDetailSerializer,
@@ -374,18 +423,25 @@ class DocumentDetailView(generics.GenericAPIView):
     def patch(self, request: Request, document_id: int) -> Response:
         document = managed(request.user, self._document(document_id))
         data = validated(DocumentAccessSerializer, request.data)
-        if "groups" not in data and "everyone" not in data:
-            raise RequestInvalid("Send groups, everyone or both.")
-        groups = (
-            groups_from_references(data["groups"])
-            if "groups" in data
-            else list(document.groups.all())
-        )
-        everyone = data.get("everyone", document.is_public)
-        refusal = roles.sharing_refusal(request.user, groups, everyone)
-        if refusal:
-            raise PermissionDenied(refusal)
-        services.document_set_access(document=document, groups=groups, is_public=everyone)
+        if not {"groups", "everyone", "owner", "review_by"} & data.keys():
+            raise RequestInvalid("Send groups, everyone, owner or review_by.")
+        if "groups" in data or "everyone" in data:
+            groups = (
+                groups_from_references(data["groups"])
+                if "groups" in data
+                else list(document.groups.all())
+            )
+            everyone = data.get("everyone", document.is_public)
+            refusal = roles.sharing_refusal(request.user, groups, everyone)
+            if refusal:
+                raise PermissionDenied(refusal)
+            services.document_set_access(document=document, groups=groups, is_public=everyone)
+        if "owner" in data or "review_by" in data:
+            services.document_set_review(
+                document=document,
+                owner=data.get("owner", document.owner),
+                review_by=data.get("review_by", document.review_by),
+            )
         return Response(DocumentDetailSerializer(self._document(document_id)).data)
 
     @extend_schema(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import UploadedFile
 
 from ingestion.services import upload_size_refusal
@@ -90,3 +90,29 @@ class AdminUploadForm(forms.Form):
                 "A source path names one document: upload one file with it, or leave it empty."
             )
         return cleaned
+
+
+class DocumentReviewForm(forms.Form):
+    """The owner of a document and the date by which it should be read again."""
+
+    owner = forms.CharField(
+        required=False,
+        max_length=150,
+        label="Owner (user name)",
+        help_text="The person who answers for the content. Empty for nobody.",
+    )
+    review_by = forms.DateField(
+        required=False,
+        label="Review by",
+        help_text="After this date, answers citing the document say it is overdue for review.",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+
+    def clean_owner(self) -> User | None:
+        name = self.cleaned_data["owner"].strip()
+        if not name:
+            return None
+        owner = User.objects.filter(username=name, is_active=True).first()
+        if owner is None:
+            raise forms.ValidationError(f"There is no active user named “{name}”.")
+        return owner

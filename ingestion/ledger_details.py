@@ -26,8 +26,18 @@ _DOCUMENT_SUMMARIES = {
     AuditEvent.DOCUMENT_UPLOADED: "Uploaded {title}",
     AuditEvent.DOCUMENT_VERSION_ADDED: "New version {number} of {title}",
     AuditEvent.DOCUMENT_ACCESS_CHANGED: "Changed who may read {title}",
+    AuditEvent.DOCUMENT_REVIEW_CHANGED: "Changed the owner or review date of {title}",
     AuditEvent.DOCUMENT_DELETED: "Deleted {title}",
 }
+
+
+def document_review(document: Document) -> dict[str, Any]:
+    """Who answers for a document and when it should be read again, as stored now."""
+    owner = document.owner
+    return {
+        "owner": {"id": owner.pk, "username": owner.get_username()} if owner else None,
+        "review_by": document.review_by.isoformat() if document.review_by else None,
+    }
 
 
 def document_act_details(
@@ -37,6 +47,7 @@ def document_act_details(
     version: DocumentVersion | None = None,
     access_before: dict[str, Any] | None = None,
     origin: Mapping[str, Any] | None = None,
+    review_before: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The details of an administrative act on a document; `origin` names the source whose
     sync did it (sources/sync.py)."""
@@ -62,6 +73,9 @@ def document_act_details(
     if origin is not None:
         details["source"] = dict(origin)
         details["summary"] += f" (source “{origin.get('name', '')}”)"
+    if review_before is not None:
+        details["review"] = document_review(document)
+        details["review_before"] = review_before
     return details
 
 

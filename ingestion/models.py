@@ -37,6 +37,16 @@ class Document(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Kept in full, whatever the retention: no purge may remove it or its versions.
     legal_hold = models.BooleanField(default=False)
+    # Who answers for the content, and when it should be read again; answers citing a
+    # document past its date say so next to the citation (ingestion/review.py).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_documents",
+    )
+    review_by = models.DateField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-updated_at"]

@@ -13,11 +13,14 @@ from django.shortcuts import get_object_or_404
 
 from ingestion.access import documents_seen_by, manageable_documents
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
+from ingestion.review import REVIEW_FILTER_OVERDUE, documents_overdue, review_today
 
 DOCUMENTS_PER_PAGE = 25
 CHUNKS_PER_PAGE = 50
 # A status poll names the versions it watches; more than this is not a page's worth.
 MAX_STATUS_IDS = 500
+# Overdue documents listed above the documents page's list; the filter shows them all.
+OVERDUE_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def documents_annotate_status(documents: QuerySet[Document]) -> QuerySet[Documen
         .annotate(count=Count("id"))
         .values("count")
     )
-    return documents.annotate(
+    return documents.select_related("owner").annotate(
         latest_version_id=Subquery(newest.values("id")[:1]),
         latest_status=Subquery(newest.values("status")[:1]),
         chunk_count=Coalesce(Subquery(served_chunks, output_field=IntegerField()), 0),
@@ -74,15 +77,18 @@ def documents_managed_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Doc
 
 
 def documents_search(
-    documents: QuerySet[Document], *, query: str = "", status: str = ""
+    documents: QuerySet[Document], *, query: str = "", status: str = "", review: str = ""
 ) -> QuerySet[Document]:
-    """Narrow documents by words in their title or source path and by their newest status."""
+    """Narrow documents by words in their title or source path, by their newest status, and
+    to those overdue for review (`review="overdue"`)."""
     # PostgreSQL refuses NUL in any text parameter, and no stored title or path holds one.
     query = query.replace("\x00", "").strip()
     if query:
         documents = documents.filter(Q(title__icontains=query) | Q(source_path__icontains=query))
     if status in VersionStatus.values:
         documents = documents.filter(Q(latest_status=status))
+    if review == REVIEW_FILTER_OVERDUE:
+        documents = documents.filter(deleted_at__isnull=True, review_by__lt=review_today())
     return documents
 
 
@@ -91,10 +97,13 @@ def documents_for_admin(
     *,
     query: str = "",
     status: str = "",
+    review: str = "",
     page: int | str = 1,
 ) -> DocumentListPage:
     """The documents the user manages, a page at a time."""
-    documents = documents_search(documents_managed_by(user), query=query, status=status)
+    documents = documents_search(
+        documents_managed_by(user), query=query, status=status, review=review
+    )
     documents_page = Paginator(documents, DOCUMENTS_PER_PAGE).get_page(page)
     latest_ids = [document.latest_version_id for document in documents_page]  # type: ignore[attr-defined]
     latest_by_id = DocumentVersion.objects.in_bulk([vid for vid in latest_ids if vid is not None])
@@ -107,6 +116,15 @@ def documents_for_admin(
         for document in documents_page
     ]
     return DocumentListPage(rows=rows, page=documents_page)
+
+
+def documents_overdue_for_admin(
+    user: AbstractBaseUser | AnonymousUser, *, limit: int = OVERDUE_SHOWN
+) -> tuple[list[Document], int]:
+    """The documents the user manages whose review date has passed (the first `limit`), and
+    how many there are."""
+    overdue = documents_overdue(manageable_documents(user)).select_related("owner")
+    return list(overdue[:limit]), overdue.count()
 
 
 def documents_readable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Document]:

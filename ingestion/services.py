@@ -9,7 +9,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,12 @@ from audit.models import AuditEvent
 from config.request_context import current_actor
 from ingestion.access import document_access_tags, manageable_documents
 from ingestion.dispatch import ingestion_dispatch
-from ingestion.ledger_details import document_access, document_act_details, document_kept_reason
+from ingestion.ledger_details import (
+    document_access,
+    document_act_details,
+    document_kept_reason,
+    document_review,
+)
 from ingestion.models import (
     RETRYABLE_STATUSES,
     UNFINISHED_STATUSES,
@@ -389,6 +394,24 @@ def document_set_access(
         details = document_act_details(event, document, access_before=access_before, origin=origin)
         ledger_append(event=event, actor=actor or current_actor(), details=details)
     vector_index().set_payload(values={"groups": tags}, document_id=document.id)
+
+
+def document_set_review(*, document: Document, owner: User | None, review_by: date | None) -> None:
+    """Who answers for a document and when it should be read again (ingestion/review.py).
+
+    A change is an administrative act on the document, so the ledger records it; setting
+    what is already there records nothing.
+    """
+    review_before = document_review(document)
+    document.owner = owner
+    document.review_by = review_by
+    if document_review(document) == review_before:
+        return
+    with transaction.atomic():
+        document.save(update_fields=["owner", "review_by", "updated_at"])
+        event = AuditEvent.DOCUMENT_REVIEW_CHANGED
+        details = document_act_details(event, document, review_before=review_before)
+        ledger_append(event=event, actor=current_actor(), details=details)
 
 
 def document_delete(

@@ -12,6 +12,7 @@ urlpatterns = [
     path("status.json", views.version_status_json, name="version-status"),
     path("<int:document_id>/", views.document_detail, name="document-detail"),
     path("<int:document_id>/access/", views.document_access, name="document-access"),
+    path("<int:document_id>/review/", views.document_review, name="document-review"),
     path("<int:document_id>/delete/", views.document_delete, name="document-delete"),
     path("versions/<int:version_id>/retry/", views.version_retry, name="version-retry"),
     path("versions/<int:version_id>/cancel/", views.version_cancel, name="version-cancel"),

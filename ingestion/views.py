@@ -21,9 +21,10 @@ from accounts import roles
 from accounts.limits import Limited, limited_response, upload_limit_check
 from config.errors import json_error, wants_json
 from ingestion import selectors, services
-from ingestion.forms import TOO_LARGE, DocumentAccessForm, UploadForm
+from ingestion.forms import TOO_LARGE, DocumentAccessForm, DocumentReviewForm, UploadForm
 from ingestion.index_upkeep import index_upkeep_state
-from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.models import Document, DocumentVersion, VersionStatus
+from ingestion.review import is_overdue, review_today
 from ingestion.services import UploadOutcome
 
 View = Callable[..., HttpResponseBase]
@@ -153,9 +154,11 @@ def document_list(request: HttpRequest) -> HttpResponse:
         _readers_offered(form, request.user)
     query = request.GET.get("q", "")
     status = request.GET.get("status", "")
+    review = request.GET.get("review", "")
     listing = selectors.documents_for_admin(
-        request.user, query=query, status=status, page=request.GET.get("page", 1)
+        request.user, query=query, status=status, review=review, page=request.GET.get("page", 1)
     )
+    overdue, overdue_count = selectors.documents_overdue_for_admin(request.user)
     return render(
         request,
         "ingestion/document_list.html",
@@ -165,6 +168,10 @@ def document_list(request: HttpRequest) -> HttpResponse:
             "query": query,
             "status": status,
             "statuses": VersionStatus.choices,
+            "review": review,
+            "overdue": overdue,
+            "overdue_count": overdue_count,
+            "today": review_today(),
             "upload_results": outcomes,
             "upload_max_mb": f"{settings.UPLOAD_MAX_BYTES / (1024 * 1024):g}",
             "index_upkeep": index_upkeep_state(),
@@ -226,6 +233,8 @@ def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
         "ingestion/document_detail.html",
         {
             "document": document,
+            "review_form": _review_form_of(document),
+            "review_overdue": is_overdue(document.review_by),
             "versions": selectors.document_versions(document),
             "chunks": selectors.document_chunks(
                 document=document, version_id=shown_version_id, page=request.GET.get("page", 1)
@@ -253,6 +262,34 @@ def document_access(request: HttpRequest, document_id: int) -> HttpResponse:
             "The choice of groups was not valid."
         )
         messages.error(request, f"{problem} Nothing was changed.")
+    return redirect("ingestion:document-detail", document_id=document.id)
+
+
+def _review_form_of(document: Document) -> DocumentReviewForm:
+    return DocumentReviewForm(
+        initial={
+            "owner": document.owner.get_username() if document.owner else "",
+            "review_by": document.review_by,
+        }
+    )
+
+
+@document_admin_required
+@require_POST
+def document_review(request: HttpRequest, document_id: int) -> HttpResponse:
+    """Set the document's owner and review date; an unknown owner changes nothing."""
+    document = selectors.document_managed_by(request.user, document_id=document_id)
+    form = DocumentReviewForm(request.POST)
+    if form.is_valid():
+        services.document_set_review(
+            document=document,
+            owner=form.cleaned_data["owner"],
+            review_by=form.cleaned_data["review_by"],
+        )
+        messages.success(request, "The owner and review date were saved.")
+    else:
+        problems = " ".join(str(error) for errors in form.errors.values() for error in errors)
+        messages.error(request, f"{problems} Nothing was changed.")
     return redirect("ingestion:document-detail", document_id=document.id)
 
 

@@ -330,13 +330,14 @@ CELLS = [
 @pytest.mark.parametrize(("row", "role"), CELLS)
 def test_each_cell_of_the_matrix(world: World, row: Row, role: str) -> None:
     values = world.values_for(role)
+    sends = row.sends
+    for name, value in values.items():
+        sends = sends.replace(f"{{{name}}}", str(value))
     filled = Row(
         what=row.what,
         method=row.method,
         path=row.path.format(**values),
-        sends=row.sends.replace("{group}", values["group"]).replace(
-            "{group_id}", str(values["group_id"])
-        ),
+        sends=sends,
         expected=row.expected,
     )
     user = world.users[role]

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events
-from assistant.api import answer_json
+from assistant.api import answer_json, done_with_review
 
 EXTRACTIVE_LABEL = "(Extracted from your documents without a language model.)"
 
@@ -49,7 +49,7 @@ class Command(BaseCommand):
         ):
             if as_json:
                 if event.kind == "done":
-                    final = answer_json(event.data)
+                    final = answer_json(await done_with_review(event.data))
                 continue
             in_reasoning = self._print_event(event, in_reasoning)
             if event.kind == "done":
