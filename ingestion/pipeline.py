@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from config.metrics import record_passages_indexed
 from ingestion.access import document_access_tags
+from ingestion.attachments import attachments_store
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.models import FINAL_STATUSES, Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.parsing import ParsedDocument, ParseError
@@ -97,7 +98,9 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
             detected_type=parsed.detected_type,
             chunks_total=len(drafts),
             search_context=search_context(parsed),
+            metadata=[list(pair) for pair in parsed.metadata],
         )
+        attachments_store(version, parsed.attachments)
         _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
     return drafts
 
@@ -180,6 +183,16 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
         )
 
 
+def _attachments_queued(message: DocumentVersion) -> list[DocumentVersion]:
+    return list(
+        DocumentVersion.objects.filter(
+            document__attached_to_id=message.document_id, status=VersionStatus.QUEUED
+        )
+        .select_related("document")
+        .order_by("id")
+    )
+
+
 def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     """Parse, chunk, embed and index versions; chunks of many small files share batches.
 
@@ -190,12 +203,15 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
     )
     work: list[tuple[DocumentVersion, ChunkDraft]] = []
+    # A message's attachments, queued as documents of their own while it is parsed, join the
+    # end of the list and are ingested in this same run.
     for version in versions:
         if version.is_final:
             continue
         drafts = _parse_and_chunk(version)
         if drafts is not None:
             work.extend((version, draft) for draft in drafts)
+            versions.extend(_attachments_queued(version))
 
     # Passages of similar length share a batch, so little of each batch is padding.
     work.sort(key=lambda item: item[1].token_count)

@@ -21,6 +21,7 @@ This module imports no Django at the top, so that the server and its children st
 
 from __future__ import annotations
 
+import base64
 import gc
 import importlib
 import json
@@ -39,7 +40,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ingestion.parsing import ParsedDocument, ParseError, ParseLimits, Section, parse_document
+from ingestion.parsing import (
+    Attachment,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Section,
+    parse_document,
+)
 
 MB = 1024 * 1024
 
@@ -54,6 +62,8 @@ _PRELOADED_MODULES = (
     "docx",
     "pptx",
     "openpyxl",
+    "email.parser",
+    "email.policy",
 )
 
 # How a child reports that it ran out of memory: a MemoryError may leave too little room to
@@ -190,6 +200,11 @@ def _document_from_answer(answer: bytes) -> ParsedDocument:
             sections=sections,
             detected_type=str(parsed["detected_type"]),
             running_text=str(parsed.get("running_text", "")),
+            metadata=tuple((str(label), str(value)) for label, value in parsed["metadata"]),
+            attachments=tuple(
+                Attachment(name=str(name), data=base64.b64decode(data, validate=True))
+                for name, data in parsed["attachments"]
+            ),
         )
     except (ValueError, KeyError, TypeError) as error:
         raise ParseError(_death_message(None, _DEFAULT_SANDBOX_LIMITS)) from error
@@ -395,6 +410,12 @@ def _child_answer(request: dict[str, Any], data: bytes, memory_bytes: int) -> by
         "sections": [
             [section.text, section.page, list(section.heading_path)]
             for section in document.sections
+        ],
+        "metadata": [list(pair) for pair in document.metadata],
+        # JSON carries no bytes; base64 keeps an attachment exact.
+        "attachments": [
+            [attachment.name, base64.b64encode(attachment.data).decode("ascii")]
+            for attachment in document.attachments
         ],
     }
     return json.dumps({"parsed": parsed}).encode()

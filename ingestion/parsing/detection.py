@@ -18,6 +18,8 @@ TYPE_NAMES = {
     "html": "an HTML page",
     "markdown": "a Markdown file",
     "text": "plain text",
+    "eml": "a mail message (EML)",
+    "mbox": "a mailbox (MBOX)",
 }
 
 _EXTENSION_TYPES = {
@@ -34,10 +36,13 @@ _EXTENSION_TYPES = {
     ".mkd": "markdown",
     ".txt": "text",
     ".text": "text",
+    ".eml": "eml",
+    ".mbox": "mbox",
 }
 
 _SUPPORTED_TYPES_HINT = (
-    "Upload a PDF, Word (DOCX), PowerPoint (PPTX), Excel (XLSX), HTML, Markdown or plain text file."
+    "Upload a PDF, Word (DOCX), PowerPoint (PPTX), Excel (XLSX), HTML, Markdown, plain text or "
+    "mail (EML, MBOX) file."
 )
 
 # Signatures of formats we refuse; each is long or distinctive enough not to occur at the
@@ -85,10 +90,10 @@ def detect_type(data: bytes, filename: str) -> str:
             f"The file's content is not {TYPE_NAMES[expected]} (it looks like {description})."
         )
     if content_type == "text":
-        if expected in ("html", "markdown", "text"):
+        if expected in _TEXT_KINDS:
             return expected
         if expected is None:
-            return "html" if description == TYPE_NAMES["html"] else "text"
+            return _text_kind(data, description)
         raise ParseError(
             f"The file's content is not {TYPE_NAMES[expected]} (it looks like {description})."
         )
@@ -99,6 +104,43 @@ def detect_type(data: bytes, filename: str) -> str:
     raise ParseError(
         f"This type of file is not supported (it looks like {description}). {_SUPPORTED_TYPES_HINT}"
     )
+
+
+# Types that are text inside: the extension chooses among them.
+_TEXT_KINDS = frozenset({"html", "markdown", "text", "eml", "mbox"})
+_MESSAGE_HEADER_NAMES = frozenset(
+    {
+        "return-path", "received", "from", "to", "cc", "subject", "date", "message-id",
+        "mime-version", "content-type", "delivered-to", "reply-to", "x-mailer", "sender",
+    }
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"(?m)^([A-Za-z][A-Za-z0-9-]*):")
+
+
+def _text_kind(data: bytes, description: str) -> str:
+    """Which text kind a file without a telling extension is: HTML, mail or plain text."""
+    if description == TYPE_NAMES["html"]:
+        return "html"
+    head = decode_text(data[:SNIFF_BYTES])
+    if looks_like_mbox(head):
+        return "mbox"
+    if looks_like_message(head):
+        return "eml"
+    return "text"
+
+
+def looks_like_message(text: str) -> bool:
+    """Whether text starts with the header lines of a mail message (three known ones at least)."""
+    head = text.lstrip()[:4000].replace("\r\n", "\n").split("\n\n", 1)[0]
+    names = [match.group(1).lower() for match in _HEADER_NAME.finditer(head)]
+    if not names or names[0] not in _MESSAGE_HEADER_NAMES or not head.lower().startswith(names[0]):
+        return False
+    return len(set(names) & _MESSAGE_HEADER_NAMES) >= 3
+
+
+def looks_like_mbox(text: str) -> bool:
+    """A mailbox starts with a "From " separator line followed by a message."""
+    return text.startswith("From ") and looks_like_message(text.split("\n", 1)[-1])
 
 
 def _sniff_content(data: bytes) -> tuple[str, str]:

@@ -697,3 +697,90 @@ def test_it_reads_a_long_word_document_of_plain_paragraphs(tmp_path: Path) -> No
     parsed = parse_document_isolated(path.read_bytes(), path.name, sandbox=HANG_GUARD)
 
     assert "Item 19999 was discussed." in all_text(parsed)
+
+
+def mail_message(subject: str, body: str, *, sender: str = "Ada <ada@example.com>") -> bytes:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "Bob <bob@example.com>, carol@example.com"
+    message["Subject"] = subject
+    message["Date"] = "Tue, 03 Oct 2023 09:15:00 +0200"
+    message.set_content(body)
+    return bytes(message)
+
+
+def test_a_message_is_its_subject_sender_recipients_date_and_body() -> None:
+    document = parse_document(mail_message("Parking rules", "Visitors park on level -2."), "m.eml")
+    assert document.detected_type == "eml"
+    assert document.title == "Parking rules"
+    assert dict(document.metadata)["To"] == "Bob <bob@example.com>, carol@example.com"
+    text = all_text(document)
+    assert "From: Ada <ada@example.com>" in text
+    assert "Visitors park on level -2." in text
+    assert all(section.heading_path[0] == "Parking rules" for section in document.sections)
+
+
+def test_a_message_without_a_known_extension_is_recognised_by_its_headers() -> None:
+    assert detect_type(mail_message("Hello", "Hi."), "message") == "eml"
+    assert detect_type(b"From: a note to self\n\nnothing more", "note") == "text"
+
+
+def test_an_html_only_message_is_read_as_text_and_embedded_pictures_are_not_attachments() -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = "Newsletter"
+    message["From"] = "news@example.com"
+    message.set_content(
+        "<html><body><h1>News</h1><p>The canteen opens at <b>8</b>.</p></body></html>",
+        subtype="html",
+    )
+    message.add_related(
+        b"\x89PNG\r\n\x1a\n" + bytes(64), maintype="image", subtype="png", cid="<logo>"
+    )
+    message.add_attachment(
+        b"\x7fELF" + bytes(64), maintype="application", subtype="octet-stream", filename="tool"
+    )
+    message.add_attachment(
+        b"Minutes: the budget passed.", maintype="text", subtype="plain", filename="minutes.txt"
+    )
+    document = parse_document(bytes(message), "news.eml")
+    text = all_text(document)
+    assert "The canteen opens at 8." in text
+    assert "<b>" not in text
+    assert [attachment.name for attachment in document.attachments] == ["minutes.txt"]
+    assert "tool (not a readable type)" in text
+
+
+def test_a_mailbox_is_its_messages_each_under_its_subject() -> None:
+    mailbox = b"".join(
+        b"From ada@example.com Tue Oct  3 09:15:00 2023\n" + mail_message(subject, body) + b"\n"
+        for subject, body in [
+            ("First", "From now on, meetings start at nine."),
+            ("Second", "Lunch is at noon."),
+        ]
+    )
+    document = parse_document(mailbox, "team.mbox")
+    assert document.detected_type == "mbox"
+    assert detect_type(mailbox, "team") == "mbox"
+    headings = {section.heading_path[0] for section in document.sections}
+    assert headings == {"First", "Second"}
+    # A body line starting with "From " does not start a new message.
+    assert "meetings start at nine" in all_text(document)
+
+
+def test_a_message_travels_through_the_sandbox_with_its_attachments() -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = "Minutes"
+    message.set_content("See attached.")
+    message.add_attachment(
+        b"Minutes: the budget passed.", maintype="text", subtype="plain", filename="minutes.txt"
+    )
+    document = parse_document_isolated(bytes(message), "minutes.eml", sandbox=HANG_GUARD)
+    assert document.attachments[0].name == "minutes.txt"
+    assert document.attachments[0].data == b"Minutes: the budget passed."
+    assert ("Subject", "Minutes") in document.metadata
