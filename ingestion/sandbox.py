@@ -59,6 +59,7 @@ _PRELOADED_MODULES = (
     "charset_normalizer",
     "markdown_it",
     "pypdfium2",
+    "pdfplumber",
     "docx",
     "pptx",
     "openpyxl",

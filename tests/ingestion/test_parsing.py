@@ -12,6 +12,14 @@ import pytest
 from pptx.util import Inches
 from pypdf import PdfReader, PdfWriter
 
+from bench.table_pdfs import (
+    KnownTable,
+    cell_accuracy,
+    known_tables,
+    price_list,
+    print_html_to_pdf,
+    table_page_html,
+)
 from ingestion.parsing import (
     ParsedDocument,
     ParseError,
@@ -426,10 +434,10 @@ def test_it_builds_heading_paths_from_docx_heading_styles(tmp_path: Path) -> Non
     assert section_containing(document, "Welcome to the team").heading_path == ()
 
 
-def test_it_reads_docx_tables_row_by_row(tmp_path: Path) -> None:
+def test_it_reads_docx_tables_as_markdown_tables(tmp_path: Path) -> None:
     document = parse_file(write_docx(tmp_path / "handbook.docx"))
 
-    section = section_containing(document, "Tool | Version\nPython | 3.11")
+    section = section_containing(document, "| Tool | Version |\n|---|---|\n| Python | 3.11 |")
 
     assert section.heading_path == ("Installation", "Virtual environments")
 
@@ -447,14 +455,19 @@ def test_it_numbers_pptx_slides_as_pages_under_their_titles(tmp_path: Path) -> N
     assert "Mention the hiring freeze" in second.text
 
 
-def test_it_reads_xlsx_sheets_as_tab_separated_rows(tmp_path: Path) -> None:
+def test_it_reads_xlsx_sheets_as_tables_headed_by_their_first_row(tmp_path: Path) -> None:
     document = parse_file(write_xlsx(tmp_path / "inventory.xlsx"))
 
     prices = section_containing(document, "Widget")
 
     assert document.detected_type == "xlsx"
     assert prices.heading_path == ("Prices",)
-    assert prices.text.splitlines() == ["Product\tPrice\tStock", "Widget\t2.5\t10", "Gadget\t4"]
+    assert prices.text.splitlines() == [
+        "| Product | Price | Stock |",
+        "|---|---|---|",
+        "| Widget | 2.5 | 10 |",
+        "| Gadget | 4 |  |",
+    ]
 
 
 def test_it_caps_the_rows_read_from_a_workbook(tmp_path: Path) -> None:
@@ -462,9 +475,10 @@ def test_it_caps_the_rows_read_from_a_workbook(tmp_path: Path) -> None:
         write_xlsx(tmp_path / "inventory.xlsx"), limits=ParseLimits(max_sheet_rows=13)
     )
 
-    staff = section_containing(document, "Person 1\t")
+    staff = section_containing(document, "| Person 1 |")
 
-    assert len(staff.text.splitlines()) == 10
+    # Ten rows, and the separator under the first.
+    assert len(staff.text.splitlines()) == 11
     assert "Person 11" not in all_text(document)
 
 
@@ -784,3 +798,49 @@ def test_a_message_travels_through_the_sandbox_with_its_attachments() -> None:
     assert document.attachments[0].name == "minutes.txt"
     assert document.attachments[0].data == b"Minutes: the budget passed."
     assert ("Subject", "Minutes") in document.metadata
+
+
+def test_html_tables_become_markdown_tables_under_their_caption() -> None:
+    page = (
+        b"<html><body><h1>Prices</h1><table><caption>Price list 2024</caption>"
+        b"<tr><th>Item</th><th>Price | EUR</th></tr><tr><td>Widget</td><td>2.50</td></tr>"
+        b"<tr><td colspan='2'>Prices exclude VAT</td></tr></table></body></html>"
+    )
+    document = parse_document(page, "prices.html")
+    assert document.sections[0].text.splitlines() == [
+        "Price list 2024",
+        "| Item | Price \\| EUR |",
+        "|---|---|",
+        "| Widget | 2.50 |",
+        "| Prices exclude VAT | Prices exclude VAT |",
+    ]
+
+
+@pytest.fixture(scope="module")
+def printed_tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[KnownTable], bytes]:
+    """A page of known tables, one running over three pages, printed to PDF by Chromium."""
+    tables = known_tables()
+    path = tmp_path_factory.mktemp("tables") / "figures.pdf"
+    return tables, print_html_to_pdf(table_page_html(tables), path).read_bytes()
+
+
+def test_pdf_tables_are_read_cell_for_cell_under_their_headers(
+    printed_tables: tuple[list[KnownTable], bytes],
+) -> None:
+    tables, pdf = printed_tables
+    document = parse_document(pdf, "figures.pdf")
+    assert cell_accuracy(tables, all_text(document)) == {"cells": 349, "correct": 349}
+    income = section_containing(document, "| July 1, 2023 |")
+    assert "Condensed income statement (USD millions)\n| Quarter ended | Revenue |" in income.text
+
+
+def test_a_pdf_table_going_on_over_a_page_without_its_header_gets_it_again(
+    tmp_path: Path,
+) -> None:
+    tables = [price_list(60)]
+    # Printed without the header row repeated at the top of each page.
+    page = table_page_html(tables).replace("</style>", "thead{display:table-row-group}</style>")
+    document = parse_file(print_html_to_pdf(page, tmp_path / "prices.pdf"))
+    second_page = [section for section in document.sections if section.page == 2]
+    assert second_page[0].text.startswith("| Item | Model | Unit price (EUR) |")
+    assert cell_accuracy(tables, all_text(document)) == {"cells": 305, "correct": 305}
