@@ -48,6 +48,7 @@ from ingestion.parsing import (
     Section,
     parse_document,
 )
+from ingestion.parsing.ocr import ocr_unavailable_reason, ocr_version
 
 MB = 1024 * 1024
 
@@ -60,6 +61,8 @@ _PRELOADED_MODULES = (
     "markdown_it",
     "pypdfium2",
     "pdfplumber",
+    "pytesseract",
+    "PIL.Image",
     "docx",
     "pptx",
     "openpyxl",
@@ -143,9 +146,20 @@ def limits_from_settings() -> tuple[ParseLimits, SandboxLimits]:
         max_compression_ratio=settings.PARSE_MAX_COMPRESSION_RATIO,
         max_zip_members=settings.PARSE_MAX_ZIP_MEMBERS,
         max_sheet_rows=settings.PARSE_MAX_SHEET_ROWS,
+        max_image_pixels=settings.PARSE_MAX_IMAGE_PIXELS,
+        ocr_languages=settings.OCR_LANGUAGES,
     )
     sandbox = SandboxLimits(memory_mb=settings.PARSE_MEMORY_MB, timeout_s=settings.PARSE_TIMEOUT_S)
     return limits, sandbox
+
+
+def ocr_status() -> str:
+    """One line for the server's start: whether scans and images can be read here."""
+    limits, _ = limits_from_settings()
+    reason = ocr_unavailable_reason(limits.ocr_languages)
+    if reason:
+        return f"OCR: off. {reason}; scanned PDFs and images will be refused with that reason."
+    return f"OCR: on (Tesseract {ocr_version()}, languages {limits.ocr_languages})."
 
 
 def _timeout_message(sandbox: SandboxLimits) -> str:

@@ -3,8 +3,9 @@
 Every failure a person can fix (wrong type, password, scan without text, zip bomb, damaged
 file) surfaces as a `ParseError` whose message can be shown to the uploader as is.
 
-Each format has its module (`pdf`, `office`, `html`, `markdown`, `text`, `mail`); `detection` tells
-which one a file is, and `parse_document` hands the file to that format's parser.
+Each format has its module (`pdf`, `office`, `html`, `markdown`, `text`, `mail`, and `ocr` for
+scans and images); `detection` tells which one a file is, and `parse_document` hands the file
+to that format's parser.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ingestion.parsing.filenames import safe_filename
 from ingestion.parsing.html import parse_html
 from ingestion.parsing.mail import parse_eml, parse_mbox
 from ingestion.parsing.markdown import parse_markdown
+from ingestion.parsing.ocr import parse_image
 from ingestion.parsing.office import parse_docx, parse_pptx, parse_xlsx
 from ingestion.parsing.pdf import parse_pdf
 from ingestion.parsing.text import parse_text
@@ -59,6 +61,7 @@ _PARSERS: dict[str, FormatParser] = {
     "text": parse_text,
     "eml": parse_eml,
     "mbox": parse_mbox,
+    "image": parse_image,
 }
 
 

@@ -20,6 +20,7 @@ TYPE_NAMES = {
     "text": "plain text",
     "eml": "a mail message (EML)",
     "mbox": "a mailbox (MBOX)",
+    "image": "an image (PNG, JPEG or TIFF)",
 }
 
 _EXTENSION_TYPES = {
@@ -38,22 +39,31 @@ _EXTENSION_TYPES = {
     ".text": "text",
     ".eml": "eml",
     ".mbox": "mbox",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
 }
 
 _SUPPORTED_TYPES_HINT = (
     "Upload a PDF, Word (DOCX), PowerPoint (PPTX), Excel (XLSX), HTML, Markdown, plain text or "
-    "mail (EML, MBOX) file."
+    "mail (EML, MBOX) file, or a scan (PNG, JPEG, TIFF)."
+)
+
+# PNG, JPEG and TIFF (both byte orders): pictures of pages, read by OCR.
+_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
 )
 
 # Signatures of formats we refuse; each is long or distinctive enough not to occur at the
 # start of ordinary text.
 _UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Office file (.doc, .xls or .ppt)"),
     (b"{\\rtf", "an RTF document"),
     (b"%!PS", "a PostScript file"),
@@ -83,7 +93,7 @@ def detect_type(data: bytes, filename: str) -> str:
         raise ParseError("The file is empty.")
     expected = _EXTENSION_TYPES.get(PurePath(filename).suffix.lower())
     content_type, description = _sniff_content(data)
-    if content_type in ("pdf", "docx", "pptx", "xlsx"):
+    if content_type in ("pdf", "docx", "pptx", "xlsx", "image"):
         if expected is None or expected == content_type:
             return content_type
         raise ParseError(
@@ -151,6 +161,9 @@ def _sniff_content(data: bytes) -> tuple[str, str]:
         return "pdf", TYPE_NAMES["pdf"]
     if data.startswith(b"PK\x03\x04"):
         return _sniff_zip(data)
+    for signature, description in _IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return "image", description
     if _is_windows_program(data):
         return "unsupported", "a Windows program (.exe or .dll)"
     for signature, description in _UNSUPPORTED_SIGNATURES:

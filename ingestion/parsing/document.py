@@ -48,6 +48,10 @@ class ParseLimits:
     max_compression_ratio: float = 100.0
     max_zip_members: int = 10000
     max_sheet_rows: int = 100_000
+    # A scan's page or an image larger than this is refused before it is decoded.
+    max_image_pixels: int = 60_000_000
+    # Tesseract's languages, joined by "+" ("eng+deu").
+    ocr_languages: str = "eng"
 
 
 class FormatParts(NamedTuple):

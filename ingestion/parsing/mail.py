@@ -26,6 +26,8 @@ from ingestion.titles import best_title
 
 # A message with more attachments than this is more likely a mail bomb than correspondence.
 MAX_ATTACHMENTS = 100
+# An attached picture smaller than this is an icon or a logo, not a scan of a page.
+_MIN_SCAN_BYTES = 10_000
 # "From sender asctime-date": stricter than "From " alone, so that a body line that starts with
 # "From " and was not quoted as ">From " does not cut a message in two.
 _MBOX_SEPARATOR = re.compile(
@@ -216,9 +218,11 @@ def _attachments(message: EmailMessage, leftover: int) -> tuple[list[Attachment]
         if not data:
             continue
         try:
-            detect_type(data, name)
+            kind = detect_type(data, name)
         except ParseError:
             unread.append(f"{name} (not a readable type)")
+            continue
+        if kind == "image" and len(data) < _MIN_SCAN_BYTES:
             continue
         if len(kept) >= leftover:
             unread.append(f"{name} (too many attachments)")

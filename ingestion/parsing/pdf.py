@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.parsing.document import FormatParts, ParseError, ParseLimits, Section
+from ingestion.parsing.ocr import OCR_DPI, ocr_unavailable_reason, read_text, refuse_without_ocr
 from ingestion.parsing.sections import LETTER_OR_DIGIT, NOT_LETTER_OR_DIGIT, collapse_spaces
 from ingestion.parsing.tables import is_table, markdown_table
 from ingestion.titles import best_title
@@ -91,10 +92,17 @@ def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
             pdf.close()
     if ruled_pages:
         _put_tables_in_place(data, page_texts, _pdf_tables(data, ruled_pages))
+    scanned = [index for index, text in enumerate(page_texts) if not text.strip()]
+    if scanned and len(scanned) == page_count:
+        refuse_without_ocr(limits, "The PDF has no text layer (it is a scan), so it")
+    if scanned and not ocr_unavailable_reason(limits.ocr_languages):
+        # Only the pages without a text layer: mixed PDFs keep the text they have.
+        for index in scanned:
+            page_texts[index] = read_text(_page_image(data, index, limits), limits)
     if not any(text.strip() for text in page_texts):
         raise ParseError(
-            "The PDF has no extractable text (it may be a scanned image); run it through OCR "
-            "or upload the original document."
+            "The PDF has no extractable text: it has no text layer, and OCR found no words on "
+            "its pages (they may be blank, or pictures without text)."
         )
     page_texts, running_lines = _strip_running_lines(page_texts)
     title = best_title([title, largest_text], stem=stem)
@@ -228,6 +236,28 @@ def _page_text_with_tables(
     last_header = rows[0] if runs_on else None
     # The line just above a table stays next to it: it is most often its caption.
     return "\n".join(part for part in parts if part), last_header
+
+
+def _page_image(data: bytes, index: int, limits: ParseLimits) -> Any:
+    """A page as a grayscale picture at the OCR resolution, or less if it has to fit the pixel
+    limit (a poster-sized page)."""
+    import pypdfium2
+
+    with _PDFIUM_LOCK:
+        pdf = pypdfium2.PdfDocument(data)
+        try:
+            page = pdf[index]
+            try:
+                width, height = page.get_size()
+                scale = OCR_DPI / 72
+                pixels = width * height * scale * scale
+                if pixels > limits.max_image_pixels:
+                    scale *= math.sqrt(limits.max_image_pixels / pixels)
+                return page.render(scale=scale, grayscale=True).to_pil()
+            finally:
+                page.close()
+        finally:
+            pdf.close()
 
 
 def _running_key(line: str) -> str:

@@ -227,13 +227,24 @@ def test_it_reads_a_pdf_protected_only_by_an_owner_password(
     assert "must be placed together in either /bin or /usr/bin" in all_text(document)
 
 
-def test_it_refuses_a_pdf_without_a_text_layer(tmp_path: Path) -> None:
+def test_it_refuses_a_pdf_without_a_text_layer_or_words_to_read(tmp_path: Path) -> None:
     writer = PdfWriter()
     writer.add_blank_page(width=612, height=792)
     path = write_pdf(writer, tmp_path / "scan.pdf")
 
-    with pytest.raises(ParseError, match=r"^The PDF has no extractable text \(it may be a scanned"):
+    with pytest.raises(ParseError, match=r"^The PDF has no extractable text: it has no text layer"):
         parse_file(path)
+
+
+def test_a_scan_is_refused_with_the_reason_when_ocr_cannot_read_its_language(
+    tmp_path: Path,
+) -> None:
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    path = write_pdf(writer, tmp_path / "scan.pdf")
+
+    with pytest.raises(ParseError, match=r"has to be read by OCR, but OCR cannot read .* klingon"):
+        parse_file(path, limits=ParseLimits(ocr_languages="klingon"))
 
 
 @pytest.mark.parametrize(

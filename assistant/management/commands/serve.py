@@ -46,6 +46,7 @@ class Command(BaseCommand):
                 raise CommandError("Standalone mode runs one process; use cluster mode to scale.")
             from ingestion.passage_vectors import dense
             from ingestion.runner import runner_start
+            from ingestion.sandbox import ocr_status
             from ingestion.vector_index.configured import vector_index
 
             try:
@@ -55,6 +56,7 @@ class Command(BaseCommand):
             self.stdout.write("Loading the embedding model...")
             dense().encode_query("warm up")
             runner_start()
+            self.stdout.write(ocr_status())
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(
             self.style.SUCCESS(f"Knowledge assistant ({settings.ASSISTANT_MODE}) at {url}")
