@@ -13,7 +13,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from assistant.evaluation.throwaway_runs import shared_data_dir
 from bench.measures import machine_load, processor_name
-from bench.ocr_pages import CONDITIONS, character_error_rate, ocr, page_picture, page_text_layer
+from bench.ocr_pages import (
+    CONDITIONS,
+    character_error_rate,
+    ocr,
+    page_picture,
+    page_text_layer,
+    word_recall,
+)
 from ingestion.parsing import ParseLimits
 from ingestion.parsing.ocr import ocr_unavailable_reason, ocr_version
 
@@ -24,7 +31,8 @@ MIN_PAGE_CHARS = 300
 class Command(BaseCommand):
     help = (
         "Render pages of the sample PDFs as scans (300 dpi, 150 dpi, degraded), read them by "
-        "OCR and print the character error rate against each page's text layer, as JSON."
+        "OCR and print, per folder of PDFs and condition, the character error rate against "
+        "each page's text layer, the share of its words read, and pages per second, as JSON."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -34,7 +42,9 @@ class Command(BaseCommand):
             help="folder of PDFs, searched recursively (default: the shared samples)",
         )
         parser.add_argument("--pages-per-pdf", type=int, default=1)
-        parser.add_argument("--max-pdfs", type=int, default=12)
+        parser.add_argument(
+            "--max-pdfs", type=int, default=8, help="PDFs read from each folder, spread evenly"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         import pypdfium2
@@ -44,14 +54,17 @@ class Command(BaseCommand):
         if reason:
             raise CommandError(f"{reason}.")
         folder = Path(options["samples"]) if options["samples"] else shared_data_dir() / "samples"
-        pdfs = _spread(sorted(folder.rglob("*.pdf")), options["max_pdfs"])
+        folders = sorted({path.parent for path in folder.rglob("*.pdf")})
+        pdfs = [
+            pdf
+            for each in folders
+            for pdf in _spread(sorted(each.glob("*.pdf")), options["max_pdfs"])
+        ]
         if not pdfs:
             raise CommandError(f"No PDFs under {folder}.")
         load = machine_load()
-        results: dict[str, dict[str, list[float]]] = {
-            condition.name: {"cer": [], "cer_no_spaces": [], "seconds": []}
-            for condition in CONDITIONS
-        }
+        # Per collection (the folder a PDF is in: forms read apart from prose), per condition.
+        results: dict[str, dict[str, dict[str, list[float]]]] = {}
         pages_read: list[str] = []
         for path in pdfs:
             pdf = pypdfium2.PdfDocument(path)
@@ -64,12 +77,17 @@ class Command(BaseCommand):
                 for index in _spread(worded, options["pages_per_pdf"]):
                     reference = page_text_layer(pdf, index)
                     pages_read.append(f"{path.name}#{index + 1}")
+                    collection = results.setdefault(path.parent.name, {})
                     for condition in CONDITIONS:
                         picture = page_picture(pdf, index, condition)
                         started = time.perf_counter()
                         read = ocr(picture, limits)
-                        results[condition.name]["seconds"].append(time.perf_counter() - started)
-                        measured = results[condition.name]
+                        measured = collection.setdefault(
+                            condition.name,
+                            {"cer": [], "cer_no_spaces": [], "word_recall": [], "seconds": []},
+                        )
+                        measured["seconds"].append(time.perf_counter() - started)
+                        measured["word_recall"].append(word_recall(reference, read))
                         measured["cer"].append(character_error_rate(reference, read))
                         measured["cer_no_spaces"].append(
                             character_error_rate(reference, read, spaces=False)
@@ -83,7 +101,10 @@ class Command(BaseCommand):
             "languages": limits.ocr_languages,
             "pages": len(pages_read),
             "pdfs": len(pdfs),
-            "conditions": {name: _summary(measured) for name, measured in results.items()},
+            "collections": {
+                collection: {name: _summary(measured) for name, measured in conditions.items()}
+                for collection, conditions in results.items()
+            },
             "pages_read": pages_read,
         }
         self.stdout.write(json.dumps(report, indent=2))
@@ -104,9 +125,11 @@ def _summary(measured: dict[str, list[float]]) -> dict[str, float]:
     the pages read per second by one Tesseract."""
     rates, bare, seconds = measured["cer"], measured["cer_no_spaces"], measured["seconds"]
     return {
+        "pages": len(rates),
         "cer_mean": round(statistics.fmean(rates), 4),
         "cer_median": round(statistics.median(rates), 4),
         "cer_worst": round(max(rates), 4),
         "cer_ignoring_spaces_mean": round(statistics.fmean(bare), 4),
+        "word_recall_mean": round(statistics.fmean(measured["word_recall"]), 4),
         "pages_per_second": round(len(seconds) / sum(seconds), 3),
     }
