@@ -43,12 +43,23 @@ class Command(BaseCommand):
         )
         parser.add_argument("--pages-per-pdf", type=int, default=1)
         parser.add_argument(
+            "--write-scans",
+            default="",
+            metavar="DIR",
+            help="instead, make DIR a copy of the shared data folder whose sample PDFs are "
+            "scans (pages as 300 dpi pictures, no text layer), for `evaluate --kit --data DIR`",
+        )
+        parser.add_argument(
             "--max-pdfs", type=int, default=8, help="PDFs read from each folder, spread evenly"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         import pypdfium2
 
+        if options["write_scans"]:
+            written = write_scanned_copy(shared_data_dir(), Path(options["write_scans"]))
+            self.stdout.write(json.dumps({"scanned_pdfs": written}))
+            return
         limits = ParseLimits(ocr_languages=settings.OCR_LANGUAGES)
         reason = ocr_unavailable_reason(limits.ocr_languages)
         if reason:
@@ -108,6 +119,35 @@ class Command(BaseCommand):
             "pages_read": pages_read,
         }
         self.stdout.write(json.dumps(report, indent=2))
+
+
+def write_scanned_copy(source: Path, target: Path) -> int:
+    """A copy of `source` in `target` whose PDFs under samples/ are scans; the rest is linked.
+
+    File names stay, so the kit's golden questions name the same documents.
+    """
+    import pypdfium2
+
+    scans = 0
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        copy = target / relative
+        if path.is_dir() or copy.exists():
+            continue
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if relative.parts[0] != "samples" or path.suffix.lower() != ".pdf":
+            copy.symlink_to(path.resolve())
+            continue
+        pdf = pypdfium2.PdfDocument(path)
+        try:
+            pages = [page_picture(pdf, index, CONDITIONS[0]) for index in range(len(pdf))]
+        finally:
+            pdf.close()
+        pages[0].save(
+            copy, "PDF", resolution=CONDITIONS[0].dpi, save_all=True, append_images=pages[1:]
+        )
+        scans += 1
+    return scans
 
 
 def _spread(items: list[Any], count: int) -> list[Any]:
