@@ -59,7 +59,14 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
         # In a child process under memory and time limits: a hostile file fails alone.
         limits, sandbox = limits_from_settings()
         parsed = parse_document_isolated(
-            data, version.original_name, limits=limits, sandbox=sandbox
+            data,
+            version.original_name,
+            limits=limits,
+            sandbox=sandbox,
+            # Scans are read page by page; the documents page shows how far.
+            progress=lambda text: DocumentVersion.objects.filter(id=version.id).update(
+                status_message=text
+            ),
         )
         drafts = chunk_document(
             parsed,

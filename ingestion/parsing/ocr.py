@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -21,6 +21,19 @@ from ingestion.titles import best_title
 OCR_DPI = 300
 # One thread per Tesseract: the workers already parse several files side by side.
 _TESSERACT_THREADS = "1"
+
+
+_progress: list[Callable[[str], object]] = []
+
+
+def progress_to(sink: Callable[[str], object]) -> None:
+    """Where OCR says how far it is: the sandboxed child passes these lines on to the page."""
+    _progress[:] = [sink]
+
+
+def _report(text: str) -> None:
+    for sink in _progress:
+        sink(text)
 
 
 def ocr_unavailable_reason(languages: str) -> str:
@@ -67,6 +80,17 @@ def refuse_without_ocr(limits: ParseLimits, what: str) -> None:
         raise ParseError(f"{what} has to be read by OCR, but {reason}.")
 
 
+def read_pages(
+    pages: list[int], page_image: Callable[[int], Any], limits: ParseLimits
+) -> list[str]:
+    """The text of each of these pages (numbered from 0), saying which page it reads."""
+    texts = []
+    for done, index in enumerate(pages):
+        _report(f"Reading page {index + 1} by OCR ({done + 1} of {len(pages)} scanned pages).")
+        texts.append(read_text(page_image(index), limits))
+    return texts
+
+
 def read_text(image: Any, limits: ParseLimits) -> str:
     """The text Tesseract reads off one page image."""
     import pytesseract
@@ -86,6 +110,7 @@ def parse_image(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
     refuse_without_ocr(limits, "An image")
     sections: list[Section] = []
     for number, frame in enumerate(_frames(data, limits), start=1):
+        _report(f"Reading page {number} by OCR.")
         text = read_text(frame, limits)
         if text.strip():
             sections.append(Section(text=text, page=number, heading_path=()))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.parsing.document import FormatParts, ParseError, ParseLimits, Section
-from ingestion.parsing.ocr import OCR_DPI, ocr_unavailable_reason, read_text, refuse_without_ocr
+from ingestion.parsing.ocr import OCR_DPI, ocr_unavailable_reason, read_pages, refuse_without_ocr
 from ingestion.parsing.sections import LETTER_OR_DIGIT, NOT_LETTER_OR_DIGIT, collapse_spaces
 from ingestion.parsing.tables import is_table, markdown_table
 from ingestion.titles import best_title
@@ -97,8 +97,9 @@ def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
         refuse_without_ocr(limits, "The PDF has no text layer (it is a scan), so it")
     if scanned and not ocr_unavailable_reason(limits.ocr_languages):
         # Only the pages without a text layer: mixed PDFs keep the text they have.
-        for index in scanned:
-            page_texts[index] = read_text(_page_image(data, index, limits), limits)
+        read = read_pages(scanned, lambda index: _page_image(data, index, limits), limits)
+        for index, text in zip(scanned, read, strict=True):
+            page_texts[index] = text
     if not any(text.strip() for text in page_texts):
         raise ParseError(
             "The PDF has no extractable text: it has no text layer, and OCR found no words on "

@@ -68,7 +68,12 @@ def test_only_the_pages_of_a_pdf_without_a_text_layer_are_read_by_ocr(
     writer.append(PdfReader(scan))
     mixed = io.BytesIO()
     writer.write(mixed)
-    document = parse_document(mixed.getvalue(), "mixed.pdf")
+    said: list[str] = []
+    document = parse_document_isolated(
+        mixed.getvalue(), "mixed.pdf", sandbox=GUARD, progress=said.append
+    )
+    # The documents page hears which page is being read.
+    assert said == ["Reading page 2 by OCR (1 of 1 scanned pages)."]
     first = "\n".join(section.text for section in document.sections if section.page == 1)
     second = "\n".join(section.text for section in document.sections if section.page == 2)
     # The text layer as it is (OCR would not read the `sed' quote this way)...
