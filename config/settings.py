@@ -284,6 +284,8 @@ PARSE_TIMEOUT_S = env_float("PARSE_TIMEOUT_S", 300.0)
 # Tesseract languages, joined by "+" (each needs its tesseract-ocr-LANG package).
 PARSE_MAX_IMAGE_PIXELS = env_int("PARSE_MAX_IMAGE_PIXELS", 60_000_000)
 OCR_LANGUAGES = env_str("OCR_LANGUAGES", "eng")
+# Ruled tables in PDFs are found (pdfplumber) and kept as Markdown tables; off, they are words.
+PARSE_PDF_TABLES = env_bool("PARSE_PDF_TABLES", True)
 
 # How long deleted documents stay on record before `documents_purge` may remove them for good.
 DOCUMENT_RETENTION_DAYS = env_int("DOCUMENT_RETENTION_DAYS", 365)

@@ -154,6 +154,7 @@ def limits_from_settings() -> tuple[ParseLimits, SandboxLimits]:
         max_sheet_rows=settings.PARSE_MAX_SHEET_ROWS,
         max_image_pixels=settings.PARSE_MAX_IMAGE_PIXELS,
         ocr_languages=settings.OCR_LANGUAGES,
+        pdf_tables=settings.PARSE_PDF_TABLES,
     )
     sandbox = SandboxLimits(memory_mb=settings.PARSE_MEMORY_MB, timeout_s=settings.PARSE_TIMEOUT_S)
     return limits, sandbox

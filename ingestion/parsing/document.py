@@ -52,6 +52,8 @@ class ParseLimits:
     max_image_pixels: int = 60_000_000
     # Tesseract's languages, joined by "+" ("eng+deu").
     ocr_languages: str = "eng"
+    # Whether ruled tables in PDFs are found and kept as tables (it costs parse time).
+    pdf_tables: bool = True
 
 
 class FormatParts(NamedTuple):

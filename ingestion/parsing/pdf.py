@@ -87,7 +87,11 @@ def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
             largest_text = _pdf_largest_text(pdf) if page_count else ""
             bookmarks = list(_pdf_bookmarks(pdf, page_count))
             page_texts = [_pdf_page_text(pdf, index) for index in range(page_count)]
-            ruled_pages = [index for index in range(page_count) if _has_ruling(pdf, index)]
+            ruled_pages = [
+                index
+                for index in range(page_count)
+                if limits.pdf_tables and _has_ruling(pdf, index)
+            ]
         finally:
             pdf.close()
     if ruled_pages:

@@ -855,3 +855,11 @@ def test_a_pdf_table_going_on_over_a_page_without_its_header_gets_it_again(
     second_page = [section for section in document.sections if section.page == 2]
     assert second_page[0].text.startswith("| Item | Model | Unit price (EUR) |")
     assert cell_accuracy(tables, all_text(document)) == {"cells": 305, "correct": 305}
+
+
+def test_pdf_tables_can_be_left_as_words(printed_tables: tuple[list[KnownTable], bytes]) -> None:
+    _, pdf = printed_tables
+    document = parse_document(pdf, "figures.pdf", limits=ParseLimits(pdf_tables=False))
+    text = all_text(document)
+    assert "|---|" not in text
+    assert "July 1, 2023 1,301.8" in text
