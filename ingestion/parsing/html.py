@@ -15,7 +15,7 @@ from ingestion.parsing.sections import (
     collapse_spaces,
     table_row_text,
 )
-from ingestion.parsing.tables import is_table, markdown_table
+from ingestion.parsing.tables import is_table, table_text
 from ingestion.parsing.text import SNIFF_BYTES
 from ingestion.titles import best_title, without_site_name
 
@@ -156,7 +156,7 @@ def _walk_html(root: Tag, builder: SectionBuilder, *, drop_site_furniture: bool)
         elif name == "table" and is_table(rows := _html_table_rows(node)):
             caption = node.find("caption")
             caption_text = caption.get_text(" ") if isinstance(caption, Tag) else ""
-            builder.preformatted(markdown_table(rows, caption=caption_text))
+            builder.preformatted(table_text(rows, caption=caption_text))
         elif name == "tr":
             cells = node.find_all(["td", "th"], recursive=False)
             builder.block(table_row_text(cell.get_text(" ") for cell in cells), paragraph=False)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ingestion.parsing.document import FormatParts, ParseError, ParseLimits, Section
 from ingestion.parsing.sections import SectionBuilder, collapse_spaces, table_row_text
-from ingestion.parsing.tables import is_table, markdown_table
+from ingestion.parsing.tables import is_table, table_text
 from ingestion.titles import best_title
 
 # Archives smaller than this cannot hurt however well they compress, and tiny Office
@@ -90,7 +90,7 @@ def parse_docx(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
 def _add_table(builder: SectionBuilder, rows: list[list[str]]) -> None:
     """A table as Markdown; a one-row or one-column "table" (layout) as lines of text."""
     if is_table(rows):
-        builder.preformatted(markdown_table(rows))
+        builder.preformatted(table_text(rows))
         return
     builder.end_block(paragraph=True)
     for row in rows:
@@ -192,7 +192,7 @@ def parse_xlsx(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
             if rows:
                 # A sheet is a table whose first row with values is its header.
                 text = (
-                    markdown_table(rows)
+                    table_text(rows)
                     if is_table(rows)
                     else "\n".join("\t".join(row).strip() for row in rows)
                 )

@@ -16,7 +16,7 @@ from typing import Any
 from ingestion.parsing.document import FormatParts, ParseError, ParseLimits, Section
 from ingestion.parsing.ocr import OCR_DPI, ocr_unavailable_reason, read_pages, refuse_without_ocr
 from ingestion.parsing.sections import LETTER_OR_DIGIT, NOT_LETTER_OR_DIGIT, collapse_spaces
-from ingestion.parsing.tables import is_table, markdown_table
+from ingestion.parsing.tables import is_table, table_text
 from ingestion.titles import best_title
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def _page_text_with_tables(
                 and rows[0] != open_header
             ):
                 rows = [open_header, *rows]
-            parts.append(markdown_table(rows))
+            parts.append(table_text(rows))
             # Words beside a table (a margin note) follow it.
             parts.append(text_in(0, top, left, bottom))
             parts.append(text_in(right, top, width, bottom))

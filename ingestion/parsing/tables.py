@@ -37,6 +37,35 @@ def is_table(rows: Sequence[Sequence[str | None]]) -> bool:
     return len(filled) >= MIN_TABLE_COLUMNS
 
 
+# A table most of whose rows start with a label ending in a colon is a form of fields.
+_FORM_SHARE = 0.6
+
+
+def is_form(rows: Sequence[Sequence[str | None]]) -> bool:
+    """Whether the "table" is a form: rows of labelled fields ("Registration: | N4396T").
+
+    A form has no columns to keep under headers; its rows read best as the lines they are.
+    """
+    firsts = [
+        next((text for cell in row if (text := collapse_spaces(cell or ""))), "") for row in rows
+    ]
+    worded = [first for first in firsts if first]
+    labelled = [first for first in worded if first.endswith(":")]
+    return bool(worded) and len(labelled) >= _FORM_SHARE * len(worded)
+
+
+def table_text(rows: Sequence[Sequence[str | None]], *, caption: str = "") -> str:
+    """A table as a Markdown table, or a form as its lines of labelled fields."""
+    if not is_form(rows):
+        return markdown_table(rows, caption=caption)
+    lines = [collapse_spaces(caption)] if collapse_spaces(caption) else []
+    for row in rows:
+        cells = [text for cell in row if (text := collapse_spaces(cell or ""))]
+        if cells:
+            lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[Sequence[str | None]], *, caption: str = "") -> str:
     """The rows as a Markdown table, the first row its header; empty rows and columns dropped.
 

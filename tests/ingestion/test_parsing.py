@@ -863,3 +863,17 @@ def test_pdf_tables_can_be_left_as_words(printed_tables: tuple[list[KnownTable],
     text = all_text(document)
     assert "|---|" not in text
     assert "July 1, 2023 1,301.8" in text
+
+
+def test_a_form_of_labelled_fields_is_read_as_its_lines_not_as_a_table() -> None:
+    page = (
+        b"<html><body><table>"
+        b"<tr><td>Aircraft Make:</td><td>Piper</td><td>Registration:</td><td>N4396T</td></tr>"
+        b"<tr><td>Model/Series:</td><td>PA-28-140</td><td>Seats:</td><td>4</td></tr>"
+        b"</table></body></html>"
+    )
+    document = parse_document(page, "report.html")
+    assert document.sections[0].text.splitlines() == [
+        "Aircraft Make: Piper Registration: N4396T",
+        "Model/Series: PA-28-140 Seats: 4",
+    ]
