@@ -13,6 +13,7 @@ import email
 import email.policy
 import itertools
 import re
+from email.errors import MessageError
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -103,7 +104,7 @@ def _message_from_bytes(data: bytes) -> EmailMessage:
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, IndexError, TypeError, MessageError):
         # A header the policy cannot parse is left out rather than failing the message.
         return ""
     return collapse_spaces(str(value)) if value is not None else ""
