@@ -120,6 +120,17 @@ def parse_image(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
 
 
 def _frames(data: bytes, limits: ParseLimits) -> Iterator[Any]:
+    from PIL import Image
+
+    # Pillow's guard is a global; whoever parses in-process gets their own limit back after.
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        yield from _guarded_frames(data, limits)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _guarded_frames(data: bytes, limits: ParseLimits) -> Iterator[Any]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     # Opening reads only the header, so the size can be told before anything is decoded;
