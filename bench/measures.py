@@ -49,3 +49,15 @@ def scifact_texts() -> tuple[list[CorpusText], list[str]]:
     with (corpus_path.parent / "queries.jsonl").open() as lines:
         queries = [record["text"] for record in map(json.loads, lines)]
     return corpus, queries
+
+
+def processor_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it: figures mean little without it."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"

@@ -281,6 +281,12 @@ PARSE_MAX_COMPRESSION_RATIO = env_float("PARSE_MAX_COMPRESSION_RATIO", 100.0)
 PARSE_MAX_SHEET_ROWS = env_int("PARSE_MAX_SHEET_ROWS", 100_000)
 PARSE_MEMORY_MB = env_int("PARSE_MEMORY_MB", 2048)
 PARSE_TIMEOUT_S = env_float("PARSE_TIMEOUT_S", 300.0)
+# Scans and images: a picture of more pixels is refused before it is decoded; OCR reads these
+# Tesseract languages, joined by "+" (each needs its tesseract-ocr-LANG package).
+PARSE_MAX_IMAGE_PIXELS = env_int("PARSE_MAX_IMAGE_PIXELS", 60_000_000)
+OCR_LANGUAGES = env_str("OCR_LANGUAGES", "eng")
+# Ruled tables in PDFs are found (pdfplumber) and kept as Markdown tables; off, they are words.
+PARSE_PDF_TABLES = env_bool("PARSE_PDF_TABLES", True)
 
 # How long deleted documents stay on record before `documents_purge` may remove them for good.
 DOCUMENT_RETENTION_DAYS = env_int("DOCUMENT_RETENTION_DAYS", 365)

@@ -8,6 +8,11 @@ on the same page (the heading line alone, or a short intro before the first subh
 or to keep short sections under one top heading together while they fit. A chunk carries
 the most specific heading path that holds all of it: the later, deeper one after an intro,
 the shared one for sections side by side.
+
+A Markdown table (as the parsers write tables) is cut only between rows, its header row and
+separator are one unit, and a passage that starts inside a table begins with the table's
+caption (the line above it) and header again, so every passage of a long table says what its
+columns are.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ingestion.parsing import ParsedDocument, Section
+from ingestion.parsing.tables import TABLE_BLOCK
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _LIST_ITEM_LINE = re.compile(r"\n(?=[ \t]*(?:[-*•▪◦‣\u2013]|\d{1,3}[.)])\s)")
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'\u201d\u2019»)\]]*(?=\s)")
 _LINE = re.compile(r"[^\n]*\S[^\n]*")
 _WORD = re.compile(r"\S+")
+# A caption longer than this is a paragraph that happens to precede the table.
+_CAPTION_MAX_CHARS = 200
 # The characters a BERT tokenizer always treats as word separators: Unicode white space
 # except the control characters among it, which its normalizer deletes instead.
 _BERT_WHITESPACE = re.compile(r"[\t\n\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
@@ -107,12 +115,27 @@ class WordPieceCounter:
 
 @dataclass(frozen=True)
 class _Unit:
-    """A span of one section's text that is never cut: a sentence, a line or a word."""
+    """A span of one section's text that is never cut: a sentence, a line or a word.
+
+    A row of a table has a `lead`: its table's caption and header, which a passage starting
+    at this row begins with (`lead_tokens` long).
+    """
 
     section: int
     start: int
     end: int
     tokens: int
+    lead: str = ""
+    lead_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Where a table is in a section's text: its header (with caption) and its body rows."""
+
+    rows_start: int
+    end: int
+    lead: str
 
 
 def chunk_document(
@@ -137,7 +160,8 @@ def chunk_document(
     for group in _group_sections(doc.sections, units_by_section, min_tokens, max_tokens):
         units = [unit for section in group for unit in units_by_section[section]]
         tokens = [unit.tokens for unit in units]
-        for start, end in _pack(tokens, max_tokens, overlap_tokens, min_tokens):
+        leads = [unit.lead_tokens for unit in units]
+        for start, end in _pack(tokens, max_tokens, overlap_tokens, min_tokens, leads):
             chunks.append(_draft(len(chunks), units[start:end], doc.sections))
     return chunks
 
@@ -171,10 +195,40 @@ def _measure_units(
         measured, progressed = _split_oversized(measured, sections, counter, max_tokens, split)
         if not progressed and not splitters:
             break
+    tables = [_tables(section.text) for section in sections]
+    leads = {table.lead for section_tables in tables for table in section_tables}
+    lead_tokens = dict(zip(leads, _count(counter, list(leads)), strict=True))
     units_by_section: list[list[_Unit]] = [[] for _ in sections]
     for (section, start, end), tokens in measured:
-        units_by_section[section].append(_Unit(section, start, end, tokens))
+        table = next(
+            (t for t in tables[section] if t.rows_start <= start < t.end),
+            None,
+        )
+        # A header that leaves a row too little room is not repeated.
+        if table is not None and tokens + lead_tokens[table.lead] <= max_tokens:
+            unit = _Unit(section, start, end, tokens, table.lead, lead_tokens[table.lead])
+        else:
+            unit = _Unit(section, start, end, tokens)
+        units_by_section[section].append(unit)
     return units_by_section
+
+
+def _tables(text: str) -> list[_Table]:
+    if "|" not in text:
+        return []
+    tables = []
+    for match in TABLE_BLOCK.finditer(text):
+        header = match.group("header")
+        line_start = text.rfind("\n", 0, max(0, match.start() - 1)) + 1
+        above = text[line_start : match.start()].strip()
+        caption = (
+            above
+            if above and len(above) <= _CAPTION_MAX_CHARS and match.start() - line_start > 0
+            else ""
+        )
+        lead = f"{caption}\n{header}" if caption else header
+        tables.append(_Table(rows_start=match.end("header"), end=match.end(), lead=lead))
+    return tables
 
 
 def _split_oversized(
@@ -207,12 +261,22 @@ def _span_text(sections: Sequence[Section], span: _Span) -> str:
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Split at paragraph breaks, list items and sentence ends; spans exclude whitespace."""
+    """Split at paragraph breaks, list items and sentence ends; spans exclude whitespace.
+
+    A table is split at its rows only, its header and separator staying together.
+    """
     cuts = {match.start() for match in _PARAGRAPH_BREAK.finditer(text)}
     cuts.update(match.start() for match in _LIST_ITEM_LINE.finditer(text))
     cuts.update(
         match.end() for match in _SENTENCE_END.finditer(text) if _ends_sentence(text, match)
     )
+    if "|" in text:
+        for match in TABLE_BLOCK.finditer(text):
+            cuts = {cut for cut in cuts if not match.start() < cut < match.end()}
+            cuts.update((match.start(), match.end(), match.end("header")))
+            rows = match.group("rows")
+            offset = match.start("rows")
+            cuts.update(offset + index for index, char in enumerate(rows) if char == "\n")
     spans: list[tuple[int, int]] = []
     start = 0
     for cut in [*sorted(cuts), len(text)]:
@@ -307,14 +371,23 @@ def _introduces(tiny: Section, following: Section) -> bool:
 
 
 def _pack(
-    tokens: list[int], max_tokens: int, overlap_tokens: int, min_tokens: int
+    tokens: list[int],
+    max_tokens: int,
+    overlap_tokens: int,
+    min_tokens: int,
+    leads: list[int] | None = None,
 ) -> list[tuple[int, int]]:
-    """Return [start, end) unit ranges; every unit fits `max_tokens` on its own."""
+    """Return [start, end) unit ranges; every unit fits `max_tokens` on its own.
+
+    A chunk starting at unit i also carries `leads[i]` tokens (a table's repeated header),
+    and every unit fits with its own lead.
+    """
+    leads = leads or [0] * len(tokens)
     ranges: list[tuple[int, int]] = []
     remaining_after = list(itertools.accumulate(reversed(tokens), initial=0))[::-1]
     start = 0
     while True:
-        end, total = start, 0
+        end, total = start, leads[start]
         while end < len(tokens) and total + tokens[end] <= max_tokens:
             total += tokens[end]
             end += 1
@@ -322,21 +395,26 @@ def _pack(
         if end == len(tokens):
             return ranges
         if remaining_after[end] < min_tokens:
-            ranges.append((_widest_tail_start(tokens, max_tokens), len(tokens)))
+            ranges.append((_widest_tail_start(tokens, max_tokens, leads), len(tokens)))
             return ranges
-        start = _overlap_start(tokens, start, end, overlap_tokens, max_tokens)
+        start = _overlap_start(tokens, start, end, overlap_tokens, max_tokens, leads)
 
 
-def _widest_tail_start(tokens: list[int], max_tokens: int) -> int:
+def _widest_tail_start(tokens: list[int], max_tokens: int, leads: list[int]) -> int:
     tail_start, total = len(tokens), 0
-    while tail_start > 0 and total + tokens[tail_start - 1] <= max_tokens:
+    while tail_start > 0 and total + tokens[tail_start - 1] + leads[tail_start - 1] <= max_tokens:
         tail_start -= 1
         total += tokens[tail_start]
     return tail_start
 
 
 def _overlap_start(
-    tokens: list[int], start: int, end: int, overlap_tokens: int, max_tokens: int
+    tokens: list[int],
+    start: int,
+    end: int,
+    overlap_tokens: int,
+    max_tokens: int,
+    leads: list[int],
 ) -> int:
     """Where the chunk after [start, end) begins: some whole trailing units of it."""
     next_start, carried = end, 0
@@ -346,7 +424,7 @@ def _overlap_start(
     if next_start == end and end - 1 > start and tokens[end - 1] <= 2 * overlap_tokens:
         # A trailing sentence somewhat longer than the overlap still beats no overlap.
         next_start, carried = end - 1, tokens[end - 1]
-    while carried + tokens[end] > max_tokens:
+    while next_start < end and carried + leads[next_start] + tokens[end] > max_tokens:
         carried -= tokens[next_start]
         next_start += 1
     return next_start
@@ -358,12 +436,14 @@ def _draft(index: int, units: list[_Unit], sections: Sequence[Section]) -> Chunk
         run_units = list(run)
         parts.append(sections[section].text[run_units[0].start : run_units[-1].end])
     paths = [sections[unit.section].heading_path for unit in units]
+    # A chunk that starts among a table's rows begins with the table's caption and header.
+    lead = units[0].lead
     return ChunkDraft(
         index=index,
-        text="\n\n".join(parts),
+        text=f"{lead}\n" + "\n\n".join(parts) if lead else "\n\n".join(parts),
         page=sections[units[-1].section].page,
         heading_path=_heading_of(paths),
-        token_count=sum(unit.tokens for unit in units),
+        token_count=sum(unit.tokens for unit in units) + units[0].lead_tokens,
     )
 
 

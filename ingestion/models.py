@@ -47,6 +47,10 @@ class Document(models.Model):
         related_name="owned_documents",
     )
     review_by = models.DateField(null=True, blank=True, db_index=True)
+    # A file attached to a mail message is a document of its own with the message's readers.
+    attached_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="attachments"
+    )
 
     class Meta:
         ordering = ["-updated_at"]
@@ -88,6 +92,9 @@ class DocumentVersion(models.Model):
     # What every passage of this version carries into lexical search besides its own text:
     # lines repeated on every page (running headers) and the document's opening words.
     search_context = models.TextField(blank=True)
+    # What the file says of itself besides its text, [label, value] pairs in the order shown:
+    # a message's sender, recipients and date.
+    metadata = models.JSONField(default=list, blank=True)
     status = models.CharField(
         max_length=12, choices=VersionStatus.choices, default=VersionStatus.QUEUED, db_index=True
     )

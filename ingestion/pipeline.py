@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from config.metrics import record_passages_indexed
 from ingestion.access import document_access_tags
+from ingestion.attachments import attachments_store
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.models import FINAL_STATUSES, Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.parsing import ParsedDocument, ParseError
@@ -59,7 +60,14 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
         # In a child process under memory and time limits: a hostile file fails alone.
         limits, sandbox = limits_from_settings()
         parsed = parse_document_isolated(
-            data, version.original_name, limits=limits, sandbox=sandbox
+            data,
+            version.original_name,
+            limits=limits,
+            sandbox=sandbox,
+            # Scans are read page by page; the documents page shows how far.
+            progress=lambda text: DocumentVersion.objects.filter(id=version.id).update(
+                status_message=text
+            ),
         )
         drafts = chunk_document(
             parsed,
@@ -98,7 +106,9 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
             detected_type=parsed.detected_type,
             chunks_total=len(drafts),
             search_context=search_context(parsed),
+            metadata=[list(pair) for pair in parsed.metadata],
         )
+        attachments_store(version, parsed.attachments)
         _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
     return drafts
 
@@ -181,6 +191,16 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
         )
 
 
+def _attachments_queued(message: DocumentVersion) -> list[DocumentVersion]:
+    return list(
+        DocumentVersion.objects.filter(
+            document__attached_to_id=message.document_id, status=VersionStatus.QUEUED
+        )
+        .select_related("document")
+        .order_by("id")
+    )
+
+
 def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     """Parse, chunk, embed and index versions; chunks of many small files share batches.
 
@@ -191,12 +211,15 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
     )
     work: list[tuple[DocumentVersion, ChunkDraft]] = []
+    # A message's attachments, queued as documents of their own while it is parsed, join the
+    # end of the list and are ingested in this same run.
     for version in versions:
         if version.is_final:
             continue
         drafts = _parse_and_chunk(version)
         if drafts is not None:
             work.extend((version, draft) for draft in drafts)
+            versions.extend(_attachments_queued(version))
 
     # Passages of similar length share a batch, so little of each batch is padding.
     work.sort(key=lambda item: item[1].token_count)

@@ -21,6 +21,7 @@ This module imports no Django at the top, so that the server and its children st
 
 from __future__ import annotations
 
+import base64
 import gc
 import importlib
 import json
@@ -34,12 +35,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ingestion.parsing import ParsedDocument, ParseError, ParseLimits, Section, parse_document
+from ingestion.parsing import (
+    Attachment,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Section,
+    parse_document,
+)
+from ingestion.parsing.ocr import ocr_unavailable_reason, ocr_version, progress_to
 
 MB = 1024 * 1024
 
@@ -51,9 +61,14 @@ _PRELOADED_MODULES = (
     "charset_normalizer",
     "markdown_it",
     "pypdfium2",
+    "pdfplumber",
+    "pytesseract",
+    "PIL.Image",
     "docx",
     "pptx",
     "openpyxl",
+    "email.parser",
+    "email.policy",
 )
 
 # How a child reports that it ran out of memory: a MemoryError may leave too little room to
@@ -66,6 +81,9 @@ _CPU_GRACE_S = 5
 # Beyond the parse timeout, how long to wait for the server itself before replacing it.
 _SERVER_GRACE_S = 30
 _READ_BLOCK = 1024 * 1024
+# How the parser server marks a child's progress line, sent before its answer.
+_PROGRESS = "progress"
+_PROGRESS_MAX_CHARS = 200
 _ENVIRONMENT_KEPT = frozenset({"PATH", "LANG", "TMPDIR", "TZ"})
 
 logger = logging.getLogger(__name__)
@@ -96,11 +114,13 @@ def parse_document_isolated(
     *,
     limits: ParseLimits = _DEFAULT_PARSE_LIMITS,
     sandbox: SandboxLimits = _DEFAULT_SANDBOX_LIMITS,
+    progress: Callable[[str], object] | None = None,
 ) -> ParsedDocument:
     """`parse_document` in a child process under `sandbox`'s limits.
 
     Every failure, including the child exceeding a limit or crashing, raises ParseError with
-    a message for the uploader; nothing the file does can end the calling process.
+    a message for the uploader; nothing the file does can end the calling process. Slow
+    parsers (OCR) say how far they are; `progress` hears each such line as it comes.
     """
     request = {
         "filename": filename,
@@ -109,7 +129,7 @@ def parse_document_isolated(
         "cpu_seconds": int(sandbox.timeout_s) + _CPU_GRACE_S,
         "timeout_s": sandbox.timeout_s,
     }
-    status, exitcode, answer = _server.exchange(request, data, sandbox.timeout_s)
+    status, exitcode, answer = _server.exchange(request, data, sandbox.timeout_s, progress)
     if status == "timeout" or exitcode == -signal.SIGXCPU:
         raise ParseError(_timeout_message(sandbox))
     if exitcode != 0 or answer is None:
@@ -132,9 +152,21 @@ def limits_from_settings() -> tuple[ParseLimits, SandboxLimits]:
         max_compression_ratio=settings.PARSE_MAX_COMPRESSION_RATIO,
         max_zip_members=settings.PARSE_MAX_ZIP_MEMBERS,
         max_sheet_rows=settings.PARSE_MAX_SHEET_ROWS,
+        max_image_pixels=settings.PARSE_MAX_IMAGE_PIXELS,
+        ocr_languages=settings.OCR_LANGUAGES,
+        pdf_tables=settings.PARSE_PDF_TABLES,
     )
     sandbox = SandboxLimits(memory_mb=settings.PARSE_MEMORY_MB, timeout_s=settings.PARSE_TIMEOUT_S)
     return limits, sandbox
+
+
+def ocr_status() -> str:
+    """One line for the server's start: whether scans and images can be read here."""
+    limits, _ = limits_from_settings()
+    reason = ocr_unavailable_reason(limits.ocr_languages)
+    if reason:
+        return f"OCR: off. {reason}; scanned PDFs and images will be refused with that reason."
+    return f"OCR: on (Tesseract {ocr_version()}, languages {limits.ocr_languages})."
 
 
 def _timeout_message(sandbox: SandboxLimits) -> str:
@@ -190,6 +222,11 @@ def _document_from_answer(answer: bytes) -> ParsedDocument:
             sections=sections,
             detected_type=str(parsed["detected_type"]),
             running_text=str(parsed.get("running_text", "")),
+            metadata=tuple((str(label), str(value)) for label, value in parsed["metadata"]),
+            attachments=tuple(
+                Attachment(name=str(name), data=base64.b64decode(data, validate=True))
+                for name, data in parsed["attachments"]
+            ),
         )
     except (ValueError, KeyError, TypeError) as error:
         raise ParseError(_death_message(None, _DEFAULT_SANDBOX_LIMITS)) from error
@@ -205,9 +242,16 @@ class _ParserServer:
         self._requests = 0
 
     def exchange(
-        self, request: dict[str, Any], data: bytes, timeout_s: float
+        self,
+        request: dict[str, Any],
+        data: bytes,
+        timeout_s: float,
+        progress: Callable[[str], object] | None = None,
     ) -> tuple[str, int | None, bytes | None]:
-        """Send one file; return the server's (status, child exit code, child's answer)."""
+        """Send one file; return the server's (status, child exit code, child's answer).
+
+        Before its answer the server may send the child's progress lines, for `progress`.
+        """
         with self._lock:
             connection = self._connect()
             self._requests += 1
@@ -215,9 +259,16 @@ class _ParserServer:
             try:
                 connection.send({**request, "id": request_id})
                 connection.send_bytes(data)
-                if not connection.poll(timeout_s + _SERVER_GRACE_S):
-                    raise TimeoutError("the parser server did not answer")
-                answered_id, status, exitcode, answer = connection.recv()
+                deadline = time.monotonic() + timeout_s + _SERVER_GRACE_S
+                while True:
+                    if not connection.poll(max(0.0, deadline - time.monotonic())):
+                        raise TimeoutError("the parser server did not answer")
+                    message = connection.recv()
+                    if message[0] != _PROGRESS:
+                        break
+                    if progress is not None and message[1] == request_id:
+                        progress(str(message[2])[:_PROGRESS_MAX_CHARS])
+                answered_id, status, exitcode, answer = message
                 if answered_id != request_id:
                     raise EOFError(f"answer {answered_id} came for request {request_id}")
             except (OSError, EOFError) as error:
@@ -301,28 +352,43 @@ def _serve(fd: int) -> None:
         try:
             request = connection.recv()
             data = connection.recv_bytes()
-            connection.send((request["id"], *_parse_in_child(request, data, fd)))
+            connection.send((request["id"], *_parse_in_child(request, data, connection)))
         except (EOFError, OSError):
             # The process this server works for has gone.
             return
 
 
 def _parse_in_child(
-    request: dict[str, Any], data: bytes, connection_fd: int
+    request: dict[str, Any], data: bytes, connection: Connection
 ) -> tuple[str, int, bytes | None]:
+    connection_fd = connection.fileno()
     read_end, write_end = os.pipe()
+    progress_read, progress_write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        # The child answers on its own pipe only: it must not be able to speak for the server.
+        # The child answers on its own pipes only: it must not be able to speak for the server.
         os.close(connection_fd)
         os.close(read_end)
-        _child_main(write_end, request, data)
+        os.close(progress_read)
+        _child_main(write_end, request, data, progress_write)
     os.close(write_end)
+    os.close(progress_write)
+
+    def forward(lines: bytes) -> None:
+        # Only the last whole line matters: it says how far the child is now.
+        last = lines.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        text = last.decode("utf-8", errors="replace")[:_PROGRESS_MAX_CHARS]
+        if text:
+            connection.send((_PROGRESS, request["id"], text))
+
     try:
         deadline = time.monotonic() + request["timeout_s"]
-        answer = _read_until_closed(read_end, deadline, hangup_fd=connection_fd)
+        answer = _read_until_closed(
+            read_end, deadline, hangup_fd=connection_fd, progress_fd=progress_read, forward=forward
+        )
     finally:
         os.close(read_end)
+        os.close(progress_read)
     if answer is None:
         os.kill(pid, signal.SIGKILL)
     _, wait_status = os.waitpid(pid, 0)
@@ -332,29 +398,49 @@ def _parse_in_child(
     return "exited", exitcode, answer
 
 
-def _read_until_closed(fd: int, deadline: float, *, hangup_fd: int) -> bytes | None:
+def _read_until_closed(
+    fd: int,
+    deadline: float,
+    *,
+    hangup_fd: int,
+    progress_fd: int,
+    forward: Callable[[bytes], None],
+) -> bytes | None:
     """All the child writes, or None if it has not finished by the deadline.
 
     The client sends nothing while it waits, so `hangup_fd` turning readable means it has
-    gone; then there is nobody to wait for.
+    gone; then there is nobody to wait for. What the child writes on `progress_fd` is handed
+    to `forward` as it comes.
     """
     blocks: list[bytes] = []
+    watched = [fd, hangup_fd, progress_fd]
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        readable, _, _ = select.select([fd, hangup_fd], [], [], remaining)
+        readable, _, _ = select.select(watched, [], [], remaining)
         if not readable or hangup_fd in readable:
             return None
+        if progress_fd in readable:
+            lines = os.read(progress_fd, _READ_BLOCK)
+            if lines:
+                forward(lines)
+            else:
+                watched.remove(progress_fd)
+            if fd not in readable:
+                continue
         block = os.read(fd, _READ_BLOCK)
         if not block:
             return b"".join(blocks)
         blocks.append(block)
 
 
-def _child_main(write_end: int, request: dict[str, Any], data: bytes) -> NoReturn:
+def _child_main(
+    write_end: int, request: dict[str, Any], data: bytes, progress_write: int
+) -> NoReturn:
     exitcode = 0
     try:
+        progress_to(lambda text: os.write(progress_write, text.encode()[:500] + b"\n"))
         memory_bytes = request["memory_bytes"]
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         cpu_seconds = request["cpu_seconds"]
@@ -395,6 +481,12 @@ def _child_answer(request: dict[str, Any], data: bytes, memory_bytes: int) -> by
         "sections": [
             [section.text, section.page, list(section.heading_path)]
             for section in document.sections
+        ],
+        "metadata": [list(pair) for pair in document.metadata],
+        # JSON carries no bytes; base64 keeps an attachment exact.
+        "attachments": [
+            [attachment.name, base64.b64encode(attachment.data).decode("ascii")]
+            for attachment in document.attachments
         ],
     }
     return json.dumps({"parsed": parsed}).encode()

@@ -139,6 +139,21 @@ def document_managed_by(user: AbstractBaseUser | AnonymousUser, *, document_id: 
     )
 
 
+def document_mail_links(
+    user: AbstractBaseUser | AnonymousUser, *, document: Document
+) -> tuple[Document | None, list[Document]]:
+    """The message a document is attached to and the documents attached to it, as the user
+    manages them (attachments share the message's readers, but readers may change apart)."""
+    managed = manageable_documents(user)
+    message = (
+        managed.filter(id=document.attached_to_id).first()
+        if document.attached_to_id is not None
+        else None
+    )
+    attachments = list(managed.filter(attached_to=document).order_by("source_path"))
+    return message, attachments
+
+
 def document_versions(document: Document) -> list[DocumentVersion]:
     """Every version, newest first, with the uploader and how many passages each holds."""
     return list(

@@ -383,17 +383,41 @@ def document_set_access(
     actor: User | None = None,
     origin: Mapping[str, Any] | None = None,
 ) -> None:
-    """Who may read a document changes in the index at once, for every version's passages."""
+    """Who may read a document changes in the index at once, for every version's passages.
+
+    A mail message's attachments are read by the message's readers, so they change with it.
+    """
+    groups = list(groups)
+    changed: list[tuple[int, list[str]]] = []
     with transaction.atomic():
-        access_before = document_access(document)
-        document.groups.set(list(groups))
-        document.is_public = is_public
-        document.save(update_fields=["is_public", "updated_at"])
-        tags = document_access_tags(document)
-        event = AuditEvent.DOCUMENT_ACCESS_CHANGED
-        details = document_act_details(event, document, access_before=access_before, origin=origin)
-        ledger_append(event=event, actor=actor or current_actor(), details=details)
-    vector_index().set_payload(values={"groups": tags}, document_id=document.id)
+        for each in [document, *_attached_documents(document)]:
+            access_before = document_access(each)
+            each.groups.set(groups)
+            each.is_public = is_public
+            each.save(update_fields=["is_public", "updated_at"])
+            changed.append((each.id, document_access_tags(each)))
+            event = AuditEvent.DOCUMENT_ACCESS_CHANGED
+            details = document_act_details(event, each, access_before=access_before, origin=origin)
+            ledger_append(event=event, actor=actor or current_actor(), details=details)
+    for document_id, tags in changed:
+        vector_index().set_payload(values={"groups": tags}, document_id=document_id)
+
+
+def _attached_documents(document: Document) -> list[Document]:
+    """The live documents attached to `document`, and those attached to them, and so on."""
+    found: list[Document] = []
+    parents = [document.id]
+    seen = {document.id}
+    while parents:
+        children = list(
+            Document.objects.filter(attached_to_id__in=parents, deleted_at__isnull=True).exclude(
+                id__in=seen
+            )
+        )
+        found.extend(children)
+        seen.update(child.id for child in children)
+        parents = [child.id for child in children]
+    return found
 
 
 def document_set_review(*, document: Document, owner: User | None, review_by: date | None) -> None:
@@ -420,17 +444,20 @@ def document_delete(
     actor: User | None = None,
     origin: Mapping[str, Any] | None = None,
 ) -> None:
-    """Take a document out of search; its rows stay on record."""
+    """Take a document out of search, with a mail message's attachments; rows stay on record."""
+    deleted = [document, *_attached_documents(document)]
     with transaction.atomic():
-        document.deleted_at = timezone.now()
-        document.save(update_fields=["deleted_at", "updated_at"])
-        document.versions.filter(status__in=UNFINISHED_STATUSES).update(
-            status=VersionStatus.CANCELLED, status_message="The document was deleted."
-        )
-        event = AuditEvent.DOCUMENT_DELETED
-        details = document_act_details(event, document, origin=origin)
-        ledger_append(event=event, actor=actor or current_actor(), details=details)
-    vector_index().delete(document_id=document.id)
+        for each in deleted:
+            each.deleted_at = timezone.now()
+            each.save(update_fields=["deleted_at", "updated_at"])
+            each.versions.filter(status__in=UNFINISHED_STATUSES).update(
+                status=VersionStatus.CANCELLED, status_message="The document was deleted."
+            )
+            event = AuditEvent.DOCUMENT_DELETED
+            details = document_act_details(event, each, origin=origin)
+            ledger_append(event=event, actor=actor or current_actor(), details=details)
+    for each in deleted:
+        vector_index().delete(document_id=each.id)
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,7 @@ def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
         initial={"groups": list(document.groups.all()), "everyone": document.is_public}
     )
     _readers_offered(access_form, request.user)
+    attached_to, attachments = selectors.document_mail_links(request.user, document=document)
     return render(
         request,
         "ingestion/document_detail.html",
@@ -235,6 +236,8 @@ def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
             "document": document,
             "review_form": _review_form_of(document),
             "review_overdue": is_overdue(document.review_by),
+            "attached_to": attached_to,
+            "attachments": attachments,
             "versions": selectors.document_versions(document),
             "chunks": selectors.document_chunks(
                 document=document, version_id=shown_version_id, page=request.GET.get("page", 1)

@@ -3,8 +3,9 @@
 Every failure a person can fix (wrong type, password, scan without text, zip bomb, damaged
 file) surfaces as a `ParseError` whose message can be shown to the uploader as is.
 
-Each format has its module (`pdf`, `office`, `html`, `markdown`, `text`); `detection` tells
-which one a file is, and `parse_document` hands the file to that format's parser.
+Each format has its module (`pdf`, `office`, `html`, `markdown`, `text`, `mail`, and `ocr` for
+scans and images); `detection` tells which one a file is, and `parse_document` hands the file
+to that format's parser.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import PurePath
 
 from ingestion.parsing.detection import TYPE_NAMES, detect_type
 from ingestion.parsing.document import (
+    Attachment,
     FormatParser,
     ParsedDocument,
     ParseError,
@@ -22,13 +24,16 @@ from ingestion.parsing.document import (
 )
 from ingestion.parsing.filenames import safe_filename
 from ingestion.parsing.html import parse_html
+from ingestion.parsing.mail import parse_eml, parse_mbox
 from ingestion.parsing.markdown import parse_markdown
+from ingestion.parsing.ocr import parse_image
 from ingestion.parsing.office import parse_docx, parse_pptx, parse_xlsx
 from ingestion.parsing.pdf import parse_pdf
 from ingestion.parsing.text import parse_text
 from ingestion.titles import best_title
 
 __all__ = [
+    "Attachment",
     "ParseError",
     "ParseLimits",
     "ParsedDocument",
@@ -54,6 +59,9 @@ _PARSERS: dict[str, FormatParser] = {
     "html": parse_html,
     "markdown": parse_markdown,
     "text": parse_text,
+    "eml": parse_eml,
+    "mbox": parse_mbox,
+    "image": parse_image,
 }
 
 
@@ -63,7 +71,7 @@ def parse_document(
     document_type = detect_type(data, filename)
     stem = PurePath(filename).stem or filename
     try:
-        title, sections, running_text = _PARSERS[document_type](data, stem, limits)
+        parts = _PARSERS[document_type](data, stem, limits)
     except (ParseError, MemoryError):
         # Running out of memory is not damage; the sandbox reports it as what it is.
         raise
@@ -75,7 +83,7 @@ def parse_document(
         ) from error
     sections = [
         Section(text=cleaned, page=section.page, heading_path=section.heading_path)
-        for section in sections
+        for section in parts.sections
         if (cleaned := _clean_text(section.text))
     ]
     if not sections:
@@ -84,10 +92,12 @@ def parse_document(
             "words in it."
         )
     return ParsedDocument(
-        title=best_title([title, _first_line_title(sections)], stem=stem),
+        title=best_title([parts.title, _first_line_title(sections)], stem=stem),
         sections=sections,
         detected_type=document_type,
-        running_text=running_text,
+        running_text=parts.running_text,
+        metadata=parts.metadata,
+        attachments=parts.attachments,
     )
 
 

@@ -18,6 +18,9 @@ TYPE_NAMES = {
     "html": "an HTML page",
     "markdown": "a Markdown file",
     "text": "plain text",
+    "eml": "a mail message (EML)",
+    "mbox": "a mailbox (MBOX)",
+    "image": "an image (PNG, JPEG or TIFF)",
 }
 
 _EXTENSION_TYPES = {
@@ -34,21 +37,33 @@ _EXTENSION_TYPES = {
     ".mkd": "markdown",
     ".txt": "text",
     ".text": "text",
+    ".eml": "eml",
+    ".mbox": "mbox",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
 }
 
 _SUPPORTED_TYPES_HINT = (
-    "Upload a PDF, Word (DOCX), PowerPoint (PPTX), Excel (XLSX), HTML, Markdown or plain text file."
+    "Upload a PDF, Word (DOCX), PowerPoint (PPTX), Excel (XLSX), HTML, Markdown, plain text or "
+    "mail (EML, MBOX) file, or a scan (PNG, JPEG, TIFF)."
+)
+
+# PNG, JPEG and TIFF (both byte orders): pictures of pages, read by OCR.
+_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
 )
 
 # Signatures of formats we refuse; each is long or distinctive enough not to occur at the
 # start of ordinary text.
 _UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Office file (.doc, .xls or .ppt)"),
     (b"{\\rtf", "an RTF document"),
     (b"%!PS", "a PostScript file"),
@@ -78,17 +93,17 @@ def detect_type(data: bytes, filename: str) -> str:
         raise ParseError("The file is empty.")
     expected = _EXTENSION_TYPES.get(PurePath(filename).suffix.lower())
     content_type, description = _sniff_content(data)
-    if content_type in ("pdf", "docx", "pptx", "xlsx"):
+    if content_type in ("pdf", "docx", "pptx", "xlsx", "image"):
         if expected is None or expected == content_type:
             return content_type
         raise ParseError(
             f"The file's content is not {TYPE_NAMES[expected]} (it looks like {description})."
         )
     if content_type == "text":
-        if expected in ("html", "markdown", "text"):
+        if expected in _TEXT_KINDS:
             return expected
         if expected is None:
-            return "html" if description == TYPE_NAMES["html"] else "text"
+            return _text_kind(data, description)
         raise ParseError(
             f"The file's content is not {TYPE_NAMES[expected]} (it looks like {description})."
         )
@@ -101,6 +116,43 @@ def detect_type(data: bytes, filename: str) -> str:
     )
 
 
+# Types that are text inside: the extension chooses among them.
+_TEXT_KINDS = frozenset({"html", "markdown", "text", "eml", "mbox"})
+_MESSAGE_HEADER_NAMES = frozenset(
+    {
+        "return-path", "received", "from", "to", "cc", "subject", "date", "message-id",
+        "mime-version", "content-type", "delivered-to", "reply-to", "x-mailer", "sender",
+    }
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"(?m)^([A-Za-z][A-Za-z0-9-]*):")
+
+
+def _text_kind(data: bytes, description: str) -> str:
+    """Which text kind a file without a telling extension is: HTML, mail or plain text."""
+    if description == TYPE_NAMES["html"]:
+        return "html"
+    head = decode_text(data[:SNIFF_BYTES])
+    if looks_like_mbox(head):
+        return "mbox"
+    if looks_like_message(head):
+        return "eml"
+    return "text"
+
+
+def looks_like_message(text: str) -> bool:
+    """Whether text starts with the header lines of a mail message (three known ones at least)."""
+    head = text.lstrip()[:4000].replace("\r\n", "\n").split("\n\n", 1)[0]
+    names = [match.group(1).lower() for match in _HEADER_NAME.finditer(head)]
+    if not names or names[0] not in _MESSAGE_HEADER_NAMES or not head.lower().startswith(names[0]):
+        return False
+    return len(set(names) & _MESSAGE_HEADER_NAMES) >= 3
+
+
+def looks_like_mbox(text: str) -> bool:
+    """A mailbox starts with a "From " separator line followed by a message."""
+    return text.startswith("From ") and looks_like_message(text.split("\n", 1)[-1])
+
+
 def _sniff_content(data: bytes) -> tuple[str, str]:
     """Return (type, description); type is a document type, "text", or "unsupported"."""
     if data[:1024].lstrip(b" \t\r\n\x00").startswith(b"%PDF-") or data.startswith(
@@ -109,6 +161,9 @@ def _sniff_content(data: bytes) -> tuple[str, str]:
         return "pdf", TYPE_NAMES["pdf"]
     if data.startswith(b"PK\x03\x04"):
         return _sniff_zip(data)
+    for signature, description in _IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return "image", description
     if _is_windows_program(data):
         return "unsupported", "a Windows program (.exe or .dll)"
     for signature, description in _UNSUPPORTED_SIGNATURES:

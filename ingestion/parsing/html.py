@@ -15,6 +15,7 @@ from ingestion.parsing.sections import (
     collapse_spaces,
     table_row_text,
 )
+from ingestion.parsing.tables import is_table, table_text
 from ingestion.parsing.text import SNIFF_BYTES
 from ingestion.titles import best_title, without_site_name
 
@@ -152,6 +153,10 @@ def _walk_html(root: Tag, builder: SectionBuilder, *, drop_site_furniture: bool)
             builder.heading(_HTML_HEADINGS[name], node.get_text(" "))
         elif name == "pre":
             builder.preformatted(node.get_text())
+        elif name == "table" and is_table(rows := _html_table_rows(node)):
+            caption = node.find("caption")
+            caption_text = caption.get_text(" ") if isinstance(caption, Tag) else ""
+            builder.preformatted(table_text(rows, caption=caption_text))
         elif name == "tr":
             cells = node.find_all(["td", "th"], recursive=False)
             builder.block(table_row_text(cell.get_text(" ") for cell in cells), paragraph=False)
@@ -167,3 +172,25 @@ def _walk_html(root: Tag, builder: SectionBuilder, *, drop_site_furniture: bool)
             )
             if name in _HTML_PARAGRAPH_TAGS or name in _HTML_LINE_TAGS:
                 builder.end_block()
+
+
+# A cell claiming to span more columns than this is damaged or hostile, not a table.
+_MAX_COLSPAN = 50
+
+
+def _html_table_rows(table: Tag) -> list[list[str]]:
+    """The table's own rows (not those of tables inside its cells), each cell once per column
+    it spans."""
+    rows: list[list[str]] = []
+    for row in table.find_all("tr"):
+        if row.find_parent("table") is not table:
+            continue
+        cells: list[str] = []
+        for cell in row.find_all(["td", "th"], recursive=False):
+            try:
+                span = min(max(int(str(cell.get("colspan") or 1)), 1), _MAX_COLSPAN)
+            except ValueError:
+                span = 1
+            cells.extend([cell.get_text(" ")] * span)
+        rows.append(cells)
+    return rows

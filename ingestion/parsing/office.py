@@ -13,6 +13,7 @@ from typing import Any
 
 from ingestion.parsing.document import FormatParts, ParseError, ParseLimits, Section
 from ingestion.parsing.sections import SectionBuilder, collapse_spaces, table_row_text
+from ingestion.parsing.tables import is_table, table_text
 from ingestion.titles import best_title
 
 # Archives smaller than this cannot hurt however well they compress, and tiny Office
@@ -70,10 +71,7 @@ def parse_docx(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
     title_paragraph = ""
     for item in document.iter_inner_content():
         if isinstance(item, Table):
-            builder.end_block(paragraph=True)
-            for row in item.rows:
-                builder.block(table_row_text(cell.text for cell in row.cells), paragraph=False)
-            builder.end_block(paragraph=True)
+            _add_table(builder, [[cell.text for cell in row.cells] for row in item.rows])
             continue
         style_name = style_names.get(item._p.style, default_style_name)
         if heading := _DOCX_HEADING_STYLE.fullmatch(style_name):
@@ -87,6 +85,17 @@ def parse_docx(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
         [document.core_properties.title, title_paragraph, builder.first_h1 or ""], stem=stem
     )
     return FormatParts(title, builder.sections)
+
+
+def _add_table(builder: SectionBuilder, rows: list[list[str]]) -> None:
+    """A table as Markdown; a one-row or one-column "table" (layout) as lines of text."""
+    if is_table(rows):
+        builder.preformatted(table_text(rows))
+        return
+    builder.end_block(paragraph=True)
+    for row in rows:
+        builder.block(table_row_text(row), paragraph=False)
+    builder.end_block(paragraph=True)
 
 
 def _docx_paragraph_style_names(document: Any) -> tuple[dict[str | None, str], str]:
@@ -138,9 +147,7 @@ def parse_pptx(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
                     builder.block(paragraph.text, paragraph=False)
                 builder.end_block(paragraph=True)
             elif shape.has_table:
-                for row in shape.table.rows:
-                    builder.block(table_row_text(cell.text for cell in row.cells), paragraph=False)
-                builder.end_block(paragraph=True)
+                _add_table(builder, [[cell.text for cell in row.cells] for row in shape.table.rows])
         if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
             builder.preformatted(slide.notes_slide.notes_text_frame.text)
         builder.flush()
@@ -174,18 +181,22 @@ def parse_xlsx(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
         sections: list[Section] = []
         rows_left = limits.max_sheet_rows
         for sheet in workbook.worksheets:
-            lines: list[str] = []
+            rows: list[list[str]] = []
             for row in sheet.iter_rows(values_only=True):
                 if rows_left <= 0:
                     break
-                line = "\t".join(_cell_text(value) for value in row).rstrip("\t")
-                if line.strip():
-                    lines.append(line)
+                cells = [_cell_text(value) for value in row]
+                if any(cells):
+                    rows.append(cells)
                     rows_left -= 1
-            if lines:
-                sections.append(
-                    Section(text="\n".join(lines), page=None, heading_path=(sheet.title,))
+            if rows:
+                # A sheet is a table whose first row with values is its header.
+                text = (
+                    table_text(rows)
+                    if is_table(rows)
+                    else "\n".join("\t".join(row).strip() for row in rows)
                 )
+                sections.append(Section(text=text, page=None, heading_path=(sheet.title,)))
         title = best_title([workbook.properties.title or ""], stem=stem)
     finally:
         workbook.close()

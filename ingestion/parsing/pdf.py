@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import re
 import threading
@@ -12,8 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.parsing.document import FormatParts, ParseError, ParseLimits, Section
+from ingestion.parsing.ocr import OCR_DPI, ocr_unavailable_reason, read_pages, refuse_without_ocr
 from ingestion.parsing.sections import LETTER_OR_DIGIT, NOT_LETTER_OR_DIGIT, collapse_spaces
+from ingestion.parsing.tables import is_table, table_text
 from ingestion.titles import best_title
+
+logger = logging.getLogger(__name__)
 
 # Anchored where its run of blanks begins (lookbehind), taking the run possessively:
 # otherwise every blank of a long run starts a new scan of the rest.
@@ -31,6 +37,12 @@ _TITLE_MAX_LINES = 3
 # How long a section number before a heading's title on its line may be.
 _HEADING_PREFIX_CHARS = 12
 _CHAPTER_LABEL = re.compile(r"(?:chapter|part|appendix)\s+[\w.]+", re.IGNORECASE)
+
+# A table's rules are path objects: lines thinner than this, or boxes (shaded cells). Only a
+# page with them is looked at for tables: finding tables costs far more than looking at a
+# page's objects.
+_THIN_PT = 3.0
+_TABLE_MIN_BOXES = 4
 
 # PDFium is not thread-safe, not even across documents, and the standalone server runs
 # ingestion in threads of one process.
@@ -75,20 +87,192 @@ def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
             largest_text = _pdf_largest_text(pdf) if page_count else ""
             bookmarks = list(_pdf_bookmarks(pdf, page_count))
             page_texts = [_pdf_page_text(pdf, index) for index in range(page_count)]
+            ruled_pages = [
+                index
+                for index in range(page_count)
+                if limits.pdf_tables and _has_ruling(pdf, index)
+            ]
         finally:
             pdf.close()
+    if ruled_pages:
+        _put_tables_in_place(data, page_texts, _pdf_tables(data, ruled_pages))
+    scanned = [index for index, text in enumerate(page_texts) if not text.strip()]
+    if scanned and len(scanned) == page_count:
+        refuse_without_ocr(limits, "The PDF has no text layer (it is a scan), so it")
+    if scanned and not ocr_unavailable_reason(limits.ocr_languages):
+        # Only the pages without a text layer: mixed PDFs keep the text they have.
+        read = read_pages(scanned, lambda index: _page_image(data, index, limits), limits)
+        for index, text in zip(scanned, read, strict=True):
+            page_texts[index] = text
     if not any(text.strip() for text in page_texts):
         raise ParseError(
-            "The PDF has no extractable text (it may be a scanned image); run it through OCR "
-            "or upload the original document."
+            "The PDF has no extractable text: it has no text layer, and OCR found no words on "
+            "its pages (they may be blank, or pictures without text)."
         )
     page_texts, running_lines = _strip_running_lines(page_texts)
     title = best_title([title, largest_text], stem=stem)
     return FormatParts(title, _pdf_sections(page_texts, bookmarks), "\n".join(running_lines))
 
 
+_Box = tuple[float, float, float, float]  # left, top, right, bottom, from the page's top left
+_Table = tuple[_Box, list[list[str | None]]]
+
+
+def _has_ruling(pdf: Any, index: int) -> bool:
+    """Whether the page draws what a ruled table is made of: a grid of lines, or boxes.
+
+    Rules under a running header or above a footnote are lines in one direction only.
+    """
+    import pypdfium2.raw as pdfium_raw
+
+    page = pdf[index]
+    try:
+        across = down = boxes = 0
+        for path in page.get_objects(filter=(pdfium_raw.FPDF_PAGEOBJ_PATH,), max_depth=2):
+            left, bottom, right, top = path.get_bounds()
+            if top - bottom < _THIN_PT and right - left > _THIN_PT:
+                across += 1
+            elif right - left < _THIN_PT and top - bottom > _THIN_PT:
+                down += 1
+            else:
+                boxes += 1
+            if (across >= 2 and down >= 2) or boxes >= _TABLE_MIN_BOXES:
+                return True
+        return False
+    finally:
+        page.close()
+
+
+def _pdf_tables(data: bytes, page_indexes: list[int]) -> dict[int, list[_Table]]:
+    """The ruled tables of the given pages, each with its box and its rows of cells."""
+    import pdfplumber
+
+    found: dict[int, list[_Table]] = {}
+    try:
+        with pdfplumber.open(io.BytesIO(data)) as plumber:
+            for index in page_indexes:
+                page = plumber.pages[index]
+                tables = [
+                    (table.bbox, rows)
+                    for table in page.find_tables()
+                    if is_table(rows := table.extract())
+                ]
+                page.close()
+                if tables:
+                    found[index] = sorted(tables, key=lambda table: table[0][1])
+    except Exception:  # a PDF PDFium reads but pdfminer does not: its tables stay words
+        logger.info("the tables of a PDF could not be read", exc_info=True)
+        return {}
+    return found
+
+
+def _put_tables_in_place(
+    data: bytes, page_texts: list[str], tables_of_page: dict[int, list[_Table]]
+) -> None:
+    """Replace the words of each table on its page by the table in Markdown, where it stood.
+
+    A table that ends one page and goes on at the top of the next, without its header row
+    repeated, gets the header of its first part again.
+    """
+    import pypdfium2
+
+    if not tables_of_page:
+        return
+    with _PDFIUM_LOCK:
+        pdf = pypdfium2.PdfDocument(data)
+        try:
+            open_header: list[str | None] | None = None
+            for index in sorted(tables_of_page):
+                if index - 1 not in tables_of_page:
+                    open_header = None
+                page_texts[index], open_header = _page_text_with_tables(
+                    pdf, index, tables_of_page[index], open_header
+                )
+        finally:
+            pdf.close()
+
+
+# Lines a table may have above it (a running header) and still go on from the page before,
+# or below it (a page number) and still go on on the next page.
+_EDGE_LINES = 2
+
+
+def _page_text_with_tables(
+    pdf: Any, index: int, tables: list[_Table], open_header: list[str | None] | None
+) -> tuple[str, list[str | None] | None]:
+    """The page's text with its tables in Markdown, and the header of a table that runs on
+    past the page's end (None if none does)."""
+    page = pdf[index]
+    textpage = page.get_textpage()
+    try:
+        width, height = page.get_size()
+
+        def text_in(left: float, top: float, right: float, bottom: float) -> str:
+            if right - left < 1 or bottom - top < 1:
+                return ""
+            # PDFium measures from the page's bottom left.
+            text: str = textpage.get_text_bounded(left, height - bottom, right, height - top)
+            return _DOT_LEADER.sub(" … ", text.replace("\x02", "")).strip()
+
+        parts: list[str] = []
+        above = 0.0
+        for number, ((left, top, right, bottom), rows) in enumerate(tables):
+            before = text_in(0, above, width, top)
+            parts.append(before)
+            if (
+                number == 0
+                and open_header is not None
+                and len(before.splitlines()) <= _EDGE_LINES
+                and len(rows[0]) == len(open_header)
+                and rows[0] != open_header
+            ):
+                rows = [open_header, *rows]
+            parts.append(table_text(rows))
+            # Words beside a table (a margin note) follow it.
+            parts.append(text_in(0, top, left, bottom))
+            parts.append(text_in(right, top, width, bottom))
+            above = max(above, bottom)
+        after = text_in(0, above, width, height)
+        parts.append(after)
+    finally:
+        textpage.close()
+        page.close()
+    runs_on = len(after.splitlines()) <= _EDGE_LINES
+    last_header = rows[0] if runs_on else None
+    # The line just above a table stays next to it: it is most often its caption.
+    return "\n".join(part for part in parts if part), last_header
+
+
+def _page_image(data: bytes, index: int, limits: ParseLimits) -> Any:
+    """A page as a grayscale picture at the OCR resolution, or less if it has to fit the pixel
+    limit (a poster-sized page)."""
+    import pypdfium2
+
+    with _PDFIUM_LOCK:
+        pdf = pypdfium2.PdfDocument(data)
+        try:
+            page = pdf[index]
+            try:
+                width, height = page.get_size()
+                scale = OCR_DPI / 72
+                pixels = width * height * scale * scale
+                if pixels > limits.max_image_pixels:
+                    scale *= math.sqrt(limits.max_image_pixels / pixels)
+                return page.render(scale=scale, grayscale=True).to_pil()
+            finally:
+                page.close()
+        finally:
+            pdf.close()
+
+
 def _running_key(line: str) -> str:
-    """Lines that differ only in their numbers (page 3 of 9, page 4 of 9) are the same line."""
+    """Lines that differ only in their numbers (page 3 of 9, page 4 of 9) are the same line.
+
+    A table's rows are never running lines: a table printed over pages repeats its header
+    at the top of each.
+    """
+    if line.lstrip().startswith("|"):
+        return ""
     return " ".join(_DIGITS.sub("#", line.casefold()).split())
 
 

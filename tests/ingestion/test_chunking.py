@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,19 @@ def is_whole_word_slice(piece: str, sources: list[str]) -> bool:
     return False
 
 
+def without_repeated_header(text: str) -> str:
+    lines = text.split("\n")
+    separator = next(
+        (index for index, line in enumerate(lines[:3]) if re.fullmatch(r"\|(?:---\|)+", line)),
+        None,
+    )
+    if separator is None or (
+        len(lines) > separator + 1 and not lines[separator + 1].startswith("|")
+    ):
+        return text
+    return "\n".join(lines[separator + 1 :])
+
+
 def shared_prefix_with_suffix(previous: ChunkDraft, following: ChunkDraft) -> str:
     for length in range(min(len(previous.text), len(following.text)), 0, -1):
         if previous.text.endswith(following.text[:length]):
@@ -89,8 +103,9 @@ def test_no_chunk_starts_or_ends_mid_word(
     for document in real_documents:
         sources = [section.text for section in document.sections]
         for chunk in chunk_document(document, counter):
-            # Parts of sections merged into one chunk are joined by a blank line.
-            pieces = chunk.text.split("\n\n")
+            # Parts of sections merged into one chunk are joined by a blank line; a chunk that
+            # starts among a table's rows begins with the table's repeated header.
+            pieces = without_repeated_header(chunk.text).split("\n\n")
             assert is_whole_word_slice(pieces[0], sources), chunk.text[:80]
             assert is_whole_word_slice(pieces[-1], sources), chunk.text[-80:]
 
@@ -279,3 +294,35 @@ def test_the_counter_counts_exactly_like_the_tokenizer(counter: WordPieceCounter
 
     assert counter.count_many(texts) == expected
     assert counter.count_many(list(reversed(texts))) == list(reversed(expected))
+
+
+def test_a_long_table_is_cut_between_rows_and_each_passage_repeats_its_header(
+    counter: WordPieceCounter,
+) -> None:
+    rows = "".join(
+        f"<tr><td>Widget model {n} with a long description</td><td>{n}.50</td></tr>"
+        for n in range(80)
+    )
+    page = (
+        "<html><body><h1>Prices</h1><p>Our prices.</p><table><caption>Price list 2024</caption>"
+        f"<tr><th>Item</th><th>Unit price</th></tr>{rows}</table></body></html>"
+    )
+    document = parse_document(page.encode(), "prices.html")
+    chunks = chunk_document(document, counter, max_tokens=MAX_TOKENS)
+    table_chunks = [chunk for chunk in chunks if "| Widget model" in chunk.text]
+    assert len(table_chunks) > 3
+    read_rows: set[str] = set()
+    for chunk in table_chunks:
+        lines = chunk.text.split("\n")
+        header_at = lines.index("| Item | Unit price |")
+        assert lines[header_at - 1] == "Price list 2024"
+        assert lines[header_at + 1] == "|---|---|"
+        body = [line for line in lines[header_at + 2 :] if line.startswith("| Widget")]
+        # Whole rows only: each has both its cells.
+        assert all(
+            re.fullmatch(r"\| Widget model \d+ with a long description \| \d+\.50 \|", line)
+            for line in body
+        )
+        read_rows.update(body)
+        assert counter.count(chunk.text) == chunk.token_count <= MAX_TOKENS
+    assert len(read_rows) == 80

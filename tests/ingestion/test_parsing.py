@@ -12,6 +12,14 @@ import pytest
 from pptx.util import Inches
 from pypdf import PdfReader, PdfWriter
 
+from bench.table_pdfs import (
+    KnownTable,
+    cell_accuracy,
+    known_tables,
+    price_list,
+    print_html_to_pdf,
+    table_page_html,
+)
 from ingestion.parsing import (
     ParsedDocument,
     ParseError,
@@ -219,13 +227,24 @@ def test_it_reads_a_pdf_protected_only_by_an_owner_password(
     assert "must be placed together in either /bin or /usr/bin" in all_text(document)
 
 
-def test_it_refuses_a_pdf_without_a_text_layer(tmp_path: Path) -> None:
+def test_it_refuses_a_pdf_without_a_text_layer_or_words_to_read(tmp_path: Path) -> None:
     writer = PdfWriter()
     writer.add_blank_page(width=612, height=792)
     path = write_pdf(writer, tmp_path / "scan.pdf")
 
-    with pytest.raises(ParseError, match=r"^The PDF has no extractable text \(it may be a scanned"):
+    with pytest.raises(ParseError, match=r"^The PDF has no extractable text: it has no text layer"):
         parse_file(path)
+
+
+def test_a_scan_is_refused_with_the_reason_when_ocr_cannot_read_its_language(
+    tmp_path: Path,
+) -> None:
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    path = write_pdf(writer, tmp_path / "scan.pdf")
+
+    with pytest.raises(ParseError, match=r"has to be read by OCR, but OCR cannot read .* klingon"):
+        parse_file(path, limits=ParseLimits(ocr_languages="klingon"))
 
 
 @pytest.mark.parametrize(
@@ -426,10 +445,10 @@ def test_it_builds_heading_paths_from_docx_heading_styles(tmp_path: Path) -> Non
     assert section_containing(document, "Welcome to the team").heading_path == ()
 
 
-def test_it_reads_docx_tables_row_by_row(tmp_path: Path) -> None:
+def test_it_reads_docx_tables_as_markdown_tables(tmp_path: Path) -> None:
     document = parse_file(write_docx(tmp_path / "handbook.docx"))
 
-    section = section_containing(document, "Tool | Version\nPython | 3.11")
+    section = section_containing(document, "| Tool | Version |\n|---|---|\n| Python | 3.11 |")
 
     assert section.heading_path == ("Installation", "Virtual environments")
 
@@ -447,14 +466,19 @@ def test_it_numbers_pptx_slides_as_pages_under_their_titles(tmp_path: Path) -> N
     assert "Mention the hiring freeze" in second.text
 
 
-def test_it_reads_xlsx_sheets_as_tab_separated_rows(tmp_path: Path) -> None:
+def test_it_reads_xlsx_sheets_as_tables_headed_by_their_first_row(tmp_path: Path) -> None:
     document = parse_file(write_xlsx(tmp_path / "inventory.xlsx"))
 
     prices = section_containing(document, "Widget")
 
     assert document.detected_type == "xlsx"
     assert prices.heading_path == ("Prices",)
-    assert prices.text.splitlines() == ["Product\tPrice\tStock", "Widget\t2.5\t10", "Gadget\t4"]
+    assert prices.text.splitlines() == [
+        "| Product | Price | Stock |",
+        "|---|---|---|",
+        "| Widget | 2.5 | 10 |",
+        "| Gadget | 4 |  |",
+    ]
 
 
 def test_it_caps_the_rows_read_from_a_workbook(tmp_path: Path) -> None:
@@ -462,9 +486,10 @@ def test_it_caps_the_rows_read_from_a_workbook(tmp_path: Path) -> None:
         write_xlsx(tmp_path / "inventory.xlsx"), limits=ParseLimits(max_sheet_rows=13)
     )
 
-    staff = section_containing(document, "Person 1\t")
+    staff = section_containing(document, "| Person 1 |")
 
-    assert len(staff.text.splitlines()) == 10
+    # Ten rows, and the separator under the first.
+    assert len(staff.text.splitlines()) == 11
     assert "Person 11" not in all_text(document)
 
 
@@ -697,3 +722,158 @@ def test_it_reads_a_long_word_document_of_plain_paragraphs(tmp_path: Path) -> No
     parsed = parse_document_isolated(path.read_bytes(), path.name, sandbox=HANG_GUARD)
 
     assert "Item 19999 was discussed." in all_text(parsed)
+
+
+def mail_message(subject: str, body: str, *, sender: str = "Ada <ada@example.com>") -> bytes:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "Bob <bob@example.com>, carol@example.com"
+    message["Subject"] = subject
+    message["Date"] = "Tue, 03 Oct 2023 09:15:00 +0200"
+    message.set_content(body)
+    return bytes(message)
+
+
+def test_a_message_is_its_subject_sender_recipients_date_and_body() -> None:
+    document = parse_document(mail_message("Parking rules", "Visitors park on level -2."), "m.eml")
+    assert document.detected_type == "eml"
+    assert document.title == "Parking rules"
+    assert dict(document.metadata)["To"] == "Bob <bob@example.com>, carol@example.com"
+    text = all_text(document)
+    assert "From: Ada <ada@example.com>" in text
+    assert "Visitors park on level -2." in text
+    assert all(section.heading_path[0] == "Parking rules" for section in document.sections)
+
+
+def test_a_message_without_a_known_extension_is_recognised_by_its_headers() -> None:
+    assert detect_type(mail_message("Hello", "Hi."), "message") == "eml"
+    assert detect_type(b"From: a note to self\n\nnothing more", "note") == "text"
+
+
+def test_an_html_only_message_is_read_as_text_and_embedded_pictures_are_not_attachments() -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = "Newsletter"
+    message["From"] = "news@example.com"
+    message.set_content(
+        "<html><body><h1>News</h1><p>The canteen opens at <b>8</b>.</p></body></html>",
+        subtype="html",
+    )
+    message.add_related(
+        b"\x89PNG\r\n\x1a\n" + bytes(64), maintype="image", subtype="png", cid="<logo>"
+    )
+    message.add_attachment(
+        b"\x7fELF" + bytes(64), maintype="application", subtype="octet-stream", filename="tool"
+    )
+    message.add_attachment(
+        b"Minutes: the budget passed.", maintype="text", subtype="plain", filename="minutes.txt"
+    )
+    document = parse_document(bytes(message), "news.eml")
+    text = all_text(document)
+    assert "The canteen opens at 8." in text
+    assert "<b>" not in text
+    assert [attachment.name for attachment in document.attachments] == ["minutes.txt"]
+    assert "tool (not a readable type)" in text
+
+
+def test_a_mailbox_is_its_messages_each_under_its_subject() -> None:
+    mailbox = b"".join(
+        b"From ada@example.com Tue Oct  3 09:15:00 2023\n" + mail_message(subject, body) + b"\n"
+        for subject, body in [
+            ("First", "From now on, meetings start at nine."),
+            ("Second", "Lunch is at noon."),
+        ]
+    )
+    document = parse_document(mailbox, "team.mbox")
+    assert document.detected_type == "mbox"
+    assert detect_type(mailbox, "team") == "mbox"
+    headings = {section.heading_path[0] for section in document.sections}
+    assert headings == {"First", "Second"}
+    # A body line starting with "From " does not start a new message.
+    assert "meetings start at nine" in all_text(document)
+
+
+def test_a_message_travels_through_the_sandbox_with_its_attachments() -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = "Minutes"
+    message.set_content("See attached.")
+    message.add_attachment(
+        b"Minutes: the budget passed.", maintype="text", subtype="plain", filename="minutes.txt"
+    )
+    document = parse_document_isolated(bytes(message), "minutes.eml", sandbox=HANG_GUARD)
+    assert document.attachments[0].name == "minutes.txt"
+    assert document.attachments[0].data == b"Minutes: the budget passed."
+    assert ("Subject", "Minutes") in document.metadata
+
+
+def test_html_tables_become_markdown_tables_under_their_caption() -> None:
+    page = (
+        b"<html><body><h1>Prices</h1><table><caption>Price list 2024</caption>"
+        b"<tr><th>Item</th><th>Price | EUR</th></tr><tr><td>Widget</td><td>2.50</td></tr>"
+        b"<tr><td colspan='2'>Prices exclude VAT</td></tr></table></body></html>"
+    )
+    document = parse_document(page, "prices.html")
+    assert document.sections[0].text.splitlines() == [
+        "Price list 2024",
+        "| Item | Price \\| EUR |",
+        "|---|---|",
+        "| Widget | 2.50 |",
+        "| Prices exclude VAT | Prices exclude VAT |",
+    ]
+
+
+@pytest.fixture(scope="module")
+def printed_tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[KnownTable], bytes]:
+    """A page of known tables, one running over three pages, printed to PDF by Chromium."""
+    tables = known_tables()
+    path = tmp_path_factory.mktemp("tables") / "figures.pdf"
+    return tables, print_html_to_pdf(table_page_html(tables), path).read_bytes()
+
+
+def test_pdf_tables_are_read_cell_for_cell_under_their_headers(
+    printed_tables: tuple[list[KnownTable], bytes],
+) -> None:
+    tables, pdf = printed_tables
+    document = parse_document(pdf, "figures.pdf")
+    assert cell_accuracy(tables, all_text(document)) == {"cells": 349, "correct": 349}
+    income = section_containing(document, "| July 1, 2023 |")
+    assert "Condensed income statement (USD millions)\n| Quarter ended | Revenue |" in income.text
+
+
+def test_a_pdf_table_going_on_over_a_page_without_its_header_gets_it_again(
+    tmp_path: Path,
+) -> None:
+    tables = [price_list(60)]
+    # Printed without the header row repeated at the top of each page.
+    page = table_page_html(tables).replace("</style>", "thead{display:table-row-group}</style>")
+    document = parse_file(print_html_to_pdf(page, tmp_path / "prices.pdf"))
+    second_page = [section for section in document.sections if section.page == 2]
+    assert second_page[0].text.startswith("| Item | Model | Unit price (EUR) |")
+    assert cell_accuracy(tables, all_text(document)) == {"cells": 305, "correct": 305}
+
+
+def test_pdf_tables_can_be_left_as_words(printed_tables: tuple[list[KnownTable], bytes]) -> None:
+    _, pdf = printed_tables
+    document = parse_document(pdf, "figures.pdf", limits=ParseLimits(pdf_tables=False))
+    text = all_text(document)
+    assert "|---|" not in text
+    assert "July 1, 2023 1,301.8" in text
+
+
+def test_a_form_of_labelled_fields_is_read_as_its_lines_not_as_a_table() -> None:
+    page = (
+        b"<html><body><table>"
+        b"<tr><td>Aircraft Make:</td><td>Piper</td><td>Registration:</td><td>N4396T</td></tr>"
+        b"<tr><td>Model/Series:</td><td>PA-28-140</td><td>Seats:</td><td>4</td></tr>"
+        b"</table></body></html>"
+    )
+    document = parse_document(page, "report.html")
+    assert document.sections[0].text.splitlines() == [
+        "Aircraft Make: Piper Registration: N4396T",
+        "Model/Series: PA-28-140 Seats: 4",
+    ]

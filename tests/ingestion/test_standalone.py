@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pypdfium2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,6 +135,39 @@ def test_an_upload_over_http_becomes_searchable_in_one_process(
     titles = " ".join(str(item) for item in documents["results"])
     assert "checkpoint" in titles.lower()
     assert "holiday" in titles.lower()
+
+    # Mail and scans from the command line: a message with an attachment, and a scanned page.
+    assert "OCR: on" in server.log.read_text()
+    message = EmailMessage()
+    message["From"] = "Ada <ada@example.com>"
+    message["Subject"] = "Canteen hours"
+    message.set_content("The canteen hours are attached.")
+    message.add_attachment(
+        b"The canteen opens at half past eleven.",
+        maintype="text",
+        subtype="plain",
+        filename="canteen-hours.txt",
+    )
+    (tmp_path / "canteen.eml").write_bytes(bytes(message))
+    pdf = pypdfium2.PdfDocument(shared_data / "samples" / "pdf" / "fhs-3.0.pdf")
+    picture = pdf[12].render(scale=300 / 72, grayscale=True).to_pil()
+    pdf.close()
+    picture.crop((0, 0, picture.width, picture.height // 3)).save(tmp_path / "root-fs.png")
+    ingested = server.manage(
+        "ingest",
+        str(tmp_path / "canteen.eml"),
+        str(tmp_path / "root-fs.png"),
+        "--everyone",
+        "--wait",
+    )
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert ingested.stdout.count("READY") == 2, ingested.stdout
+    found = client.get("/api/assistant/search", params={"q": "Utility to remove empty directories"})
+    assert "root-fs.png" in found.text
+    documents = client.get("/api/documents/").json()
+    titles = " ".join(str(item) for item in documents["results"])
+    assert "Canteen hours" in titles
+    assert "canteen-hours" in titles
 
 
 def test_the_server_refuses_an_index_another_model_wrote(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ class Command(BaseCommand):
             from ingestion.index_upkeep import index_upkeep_start
             from ingestion.passage_vectors import dense
             from ingestion.runner import runner_start
+            from ingestion.sandbox import ocr_status
             from ingestion.vector_index.configured import vector_index
 
             try:
@@ -59,6 +60,7 @@ class Command(BaseCommand):
             dense().encode_query("warm up")
             runner_start()
             index_upkeep_start()
+            self.stdout.write(ocr_status())
             from sources.runner import scheduler_start
 
             # Runs of sources that are due, asked for, or left by a process that died.
