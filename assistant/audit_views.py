@@ -156,6 +156,9 @@ def record_list(request: HttpRequest, *, scope: Q) -> HttpResponse:
         is_flagged=Exists(audit_flags_in(scope).filter(target=OuterRef("pk")))
     )
     page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
+    # Read the rows before the look is recorded: the record of this look must not slip into
+    # the page counted a moment earlier and push its oldest row off.
+    page.object_list = list(page.object_list)
     _record_looking(
         request,
         AuditEvent.AUDIT_VIEWED,

@@ -212,6 +212,27 @@ def test_the_list_filters_by_user_status_model_and_words(
     assert "3 records" in questions()
 
 
+def test_the_list_counts_and_shows_the_same_records_the_first_one_included(
+    auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
+) -> None:
+    erin = make_user("erin")
+    for number in range(3):
+        record_answer(erin, travel_document[2], question=f"Question {number}")
+    client = logged_in(auditor)
+    sequences = list(AuditRecord.objects.values_list("sequence", flat=True))
+
+    html = client.get(reverse("audit:record-list")).content.decode()
+
+    assert f"{len(sequences)} records." in html
+    for sequence in sequences:
+        assert f'href="{reverse("audit:record-detail", args=[sequence])}"' in html
+    # Opening the list adds a record of the look; it is not on the page counted before it.
+    look = AuditRecord.objects.order_by("-sequence").first()
+    assert look is not None
+    assert look.sequence not in sequences
+    assert f'href="{reverse("audit:record-detail", args=[look.sequence])}"' not in html
+
+
 def test_the_list_filters_by_document_date_and_flag_and_sorts(
     auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
 ) -> None:
