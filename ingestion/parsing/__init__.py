@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from ingestion.parsing.detection import TYPE_NAMES, detect_type
+from ingestion.parsing.detection import TYPE_NAMES, detect_type, detect_type_of_file
 from ingestion.parsing.document import (
     FormatParser,
     ParsedDocument,
@@ -34,6 +34,7 @@ __all__ = [
     "ParsedDocument",
     "Section",
     "detect_type",
+    "detect_type_of_file",
     "parse_document",
     "safe_filename",
 ]
