@@ -31,7 +31,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from assistant.models import AnswerStatus
+from assistant.models import Answer, AnswerStatus
 from audit.hashing import text_sha256
 from audit.ledger import audit_flag, cited_passages, ledger_append, passage_number
 from audit.models import AuditEvent, AuditRecord
@@ -99,6 +99,7 @@ class AuditFilterForm(forms.Form):
         choices=[("", "Any"), ("yes", "Flagged"), ("no", "Not flagged")], required=False
     )
     q = forms.CharField(required=False, max_length=500, label="Text in question or answer")
+    conversation = forms.IntegerField(required=False, min_value=1, label="Conversation (id)")
     sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -129,6 +130,13 @@ class AuditFilterForm(forms.Form):
             flagged=flagged,
             text=data["q"].strip(),
             sort=data["sort"] or "-sequence",
+            answer_ids=tuple(
+                Answer.objects.filter(conversation_id=data["conversation"]).values_list(
+                    "id", flat=True
+                )
+            )
+            if data["conversation"]
+            else None,
         )
 
 

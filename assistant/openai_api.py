@@ -37,7 +37,7 @@ from assistant.api import (
     citation_public,
     new_request_id,
 )
-from assistant.models import Answer
+from assistant.models import Answer, ConversationOrigin
 from assistant.selectors import conversations_visible_to
 from config.errors import openai_error
 from config.json_bodies import JSONBodyRejected, json_body_read
@@ -285,6 +285,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
             conversation_id=conversation_id,
             # The audit record carries the id the client received.
             request_id=completion_id,
+            origin=ConversationOrigin.OPENAI,
         ),
         slot,
     )
