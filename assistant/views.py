@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import cache
@@ -580,7 +580,7 @@ class SearchForm(forms.Form):
         required=False, label="Uploaded until", widget=forms.DateInput(attrs={"type": "date"})
     )
 
-    def __init__(self, *args: Any, documents: list[dict[str, Any]], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, documents: Iterable[Mapping[str, Any]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["document"].choices = [  # type: ignore[attr-defined]
             ("", "All documents you may read"),

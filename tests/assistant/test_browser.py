@@ -406,7 +406,7 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_answer(portal: 
 
 # ---- Phones, live lists, citations beside the conversation ------------------------------------
 
-PHONE = {"width": 360, "height": 740}
+PHONE_WIDTH, PHONE_HEIGHT = 360, 740
 KESTREL = (
     "# Kestrel release checklist\n\n"
     "Deploy the Kestrel service with `make deploy ENV=prod` after the smoke tests pass.\n\n"
@@ -512,7 +512,7 @@ def test_every_page_fits_a_phone_and_keeps_its_controls_in_reach(
 ) -> None:
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport=PHONE)
+    context = browser.new_context(viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT})
     context.set_default_timeout(30_000)
     page = context.new_page()
     try:
@@ -589,3 +589,22 @@ def test_a_new_token_is_shown_whole_and_can_be_copied(portal: Portal, page: Page
     page.get_by_role("button", name="Copy").click()
     expect(page.get_by_text("Copied.")).to_be_visible()
     assert page.evaluate("navigator.clipboard.readText()") == secret
+
+
+@pytest.mark.browser
+def test_the_pages_follow_a_dark_system_setting_and_have_an_icon(
+    portal: Portal, browser: Browser
+) -> None:
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    try:
+        log_in(page, portal, "admin", ADMIN_PASSWORD)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        text = page.evaluate("getComputedStyle(document.body).color")
+        assert background == "rgb(18, 22, 27)"
+        assert text == "rgb(227, 231, 236)"
+        icon = page.locator("link[rel=icon]").get_attribute("href")
+        assert icon is not None
+        assert httpx.get(f"{portal.url}{icon}").headers["content-type"].startswith("image/svg")
+    finally:
+        context.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,8 +13,16 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Group, User
 from django.http import FileResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client
+from django.utils import timezone
 
-from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation, Feedback
+from assistant.models import (
+    Answer,
+    AnswerMode,
+    AnswerStatus,
+    Conversation,
+    ConversationOrigin,
+    Feedback,
+)
 from ingestion.models import Chunk, Document
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
@@ -482,3 +491,111 @@ def test_the_form_without_scripts_is_held_to_the_same_rate_limit(
     assert 1 <= int(refused["Retry-After"]) <= 60
     assert "Too many questions: at most 1 a minute." in refused.content.decode()
     assert Answer.objects.count() == 1
+
+
+# ---- Asking within a selection, searching without a model --------------------------------------
+
+
+def test_asking_within_chosen_documents_searches_only_those(library: Library) -> None:
+    travel = Document.objects.get(source_path="travel-policy.md")
+    nightjar = Document.objects.get(source_path="nightjar.md")
+
+    within_travel = stream(
+        library.alice, {"question": NIGHTJAR_QUESTION, "documents": [travel.id]}
+    )[2]
+    within_nightjar = stream(
+        library.alice, {"question": NIGHTJAR_QUESTION, "documents": [nightjar.id]}
+    )[2]
+
+    assert {c["document_id"] for c in within_travel[-1][1]["citations"]} <= {travel.id}
+    assert SECRET not in json.dumps(within_travel)
+    assert SECRET in within_nightjar[-1][1]["answer"]
+    research_only = stream(
+        library.alice, {"question": NIGHTJAR_QUESTION, "groups": [library.group_a.id]}
+    )[2]
+    assert SECRET in research_only[-1][1]["answer"]
+
+
+def test_a_choice_naming_a_document_the_reader_may_not_read_finds_nothing_of_it(
+    library: Library,
+) -> None:
+    pricing = Document.objects.get(source_path="pricing.md")
+    question = "What is the list price of the Kestrel licence?"
+
+    status, _, named = stream(library.alice, {"question": question, "documents": [pricing.id]})
+    _, _, missing = stream(library.alice, {"question": question, "documents": [pricing.id + 999]})
+    by_group = stream(library.alice, {"question": question, "groups": [library.group_b.id]})[2]
+
+    assert status == 200
+    for events in (named, missing, by_group):
+        assert "1,200" not in json.dumps(events)
+        kind, done = events[-1]
+        assert kind == "done"
+        assert (done["status"], done["citations"]) == ("abstained", [])
+    # Naming it looks exactly like naming a document that does not exist.
+    assert named[0][1]["sources"] == missing[0][1]["sources"] == 0
+    assert named[-1][1]["answer"] == missing[-1][1]["answer"]
+
+
+def test_the_search_page_lists_passages_without_a_model_within_access_and_filters(
+    library: Library,
+) -> None:
+    travel = Document.objects.get(source_path="travel-policy.md")
+    alice = logged_in(library.alice)
+
+    found = alice.get("/search/", {"q": "launch code Nightjar"}).content.decode()
+    assert CANARY in found
+    assert "/passages/point/" in found
+    filtered = alice.get("/search/", {"q": "launch code Nightjar", "document": travel.id})
+    assert CANARY not in filtered.content.decode()
+    tomorrow = (timezone.localdate() + timedelta(days=1)).isoformat()
+    later = alice.get("/search/", {"q": "launch code Nightjar", "since": tomorrow})
+    assert "No passage of the documents you may read matches" in later.content.decode()
+
+    bob = logged_in(library.bob).get("/search/", {"q": "launch code Nightjar"}).content.decode()
+    assert CANARY not in bob
+    # Nor is it offered among the documents to search in.
+    assert "Project Nightjar" not in bob
+
+
+def test_the_sidebar_groups_conversations_by_date_marks_api_ones_and_searches(
+    people: People,
+) -> None:
+    today = a_conversation(people.alice, "Parking rules")
+    old = a_conversation(people.alice, "Holiday carry-over")
+    scripted = Conversation.objects.create(
+        user=people.alice, title="Parking rules", origin=ConversationOrigin.OPENAI
+    )
+    an_answer(people.alice, "Where do visitors park?", "Level minus two.", conversation=today)
+    Conversation.objects.filter(id=old.id).update(updated_at=timezone.now() - timedelta(days=40))
+    client = logged_in(people.alice)
+
+    page = client.get("/").content.decode()
+    assert page.index("Today") < page.index("Parking rules") < page.index("Older")
+    assert page.index("Older") < page.index("Holiday carry-over")
+    assert page.count('class="tag origin-tag"') == 1
+    assert f'href="/c/{scripted.id}/">Parking rules</a>\n' in page
+    assert "/v1</span>" in page
+
+    searched = client.get("/", {"q": "visitors"}).content.decode()
+    assert f'href="/c/{today.id}/"' in searched
+    assert f'href="/c/{old.id}/"' not in searched
+
+
+def test_the_feedback_page_names_the_raters_and_links_the_record_and_sources(
+    library: Library, settings: Any
+) -> None:
+    done = ask(library.alice, NIGHTJAR_QUESTION)
+    logged_in(library.alice).post(
+        f"/answers/{done['answer_id']}/feedback", {"rating": "-1", "comment": "Too short."}
+    )
+    reviewer = User.objects.create_user("reviewer", password="pw-reviewer-123")
+    reviewer.groups.add(Group.objects.create(name=settings.AUDITORS_GROUP))
+
+    page = logged_in(reviewer).get("/feedback/").content.decode()
+
+    assert "Asked by alice" in page
+    assert "by alice: Too short." in page
+    assert "/audit/?conversation=" in page
+    assert re.search(r'href="/audit/\d+/">audit record \d+</a>', page)
+    assert "nightjar.md" in page
