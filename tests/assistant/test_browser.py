@@ -252,7 +252,7 @@ def test_an_employee_asks_reads_the_reasoning_and_sources_and_follows_up(
     expect(panel.locator(".chunk-cited")).to_contain_text(SECRET)
     panel.get_by_role("link", name="Open on its own page").click()
     page.wait_for_url(re.compile(r"/passages/\d+/\d+/$"))
-    expect(page.locator("#cited mark")).to_contain_text(SECRET)
+    expect(page.locator("#cited")).to_contain_text(SECRET)
     expect(page.get_by_role("link", name="Download nightjar.md")).to_be_visible()
     passage_url = page.url
 

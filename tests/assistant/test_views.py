@@ -346,7 +346,7 @@ def test_the_passage_viewer_highlights_the_cited_passage_in_its_version(library:
     client = logged_in(library.alice)
     page = client.get(f"/passages/{done['answer_id']}/1/").content.decode()
     cited = page.split('id="cited"', 1)[1].split("</article>", 1)[0]
-    assert f"<mark>{CANARY}" in cited
+    assert f"<p>{CANARY}" in cited
     assert "Project Nightjar" in page
     document = Document.objects.get(source_path="nightjar.md")
     download_url = f"/documents/{document.id}/versions/1/file"
@@ -599,3 +599,29 @@ def test_the_feedback_page_names_the_raters_and_links_the_record_and_sources(
     assert "/audit/?conversation=" in page
     assert re.search(r'href="/audit/\d+/">audit record \d+</a>', page)
     assert "nightjar.md" in page
+
+
+def test_the_passage_viewer_shows_a_markdown_document_s_code_lists_and_tables(
+    people: People,
+) -> None:
+    document_upload_bytes(
+        name="deploy.md",
+        data=(
+            b"# Deploying Kestrel\n\nRun `make deploy ENV=prod` after the smoke tests.\n\n"
+            b"1. Tag the release\n2. Run the deploy\n\n"
+            b"| Env | Command |\n| --- | --- |\n| prod | `make deploy ENV=prod` |\n\n"
+            b"```sh\nmake deploy ENV=prod <script>alert(1)</script>\n```\n"
+        ),
+        is_public=True,
+    )
+    run_pending_once()
+    chunk = Chunk.objects.get(version__document__source_path="deploy.md")
+    assert "Run `make deploy ENV=prod` after" in chunk.text
+
+    page = logged_in(people.alice).get(f"/passages/point/{chunk.point_id}/").content.decode()
+
+    assert "<code>make deploy ENV=prod</code>" in page
+    assert "<li>Tag the release</li>" in page
+    assert "<th>Env</th>" in page
+    assert "<pre><code>make deploy ENV=prod &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(1)" not in page

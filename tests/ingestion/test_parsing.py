@@ -697,3 +697,21 @@ def test_it_reads_a_long_word_document_of_plain_paragraphs(tmp_path: Path) -> No
     parsed = parse_document_isolated(path.read_bytes(), path.name, sandbox=HANG_GUARD)
 
     assert "Item 19999 was discussed." in all_text(parsed)
+
+
+def test_markdown_keeps_inline_code_code_blocks_lists_and_tables() -> None:
+    document = parse_document(
+        b"# Deploy\n\nRun `make deploy ENV=prod` (or ``a `tick` ``) after tests.\n\n"
+        b"3. Tag\n4. Ship\n\n- one\n- two\n\n"
+        b"| Env | Command |\n| --- | --- |\n| prod | `make deploy` |\n\n"
+        b"```sh\nmake deploy ENV=prod\n```\n",
+        "deploy.md",
+    )
+
+    (section,) = document.sections
+    assert section.text == (
+        "Run `make deploy ENV=prod` (or ``a `tick` ``) after tests.\n\n"
+        "3. Tag\n4. Ship\n\n- one\n- two\n\n"
+        "| Env | Command |\n| --- | --- |\n| prod | `make deploy` |\n\n"
+        "```sh\nmake deploy ENV=prod\n```"
+    )
