@@ -173,6 +173,8 @@ class _Draft:
     history: list[Turn] = field(default_factory=list)
     # The row saved before the first byte streams (None when the answer failed before that).
     answer_id: int | None = None
+    # The documents the asker chose to ask within (None: everything they may read).
+    document_choice: frozenset[int] | None = None
 
     def mark_first_token(self) -> None:
         if self.first_token_ms is None:
@@ -207,7 +209,11 @@ def _start_many(starts: list[tuple[_Draft, str]]) -> list[int]:
                     event=AuditEvent.ANSWER_STARTED,
                     actor=draft.user,
                     request_id=draft.request_id,
-                    details=answer_start_details(answer, access_tags=draft.access_tags),
+                    details=answer_start_details(
+                        answer,
+                        access_tags=draft.access_tags,
+                        document_choice=draft.document_choice,
+                    ),
                 )
                 for (draft, _), answer in zip(starts, answers, strict=True)
             ]
@@ -382,6 +388,7 @@ def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
                 if draft.mode == AnswerMode.LLM
                 else {},
                 usage=draft.usage,
+                document_choice=draft.document_choice,
             ),
         )
     record_answer(
@@ -458,6 +465,7 @@ async def answer_events(
         question=text,
         request_id=request_id,
         history=history,
+        document_choice=document_ids,
     )
     pool = model_pool()
     saved = False

@@ -58,6 +58,11 @@ _CITATION_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 FEEDBACK_EXCERPT_CHARS = 400
 # How much of a passage the preview on a citation shows.
 PREVIEW_CHARS = 600
+# Documents offered to ask or search within (the first by title; the groups cover the rest).
+SCOPE_DOCUMENTS_SHOWN = 300
+# Documents and groups one question may name to ask within.
+MAX_CHOSEN = 1000
+SEARCH_RESULTS = 10
 
 
 # ---- Answers as HTML ---------------------------------------------------------------------------
@@ -169,9 +174,6 @@ def _render_chat(
     return render(request, "assistant/home.html", context, status=status)
 
 
-SCOPE_DOCUMENTS_SHOWN = 300
-
-
 def _scope_choices(user: User) -> dict[str, Any]:
     """What a reader may ask within: their groups that share documents, and the documents."""
     readable = readable_documents(user)
@@ -185,14 +187,18 @@ def _scope_choices(user: User) -> dict[str, Any]:
 
 
 def _id_list(raw: Any) -> list[int]:
-    """Ids from a JSON list or a form's repeated field; anything not a number is left out."""
+    """Ids from a JSON list or a form's repeated field; anything not an id is left out."""
     values = raw if isinstance(raw, list) else []
     ids = []
-    for value in values:
+    for value in values[:MAX_CHOSEN]:
+        if isinstance(value, bool):
+            continue
         try:
-            ids.append(int(value))
+            number = int(value)
         except (TypeError, ValueError):
             continue
+        if 0 < number < 2**63:
+            ids.append(number)
     return ids
 
 
@@ -586,9 +592,6 @@ class SearchForm(forms.Form):
             ("", "All documents you may read"),
             *((str(d["id"]), d["title"]) for d in documents),
         ]
-
-
-SEARCH_RESULTS = 10
 
 
 @login_required

@@ -23,6 +23,7 @@ from assistant.models import (
     ConversationOrigin,
     Feedback,
 )
+from audit.models import AuditEvent, AuditRecord
 from ingestion.models import Chunk, Document
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
@@ -510,6 +511,11 @@ def test_asking_within_chosen_documents_searches_only_those(library: Library) ->
     assert {c["document_id"] for c in within_travel[-1][1]["citations"]} <= {travel.id}
     assert SECRET not in json.dumps(within_travel)
     assert SECRET in within_nightjar[-1][1]["answer"]
+    # The ledger says what the asker chose to ask within.
+    record = AuditRecord.objects.get(
+        event=AuditEvent.ANSWER, answer_id=within_travel[-1][1]["answer_id"]
+    )
+    assert json.loads(record.details)["document_choice"] == [travel.id]
     research_only = stream(
         library.alice, {"question": NIGHTJAR_QUESTION, "groups": [library.group_a.id]}
     )[2]
