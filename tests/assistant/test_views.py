@@ -552,7 +552,7 @@ def test_the_search_page_lists_passages_without_a_model_within_access_and_filter
     found = alice.get("/search/", {"q": "launch code Nightjar"}).content.decode()
     assert CANARY in found
     assert "/passages/point/" in found
-    filtered = alice.get("/search/", {"q": "launch code Nightjar", "document": travel.id})
+    filtered = alice.get("/search/", {"q": "launch code Nightjar", "document": str(travel.id)})
     assert CANARY not in filtered.content.decode()
     tomorrow = (timezone.localdate() + timedelta(days=1)).isoformat()
     later = alice.get("/search/", {"q": "launch code Nightjar", "since": tomorrow})
