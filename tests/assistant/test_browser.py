@@ -505,6 +505,15 @@ def test_an_answer_streams_with_citation_links_previews_and_a_side_panel(
     expect(answer.get_by_text("Copied.")).to_be_visible()
     assert SECRET in page.evaluate("navigator.clipboard.readText()")
 
+    # Its audit record reads in a screen or two: passages and prompt folded, flag state on top.
+    page.goto(f"{portal.url}/audit/?event=answer")
+    page.locator(".audit-table tbody a").first.click()
+    expect(page.locator("[data-flag-state]")).to_contain_text("Not flagged")
+    expect(page.locator("details#passage-1 .first-line")).to_be_visible()
+    expect(page.locator("details#passage-1 .chunk-text")).to_be_hidden()
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 4000, height
+
 
 @pytest.mark.browser
 def test_every_page_fits_a_phone_and_keeps_its_controls_in_reach(
