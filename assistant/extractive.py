@@ -123,9 +123,6 @@ STOPWORDS = frozenset(
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n{2,}|\n(?=[-*•]\s)")
 _WORD = re.compile(r"\w+")
-# A code fence line of a Markdown passage: quoted inside a sentence it would open a code
-# block that swallows the rest of the answer.
-_FENCE_LINE = re.compile(r"^[ \t]*(?:```|~~~)[^\n]*$", re.MULTILINE)
 
 
 def _terms(text: str) -> list[str]:
@@ -133,7 +130,6 @@ def _terms(text: str) -> list[str]:
 
 
 def _sentences(text: str) -> list[str]:
-    text = _FENCE_LINE.sub("", text)
     return [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) > 15]
 
 

@@ -22,7 +22,7 @@ from ingestion.parsing.document import (
 )
 from ingestion.parsing.filenames import safe_filename
 from ingestion.parsing.html import parse_html
-from ingestion.parsing.markdown import parse_markdown
+from ingestion.parsing.markdown import encoded_text, parse_markdown
 from ingestion.parsing.office import parse_docx, parse_pptx, parse_xlsx
 from ingestion.parsing.pdf import parse_pdf
 from ingestion.parsing.text import parse_text
@@ -35,6 +35,7 @@ __all__ = [
     "Section",
     "detect_type",
     "detect_type_of_file",
+    "encoded_text",
     "parse_document",
     "safe_filename",
 ]

@@ -20,6 +20,13 @@ _FRONT_MATTER = re.compile(
 _FRONT_MATTER_TITLE = re.compile(r"^title[ \t]*+[:=](.*)$", re.MULTILINE)
 
 
+def encoded_text(text: str) -> str:
+    """A passage as the encoders see it, and as its size is counted: without the backticks
+    of inline code, which mark code for the reader but would cost word pieces and move
+    passage boundaries."""
+    return text.replace("`", "")
+
+
 def parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
     from markdown_it import MarkdownIt
 
@@ -90,8 +97,9 @@ def _markdown_sections(tokens: list[Any], *, drop_link_lists: bool) -> SectionBu
         elif kind == "thead_close":
             in_head = False
         elif kind in ("fence", "code_block"):
-            fence = _fence_for(token.content)
-            builder.preformatted(f"{fence}{token.info.strip()}\n{token.content.rstrip()}\n{fence}")
+            # Indented four spaces, Markdown's other code block: no fence lines, whose word
+            # pieces would crowd the passage for the encoder, and every line still reads as code.
+            builder.preformatted(_indented(token.content))
         elif kind == "html_block":
             builder.block(BeautifulSoup(token.content, "lxml").get_text(" "))
         elif kind == "paragraph_close":
@@ -140,10 +148,10 @@ def _table_row(cells: list[str]) -> str:
     return "| " + " | ".join(collapse_spaces(cell).replace("|", "\\|") for cell in cells) + " |"
 
 
-def _fence_for(code: str) -> str:
-    """Backticks enough to fence `code`: one more than its longest run."""
-    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
-    return "`" * max(3, longest + 1)
+def _indented(code: str) -> str:
+    return "\n".join(
+        f"    {line}" if line.strip() else "" for line in code.strip("\n").splitlines()
+    )
 
 
 def _inline_code(code: str) -> str:

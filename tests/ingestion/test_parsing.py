@@ -713,5 +713,5 @@ def test_markdown_keeps_inline_code_code_blocks_lists_and_tables() -> None:
         "Run `make deploy ENV=prod` (or ``a `tick` ``) after tests.\n\n"
         "3. Tag\n4. Ship\n\n- one\n- two\n\n"
         "| Env | Command |\n| --- | --- |\n| prod | `make deploy` |\n\n"
-        "```sh\nmake deploy ENV=prod\n```"
+        "    make deploy ENV=prod"
     )
