@@ -24,10 +24,11 @@ def answer_record_details(
     prompt: Sequence[Mapping[str, str]],
     sampling: Mapping[str, Any],
     usage: Mapping[str, Any],
+    document_choice: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """The details of an `answer` record, for `ledger_append`."""
     return {
-        **_question_details(answer, access_tags),
+        **_question_details(answer, access_tags, document_choice),
         "prompt": list(prompt),
         "mode": answer.mode,
         "model": answer.model_name,
@@ -48,22 +49,32 @@ def answer_record_details(
     }
 
 
-def answer_start_details(answer: Answer, *, access_tags: Collection[str]) -> dict[str, Any]:
+def answer_start_details(
+    answer: Answer,
+    *,
+    access_tags: Collection[str],
+    document_choice: Collection[int] | None = None,
+) -> dict[str, Any]:
     """The details of an `answer.started` record: written before the first byte streams.
 
     Whatever happens to the process afterwards, the ledger knows who asked what, with which
     groups, and which passages the model was given.
     """
     return {
-        **_question_details(answer, access_tags),
+        **_question_details(answer, access_tags, document_choice),
         "mode": answer.mode,
         "summary": answer.question[:300],
     }
 
 
-def _question_details(answer: Answer, access_tags: Collection[str]) -> dict[str, Any]:
-    """Who asked what, with which groups, and the passages the model was given."""
+def _question_details(
+    answer: Answer, access_tags: Collection[str], document_choice: Collection[int] | None
+) -> dict[str, Any]:
+    """Who asked what, with which groups, and the passages the model was given; when the
+    asker chose documents to ask within, which of those they may read were searched."""
+    choice = {} if document_choice is None else {"document_choice": sorted(document_choice)}
     return {
+        **choice,
         "answer_id": answer.pk,
         "conversation_id": answer.conversation_id,
         "question": answer.question,

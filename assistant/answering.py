@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from assistant.answer_record import answer_record_details, answer_start_details
 from assistant.extractive import extractive_answer
-from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
+from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation, ConversationOrigin
 from assistant.retrieval import Passage, apassages_for_tags
 from assistant.selectors import conversations_visible_to
 from audit.ledger import LedgerEntry, ledger_append, ledger_append_many
@@ -104,22 +104,22 @@ def model_pool() -> EndpointPool | None:
 
 
 def _conversation_history_and_tags(
-    user: User, conversation_id: int | None, question: str
+    user: User, conversation_id: int | None, question: str, origin: str
 ) -> tuple[Conversation, list[Turn], frozenset[str]]:
     """Everything the question needs from the database, in one trip to a worker thread.
 
     The access tags are read as the question arrives: what the user may read at that moment.
     """
-    conversation, history = _conversation_and_history(user, conversation_id, question)
+    conversation, history = _conversation_and_history(user, conversation_id, question, origin)
     return conversation, history, access_tags_for_user(user)
 
 
 def _conversation_and_history(
-    user: User, conversation_id: int | None, question: str
+    user: User, conversation_id: int | None, question: str, origin: str
 ) -> tuple[Conversation, list[Turn]]:
     if conversation_id is None:
         title = " ".join(question.split())[:80]
-        return Conversation.objects.create(user=user, title=title), []
+        return Conversation.objects.create(user=user, title=title, origin=origin), []
     conversation = conversations_visible_to(user=user).filter(id=conversation_id).first()
     if conversation is None:
         raise QuestionRejected("No such conversation.")
@@ -185,6 +185,8 @@ class _Draft:
     history: list[Turn] = field(default_factory=list)
     # The row saved before the first byte streams (None when the answer failed before that).
     answer_id: int | None = None
+    # The documents the asker chose to ask within (None: everything they may read).
+    document_choice: frozenset[int] | None = None
 
     def mark_first_token(self) -> None:
         if self.first_token_ms is None:
@@ -219,7 +221,11 @@ def _start_many(starts: list[tuple[_Draft, str]]) -> list[int]:
                     event=AuditEvent.ANSWER_STARTED,
                     actor=draft.user,
                     request_id=draft.request_id,
-                    details=answer_start_details(answer, access_tags=draft.access_tags),
+                    details=answer_start_details(
+                        answer,
+                        access_tags=draft.access_tags,
+                        document_choice=draft.document_choice,
+                    ),
                 )
                 for (draft, _), answer in zip(starts, answers, strict=True)
             ]
@@ -394,6 +400,7 @@ def _save(draft: _Draft) -> tuple[Answer, list[dict[str, Any]]]:
                 if draft.mode == AnswerMode.LLM
                 else {},
                 usage=draft.usage,
+                document_choice=draft.document_choice,
             ),
         )
     record_answer(
@@ -450,15 +457,19 @@ async def answer_events(
     question: str,
     conversation_id: int | None = None,
     request_id: str = "",
+    origin: str = ConversationOrigin.PORTAL,
+    document_ids: frozenset[int] | None = None,
 ) -> AsyncIterator[AnswerEvent]:
     """Stream one answer. Raises QuestionRejected before anything starts for bad input.
 
     The final event is `done` with the saved answer's id, status, mode and citations. If the
     consumer stops early (a stop button, a closed connection) the answer is saved as cancelled.
+    `document_ids` (from `readable_document_choice`) limits the search to those documents,
+    inside the reader's access filter; `origin` names where a new conversation was started.
     """
     text = question_validate(question)
     conversation, history, tags = await sync_to_async(_conversation_history_and_tags)(
-        user, conversation_id, text
+        user, conversation_id, text, origin
     )
     draft = _Draft(
         user=user,
@@ -466,6 +477,7 @@ async def answer_events(
         question=text,
         request_id=request_id,
         history=history,
+        document_choice=document_ids,
     )
     pool = model_pool()
     saved = False
@@ -474,13 +486,16 @@ async def answer_events(
     try:
         draft.searched_query = await _standalone_query(text, history, pool)
         draft.access_tags = sorted(tags)
-        draft.passages = await apassages_for_tags(access_tags=tags, query=draft.searched_query)
+        draft.passages = await apassages_for_tags(
+            access_tags=tags, query=draft.searched_query, document_ids=document_ids
+        )
         draft.answer_id = await _start(draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE)
         _checkpointer().follow(draft)
         yield AnswerEvent(
             "meta",
             data={
                 "conversation_id": conversation.id,
+                "answer_id": draft.answer_id,
                 "searched_query": draft.searched_query,
                 "mode": AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE,
                 "sources": len(draft.passages),

@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from accounts.limits import api_ask_admit, holding_slot
 from accounts.models import TokenScope
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
-from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation
+from assistant.models import Answer, AnswerMode, AnswerStatus, Conversation, ConversationOrigin
 from assistant.retrieval import passages_for_user
 from assistant.selectors import answers_in_conversation, conversations_visible_to
 from assistant.services import conversation_hide
@@ -114,11 +114,20 @@ AnswerStream = AsyncGenerator[AnswerEvent, None]
 
 
 def answer_stream(
-    *, user: User, question: str, conversation_id: int | None, request_id: str
+    *,
+    user: User,
+    question: str,
+    conversation_id: int | None,
+    request_id: str,
+    origin: str = ConversationOrigin.API,
 ) -> AnswerStream:
     """The answering service's events, as the generator they are, so a consumer can close it."""
     events = answer_events(
-        user=user, question=question, conversation_id=conversation_id, request_id=request_id
+        user=user,
+        question=question,
+        conversation_id=conversation_id,
+        request_id=request_id,
+        origin=origin,
     )
     return cast("AnswerStream", events)
 

@@ -100,6 +100,7 @@ class AuditFilterForm(forms.Form):
         choices=[("", "Any"), ("yes", "Flagged"), ("no", "Not flagged")], required=False
     )
     q = forms.CharField(required=False, max_length=500, label="Text in question or answer")
+    conversation = forms.IntegerField(required=False, min_value=1, label="Conversation (id)")
     sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -130,6 +131,13 @@ class AuditFilterForm(forms.Form):
             flagged=flagged,
             text=data["q"].strip(),
             sort=data["sort"] or "-sequence",
+            answer_ids=tuple(
+                Answer.objects.filter(conversation_id=data["conversation"]).values_list(
+                    "id", flat=True
+                )
+            )
+            if data["conversation"]
+            else None,
         )
 
 
@@ -157,6 +165,9 @@ def record_list(request: HttpRequest, *, scope: Q) -> HttpResponse:
         is_flagged=Exists(audit_flags_in(scope).filter(target=OuterRef("pk")))
     )
     page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
+    # Read the rows before the look is recorded: the record of this look must not slip into
+    # the page counted a moment earlier and push its oldest row off.
+    page.object_list = list(page.object_list)
     _record_looking(
         request,
         AuditEvent.AUDIT_VIEWED,

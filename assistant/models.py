@@ -6,6 +6,12 @@ from django.conf import settings
 from django.db import models
 
 
+class ConversationOrigin(models.TextChoices):
+    PORTAL = "portal", "Portal"
+    API = "api", "REST API"
+    OPENAI = "openai", "OpenAI-compatible API (/v1)"
+
+
 class Conversation(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
@@ -15,6 +21,10 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Removing a conversation hides it from its owner; the audit log keeps every answer.
     hidden_at = models.DateTimeField(null=True, blank=True)
+    # Where it was started: the portal lists those of scripts and chat clients apart.
+    origin = models.CharField(
+        max_length=10, choices=ConversationOrigin.choices, default=ConversationOrigin.PORTAL
+    )
 
     class Meta:
         ordering = ["-updated_at"]

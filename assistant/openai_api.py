@@ -38,7 +38,7 @@ from assistant.api import (
     done_with_review,
     new_request_id,
 )
-from assistant.models import Answer
+from assistant.models import Answer, ConversationOrigin
 from assistant.selectors import conversations_visible_to
 from config.errors import openai_error
 from config.json_bodies import JSONBodyRejected, json_body_read
@@ -291,6 +291,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
             conversation_id=conversation_id,
             # The audit record carries the id the client received.
             request_id=completion_id,
+            origin=ConversationOrigin.OPENAI,
         ),
         slot,
     )

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
@@ -127,9 +128,19 @@ def passages_for_user(
     query: str,
     k: int | None = None,
     mode: SearchMode = "hybrid",
+    document_ids: Collection[int] | None = None,
 ) -> list[Passage]:
-    """The top passages this user may read for the query; the access filter runs in Qdrant."""
-    return passages_for_tags(access_tags=access_tags_for_user(user), query=query, k=k, mode=mode)
+    """The top passages this user may read for the query; the access filter runs in Qdrant.
+
+    With `document_ids` only those documents are searched, inside the same access filter.
+    """
+    return passages_for_tags(
+        access_tags=access_tags_for_user(user),
+        query=query,
+        k=k,
+        mode=mode,
+        document_ids=document_ids,
+    )
 
 
 @cache
@@ -149,14 +160,22 @@ async def apassages_for_tags(
     query: str,
     k: int | None = None,
     mode: SearchMode = "hybrid",
+    document_ids: Collection[int] | None = None,
 ) -> list[Passage]:
     """`passages_for_tags` for async callers: the question joins the encoder's next batch
     with every other question asked at that moment, then the search runs on the pool."""
-    if index_scope(access_tags, only_active=True) is None or not query.strip():
+    scope = index_scope(access_tags, only_active=True, document_ids=document_ids)
+    if scope is None or not query.strip():
         return []
     vectors = await aquery_vectors(query)
     search = partial(
-        passages_for_tags, access_tags=access_tags, query=query, k=k, mode=mode, vectors=vectors
+        passages_for_tags,
+        access_tags=access_tags,
+        query=query,
+        k=k,
+        mode=mode,
+        vectors=vectors,
+        document_ids=document_ids,
     )
     return await asyncio.get_running_loop().run_in_executor(_search_pool(), search)
 
@@ -168,12 +187,13 @@ def passages_for_tags(
     k: int | None = None,
     mode: SearchMode = "hybrid",
     vectors: QueryVectors | None = None,
+    document_ids: Collection[int] | None = None,
 ) -> list[Passage]:
     """The search itself, for tags already read from the database by `access_tags_for_user`.
 
     It touches no database, so many of them may run at once on any thread.
     """
-    scope = index_scope(access_tags, only_active=True)
+    scope = index_scope(access_tags, only_active=True, document_ids=document_ids)
     if scope is None or not query.strip():
         return []
     k = k or settings.RETRIEVAL_TOP_K

@@ -7,15 +7,19 @@ of another group's document looks exactly like an id that does not exist.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.http import Http404
+from django.utils import timezone
 
 from assistant.models import Answer, Conversation, Feedback
+from audit.models import AuditEvent, AuditRecord
 from ingestion.access import readable_chunks, readable_documents
 from ingestion.models import Chunk, DocumentVersion
 
@@ -46,10 +50,50 @@ def conversations_visible_to(*, user: User) -> QuerySet[Conversation]:
     )
 
 
-def conversations_for_user(*, user: User, page_number: Any = 1) -> Page[Conversation]:
-    """The sidebar's page of the user's conversations."""
+def conversations_for_user(
+    *, user: User, page_number: Any = 1, query: str = ""
+) -> Page[Conversation]:
+    """The sidebar's page of the user's conversations; with `query`, those whose title or
+    questions hold it."""
     conversations = conversations_visible_to(user=user)
+    words = query.split()
+    for word in words:
+        conversations = conversations.filter(
+            Q(title__icontains=word)
+            | Q(
+                id__in=Answer.objects.filter(user=user, question__icontains=word).values(
+                    "conversation_id"
+                )
+            )
+        )
     return Paginator(conversations, CONVERSATIONS_PER_PAGE).get_page(page_number)
+
+
+@dataclass(frozen=True)
+class ConversationGroup:
+    """Conversations of one period of the sidebar: today, the last seven days, older."""
+
+    label: str
+    conversations: list[Conversation]
+
+
+def conversations_by_period(
+    conversations: Iterable[Conversation], *, today: date
+) -> list[ConversationGroup]:
+    """The sidebar's conversations under Today, Previous 7 days, Previous 30 days and Older,
+    by when each was last used (in the server's time zone)."""
+    periods = [
+        ("Today", today),
+        ("Previous 7 days", today - timedelta(days=7)),
+        ("Previous 30 days", today - timedelta(days=30)),
+    ]
+    groups: dict[str, list[Conversation]] = {}
+    for conversation in conversations:
+        used = timezone.localdate(conversation.updated_at)
+        label = next((name for name, start in periods if used >= start), "Older")
+        groups.setdefault(label, []).append(conversation)
+    order = [name for name, _ in periods] + ["Older"]
+    return [ConversationGroup(label, groups[label]) for label in order if label in groups]
 
 
 def conversation_for_user(*, user: User, conversation_id: int) -> Conversation:
@@ -144,8 +188,20 @@ def answers_with_feedback_worst_first(*, page_number: Any = 1) -> Page[Answer]:
         # Filtering on the aggregate, not on the relation: a second join would double the sums.
         .filter(Q(feedback_up__gt=0) | Q(feedback_down__gt=0))
         .order_by("feedback_score", "-created_at", "-id")
+        .select_related("user")
         .prefetch_related(
-            Prefetch("feedback", queryset=Feedback.objects.order_by("-updated_at", "-id"))
+            Prefetch(
+                "feedback",
+                queryset=Feedback.objects.select_related("user").order_by("-updated_at", "-id"),
+            )
         )
     )
     return Paginator(answers, FEEDBACK_ANSWERS_PER_PAGE).get_page(page_number)
+
+
+def answer_record_sequences(answer_ids: list[int]) -> dict[int, int]:
+    """The ledger record of each finished answer, by answer id, for links to the audit pages."""
+    records = AuditRecord.objects.filter(
+        event=AuditEvent.ANSWER, answer_id__in=answer_ids
+    ).values_list("answer_id", "sequence")
+    return {int(answer_id): sequence for answer_id, sequence in records if answer_id is not None}

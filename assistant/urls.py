@@ -16,7 +16,10 @@ urlpatterns = [
     path("answers/<int:answer_id>/fragment", views.answer_fragment, name="answer-fragment"),
     path("answers/<int:answer_id>/feedback", views.answer_feedback, name="answer-feedback"),
     path("passages/<int:answer_id>/<int:n>/", views.passage, name="passage"),
+    path("passages/<int:answer_id>/<int:n>/preview", views.passage_preview, name="passage-preview"),
+    path("passages/<int:answer_id>/<int:n>/panel", views.passage_panel, name="passage-panel"),
     path("passages/point/<uuid:point_id>/", views.passage_by_point, name="passage-by-point"),
+    path("search/", views.search, name="search"),
     path(
         "documents/<int:document_id>/versions/<int:number>/file",
         views.version_file,

@@ -5,20 +5,21 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from typing import Any
 
-import nh3
 from asgiref.sync import sync_to_async
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import (
     FileResponse,
     Http404,
@@ -30,7 +31,8 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.safestring import SafeString, mark_safe
+from django.utils import timezone
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from markdown_it import MarkdownIt
 from markdown_it.rules_inline import StateInline
@@ -41,9 +43,12 @@ from assistant import selectors, services
 from assistant.answering import AnswerEvent, QuestionRejected, answer_events, question_validate
 from assistant.api import new_request_id, sse_frame
 from assistant.models import Answer, Conversation
+from assistant.rendering import markdown_engine, safe_html
+from assistant.retrieval import passages_for_user
 from assistant.services import PortalInputError
 from config.errors import json_error, wants_json
 from config.json_bodies import JSONBodyRejected, json_body_read
+from ingestion.access import readable_document_choice, readable_documents
 from ingestion.review import ReviewState, review_states
 
 logger = logging.getLogger(__name__)
@@ -52,12 +57,14 @@ logger = logging.getLogger(__name__)
 _CITATION_GROUP = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # A citation with the space before it, taken out of plain-text excerpts.
 _CITATION_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
-_ANSWER_TAGS = {
-    "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td",
-}  # fmt: skip
-_ANSWER_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"align"}, "td": {"align"}}
 FEEDBACK_EXCERPT_CHARS = 400
+# How much of a passage the preview on a citation shows.
+PREVIEW_CHARS = 600
+# Documents offered to ask or search within (the first by title; the groups cover the rest).
+SCOPE_DOCUMENTS_SHOWN = 300
+# Documents and groups one question may name to ask within.
+MAX_CHOSEN = 1000
+SEARCH_RESULTS = 10
 
 
 # ---- Answers as HTML ---------------------------------------------------------------------------
@@ -91,7 +98,7 @@ def _citation_rule(state: StateInline, silent: bool) -> bool:
 @cache
 def _markdown() -> MarkdownIt:
     # Raw HTML in an answer (or in a document it quotes) is shown as text, never as markup.
-    markdown = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    markdown = markdown_engine()
     markdown.inline.ruler.before("link", "citation", _citation_rule)
     return markdown
 
@@ -102,14 +109,7 @@ def answer_html(answer: Answer) -> SafeString:
         int(passage["n"]): reverse("assistant:passage", args=[answer.id, passage["n"]])
         for passage in answer.passages
     }
-    rendered = _markdown().render(answer.answer, {"citation_links": links})
-    cleaned = nh3.clean(
-        rendered,
-        tags=_ANSWER_TAGS,
-        attributes=_ANSWER_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-    )
-    return mark_safe(cleaned)  # nh3 has just sanitised it
+    return safe_html(_markdown().render(answer.answer, {"citation_links": links}))
 
 
 @dataclass(frozen=True)
@@ -172,17 +172,60 @@ def _render_chat(
         else []
     )
     states = _review_states_of(list(answers))
+    conversation_query = request.GET.get("q", "").strip()[:200]
+    conversations = selectors.conversations_for_user(
+        user=user, page_number=request.GET.get("page", 1), query=conversation_query
+    )
     context = {
         "conversation": conversation,
-        "conversations": selectors.conversations_for_user(
-            user=user, page_number=request.GET.get("page", 1)
+        "conversations": conversations,
+        "conversation_groups": selectors.conversations_by_period(
+            conversations, today=timezone.localdate()
         ),
+        "conversation_query": conversation_query,
+        "scope": _scope_choices(user),
         "answers": [_answer_view(answer, states) for answer in answers],
         "question": question,
         "error": error,
         "question_max_chars": settings.QUESTION_MAX_CHARS,
     }
     return render(request, "assistant/home.html", context, status=status)
+
+
+def _scope_choices(user: User) -> dict[str, Any]:
+    """What a reader may ask within: their groups that share documents, and the documents."""
+    readable = readable_documents(user)
+    groups = (
+        Group.objects.filter(user=user, documents__in=readable)
+        .annotate(document_count=Count("documents", distinct=True))
+        .order_by("name")
+    )
+    documents = list(readable.order_by("title", "id").values("id", "title")[:SCOPE_DOCUMENTS_SHOWN])
+    return {"groups": list(groups), "documents": documents}
+
+
+def _id_list(raw: Any) -> list[int]:
+    """Ids from a JSON list or a form's repeated field; anything not an id is left out."""
+    values = raw if isinstance(raw, list) else []
+    ids = []
+    for value in values[:MAX_CHOSEN]:
+        if isinstance(value, bool):
+            continue
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            continue
+        if 0 < number < 2**63:
+            ids.append(number)
+    return ids
+
+
+def _document_choice(user: User, documents: list[int], groups: list[int]) -> frozenset[int] | None:
+    """The documents the reader chose to ask within (only those they may read), or None to
+    ask within everything they may read."""
+    if not documents and not groups:
+        return None
+    return readable_document_choice(user, document_ids=documents, group_ids=groups)
 
 
 @login_required
@@ -229,8 +272,16 @@ def conversation_remove(request: HttpRequest, conversation_id: int) -> HttpRespo
 # ---- Asking ------------------------------------------------------------------------------------
 
 
-def _question_and_conversation(request: HttpRequest) -> tuple[str, int | None]:
-    """Read the question and the conversation id from a JSON or a form body."""
+@dataclass(frozen=True)
+class AskRequest:
+    question: str
+    conversation_id: int | None
+    documents: list[int]
+    groups: list[int]
+
+
+def _ask_request(request: HttpRequest) -> AskRequest:
+    """Read the question, the conversation and the chosen documents from a JSON or form body."""
     if request.content_type == "application/json":
         try:
             body = json_body_read(request, if_empty={})
@@ -238,8 +289,17 @@ def _question_and_conversation(request: HttpRequest) -> tuple[str, int | None]:
             raise QuestionRejected(rejected.message) from rejected
         if not isinstance(body, dict):
             raise QuestionRejected("The request body must be a JSON object.")
+        documents, groups = _id_list(body.get("documents")), _id_list(body.get("groups"))
     else:
         body = request.POST
+        documents = _id_list(request.POST.getlist("documents"))
+        groups = _id_list(request.POST.getlist("groups"))
+    question, conversation_id = _question_and_conversation(body)
+    return AskRequest(question, conversation_id, documents, groups)
+
+
+def _question_and_conversation(body: Any) -> tuple[str, int | None]:
+    """The question and the conversation id of a JSON object or a form."""
     question = body.get("question")
     if not isinstance(question, str):
         raise QuestionRejected("Please type a question.")
@@ -319,12 +379,13 @@ async def ask_stream(request: HttpRequest) -> HttpResponseBase:
     if not isinstance(user, User):
         return json_error("Your session has ended. Log in again to ask.", 401)
     try:
-        question, conversation_id = _question_and_conversation(request)
-        question = question_validate(question)
+        asked = _ask_request(request)
+        question, conversation_id = question_validate(asked.question), asked.conversation_id
     except QuestionRejected as rejected:
         return json_error(str(rejected), 400)
     if not await _own_conversation_exists(user, conversation_id):
         return json_error("No such conversation.", 404)
+    document_ids = await sync_to_async(_document_choice)(user, asked.documents, asked.groups)
     try:
         slot = await aask_admit(user_id=user.pk, token=None)
     except Limited as limited:
@@ -333,7 +394,11 @@ async def ask_stream(request: HttpRequest) -> HttpResponseBase:
     request_id = new_request_id()
     events = holding_slot(
         answer_events(
-            user=user, question=question, conversation_id=conversation_id, request_id=request_id
+            user=user,
+            question=question,
+            conversation_id=conversation_id,
+            request_id=request_id,
+            document_ids=document_ids,
         ),
         slot,
     )
@@ -371,7 +436,8 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     question = request.POST.get("question", "")
     conversation_id: int | None = None
     try:
-        question, conversation_id = _question_and_conversation(request)
+        asked = _ask_request(request)
+        question, conversation_id = asked.question, asked.conversation_id
         if not await _own_conversation_exists(user, conversation_id):
             raise Http404("No such conversation.")
         question_validate(question)
@@ -385,10 +451,17 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
         )
         response["Retry-After"] = str(limited.retry_after_s)
         return response
+    document_ids = await sync_to_async(_document_choice)(user, asked.documents, asked.groups)
     done: dict[str, Any] = {}
     try:
         async for event in holding_slot(
-            answer_events(user=user, question=question, conversation_id=conversation_id), slot
+            answer_events(
+                user=user,
+                question=question,
+                conversation_id=conversation_id,
+                document_ids=document_ids,
+            ),
+            slot,
         ):
             if event.kind == "done":
                 done = event.data
@@ -444,11 +517,13 @@ def feedback_list(request: HttpRequest) -> HttpResponse:
     if not roles.is_auditor(request.user):
         raise PermissionDenied("Only auditors may read the feedback on answers.")
     page = selectors.answers_with_feedback_worst_first(page_number=request.GET.get("page", 1))
+    records = selectors.answer_record_sequences([answer.id for answer in page])
     rows = [
         {
             "answer": answer,
             "excerpt": _CITATION_MARK.sub("", answer.answer)[:FEEDBACK_EXCERPT_CHARS],
             "truncated": len(answer.answer) > FEEDBACK_EXCERPT_CHARS,
+            "record_sequence": records.get(answer.id),
         }
         for answer in page
     ]
@@ -485,3 +560,87 @@ def version_file(request: HttpRequest, document_id: int, number: int) -> FileRes
     except FileNotFoundError as error:
         raise Http404("The stored file is missing.") from error
     return FileResponse(stored, as_attachment=True, filename=version.original_name)
+
+
+@login_required
+@require_GET
+def passage_preview(request: HttpRequest, answer_id: int, n: int) -> JsonResponse:
+    """Source n of an answer, briefly, for the preview shown on a citation's hover or focus."""
+    found = selectors.passage_for_user(user=_signed_in_user(request), answer_id=answer_id, n=n)
+    return JsonResponse(
+        {
+            "n": n,
+            "title": found.version.document.title,
+            "source": found.version.document.source_path,
+            "page": found.chunk.page,
+            "heading": found.chunk.heading,
+            "text": found.chunk.text[:PREVIEW_CHARS],
+            "truncated": len(found.chunk.text) > PREVIEW_CHARS,
+            "url": reverse("assistant:passage", args=[answer_id, n]),
+        }
+    )
+
+
+@login_required
+@require_GET
+def passage_panel(request: HttpRequest, answer_id: int, n: int) -> HttpResponse:
+    """Source n among its neighbours, for the side panel that opens beside the conversation."""
+    found = selectors.passage_for_user(user=_signed_in_user(request), answer_id=answer_id, n=n)
+    return render(request, "assistant/_passage_panel.html", {"found": found})
+
+
+# ---- Search without a model --------------------------------------------------------------------
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=500, label="Search for")
+    document = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=None, label="In document"
+    )
+    since = forms.DateField(
+        required=False, label="Uploaded from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="Uploaded until", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def __init__(self, *args: Any, documents: Iterable[Mapping[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["document"].choices = [  # type: ignore[attr-defined]
+            ("", "All documents you may read"),
+            *((str(d["id"]), d["title"]) for d in documents),
+        ]
+
+
+@login_required
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    """The passages for a query, best first, without asking a model; only what the user may read."""
+    user = _signed_in_user(request)
+    readable = readable_documents(user)
+    documents = list(readable.order_by("title", "id").values("id", "title")[:SCOPE_DOCUMENTS_SHOWN])
+    form = SearchForm(request.GET or None, documents=documents)
+    results: list[Any] = []
+    searched = False
+    if form.is_valid() and form.cleaned_data["q"].strip():
+        data = form.cleaned_data
+        chosen = readable
+        if data["document"] is not None:
+            chosen = chosen.filter(id=data["document"])
+        if data["since"] is not None:
+            chosen = chosen.filter(current_version__created_at__date__gte=data["since"])
+        if data["until"] is not None:
+            chosen = chosen.filter(current_version__created_at__date__lte=data["until"])
+        filtered = any(data[name] is not None for name in ("document", "since", "until"))
+        results = passages_for_user(
+            user=user,
+            query=data["q"],
+            k=SEARCH_RESULTS,
+            document_ids=frozenset(chosen.values_list("id", flat=True)) if filtered else None,
+        )
+        searched = True
+    return render(
+        request,
+        "assistant/search.html",
+        {"form": form, "results": results, "searched": searched},
+    )

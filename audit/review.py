@@ -33,6 +33,8 @@ class AuditFilters:
     flagged: bool | None = None
     text: str = ""
     sort: str = "-sequence"
+    # The answers of one conversation (their records: started and answered).
+    answer_ids: tuple[int, ...] | None = None
 
     def as_details(self) -> dict[str, Any]:
         """The filters that are set, for the record of who looked at what."""
@@ -100,6 +102,8 @@ def audit_records_filtered(
         records = records.filter(flagged if filters.flagged else ~flagged)
     if filters.text:
         records = records.filter(_text_matches(filters.text))
+    if filters.answer_ids is not None:
+        records = records.filter(answer_id__in=filters.answer_ids)
     return records.order_by(*SORTS.get(filters.sort, SORTS["-sequence"]))
 
 

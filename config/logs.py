@@ -15,6 +15,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class ExpectedRefusalFilter(logging.Filter):
+    """A refusal the app meant (403, 404) is logged as one line, without a traceback.
+
+    Django attaches the PermissionDenied it caught to the log record; its traceback says
+    nothing an operator needs and buries the real errors.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

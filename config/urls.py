@@ -23,5 +23,6 @@ urlpatterns = [
     path("", include("assistant.urls")),
 ]
 
+handler403 = "config.errors.permission_denied"
 handler404 = "config.errors.not_found"
 handler500 = "config.errors.server_error"

@@ -64,10 +64,18 @@ def groups_of_tags(tags: Collection[str]) -> list[dict[str, object]]:
     return [{"id": group_id, "name": names[group_id]} for group_id in ids if group_id in names]
 
 
-def index_scope(access_tags: Collection[str], *, only_active: bool) -> PointScope | None:
+def index_scope(
+    access_tags: Collection[str],
+    *,
+    only_active: bool,
+    document_ids: Collection[int] | None = None,
+) -> PointScope | None:
     """The passages a person holding `access_tags` may read, or None when they may read none.
 
     Both vector index backends search only inside this scope, as a filter of the query itself.
+    `document_ids` narrows it to the documents the person chose; the access tags still hold,
+    so choosing a document they may not read finds nothing of it, exactly like choosing one
+    that does not exist.
     """
     if isinstance(access_tags, str):
         # A lone string is a collection of its characters: refuse it rather than match
@@ -76,6 +84,13 @@ def index_scope(access_tags: Collection[str], *, only_active: bool) -> PointScop
     tags = sorted({tag for tag in access_tags if tag})
     if not tags:
         return None
+    if document_ids is not None:
+        chosen = sorted({int(document_id) for document_id in document_ids})
+        if not chosen:
+            return None
+        return PointScope(
+            groups_any=tags, document_ids=chosen, active=True if only_active else None
+        )
     return PointScope(groups_any=tags, active=True if only_active else None)
 
 
@@ -92,6 +107,17 @@ def readable_documents(user: Someone) -> QuerySet[Document]:
         .filter(Q(is_public=True) | Q(groups__id__in=group_ids))
         .distinct()
     )
+
+
+def readable_document_choice(
+    user: Someone, *, document_ids: Collection[int] = (), group_ids: Collection[int] = ()
+) -> frozenset[int]:
+    """The documents a reader chose to ask within: those named, and those shared with the
+    named groups, that they may read. Anything else they named is left out without a word,
+    so a choice reveals nothing of what exists beyond their access."""
+    own_groups = set(_group_ids(user)) if is_active_user(user) else set()
+    chosen = Q(id__in=list(document_ids)) | Q(groups__id__in=own_groups & set(group_ids))
+    return frozenset(readable_documents(user).filter(chosen).values_list("id", flat=True))
 
 
 def readable_chunks(user: Someone) -> QuerySet[Chunk]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ingestion.parsing import ParsedDocument, Section
+from ingestion.parsing import ParsedDocument, Section, encoded_text
 from ingestion.parsing.tables import TABLE_BLOCK
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
@@ -167,11 +167,13 @@ def chunk_document(
 
 
 def _count(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
+    """Word pieces of each text as the encoder will see it (`encoded_text`)."""
     if not texts:
         return []
+    seen = [encoded_text(text) for text in texts]
     if isinstance(counter, BatchTokenCounter):
-        return counter.count_many(texts)
-    return [counter.count(text) for text in texts]
+        return counter.count_many(seen)
+    return [counter.count(text) for text in seen]
 
 
 _Span = tuple[int, int, int]  # section index, start, end

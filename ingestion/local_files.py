@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 class NoSuchPath(Exception):
@@ -11,20 +11,32 @@ class NoSuchPath(Exception):
 
 
 def files_under(paths: list[str]) -> list[tuple[Path, str]]:
-    """Each file with its source path: as given, or as found under a given folder.
+    """Each file with its source path, relative to what was ingested.
 
+    A relative path is kept as given (`handbook/leave.md`, found under `handbook/`). A path
+    outside the working folder (absolute, or climbing with `..`) says nothing to readers but
+    where the files lay on the server, so it is named from the folder or file given:
+    `/srv/share/handbook` gives `handbook/leave.md`, `/srv/share/travel.pdf` gives `travel.pdf`.
     Hidden files and folders (a leading dot) are left out.
     """
     found: list[tuple[Path, str]] = []
     for given in paths:
         path = Path(given)
+        shown = _shown_as(path)
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 relative = child.relative_to(path)
                 if child.is_file() and not any(part.startswith(".") for part in relative.parts):
-                    found.append((child, os.path.join(given, str(relative))))
+                    found.append((child, (shown / relative).as_posix()))
         elif path.is_file():
-            found.append((path, given))
+            found.append((path, shown.as_posix()))
         else:
             raise NoSuchPath(f"No such file or folder: {given}")
     return found
+
+
+def _shown_as(path: Path) -> PurePosixPath:
+    """How a path given to ingest is named in source paths: never where it is on the server."""
+    if not path.is_absolute() and ".." not in path.parts:
+        return PurePosixPath(os.path.normpath(path).replace(os.sep, "/"))
+    return PurePosixPath(path.resolve().name)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from inference.embedder import DenseEncoder, SparseEncoder, dense_encoder, sparse_encoder
+from ingestion.parsing import encoded_text
 from ingestion.titles import file_label, file_name_words
 from ingestion.vector_index.base import IndexPoint, SparseVec, point_id
 
@@ -42,7 +43,7 @@ def passage_for_embedding(*, title: str, heading: str, text: str, label: str = "
     parts = [head] if head else []
     if path:
         parts.append(HEADING_SEPARATOR.join(path))
-    parts.append(text)
+    parts.append(encoded_text(text))
     return "\n".join(parts)
 
 

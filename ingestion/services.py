@@ -40,7 +40,7 @@ from ingestion.models import (
     DocumentVersion,
     VersionStatus,
 )
-from ingestion.parsing import ParseError, safe_filename
+from ingestion.parsing import ParseError, detect_type_of_file, safe_filename
 from ingestion.vector_index.configured import vector_index
 
 _Row = TypeVar("_Row")
@@ -125,6 +125,11 @@ def document_upload(
     refusal = upload_size_refusal(size)
     if refusal:
         return UploadOutcome(name=name, version=None, created=False, error=f"{refusal} Not stored.")
+    try:
+        # Refused here, as the README promises, rather than stored and failed: no retry helps.
+        detect_type_of_file(file, clean_name)
+    except ParseError as error:
+        return UploadOutcome(name=name, version=None, created=False, error=f"{error} Not stored.")
     sha256 = _sha256_of(file)
     source = source_path or clean_name
     readers = _Readers(frozenset(group.pk for group in groups), is_public)

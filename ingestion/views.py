@@ -64,6 +64,20 @@ def _readers_allowed(form: UploadForm | DocumentAccessForm, user: Any) -> bool:
     return not refusal
 
 
+NO_READERS = (
+    "Choose who may read these files: tick at least one group or Everyone. A document "
+    "nobody may read appears in no answer; nothing was uploaded."
+)
+
+
+def _upload_readers_chosen(form: UploadForm) -> bool:
+    """An upload names its readers; a superuser may share with nobody only on purpose, later."""
+    if form.cleaned_data["groups"] or form.cleaned_data.get("everyone", False):
+        return True
+    form.add_error("groups", NO_READERS)
+    return False
+
+
 def _upload_limit_check(request: HttpRequest, form: UploadForm) -> None:
     """Count the files against the user's upload limit (accounts/limits.py), or raise Limited."""
     upload_limit_check(user_id=request.user.pk, token=None, files=len(form.cleaned_data["files"]))
@@ -144,6 +158,7 @@ def document_list(request: HttpRequest) -> HttpResponse:
         if (
             form.is_valid()
             and _readers_allowed(form, request.user)
+            and _upload_readers_chosen(form)
             and _upload_allowed(request, form)
         ):
             outcomes = _upload(request, form)
@@ -185,7 +200,11 @@ def document_list(request: HttpRequest) -> HttpResponse:
 def document_upload_json(request: HttpRequest) -> JsonResponse:
     form = UploadForm(request.POST, request.FILES)
     _readers_offered(form, request.user)
-    if not form.is_valid() or not _readers_allowed(form, request.user):
+    if (
+        not form.is_valid()
+        or not _readers_allowed(form, request.user)
+        or not _upload_readers_chosen(form)
+    ):
         first_error = next(iter(form.errors.values()))[0]
         return JsonResponse(
             {"detail": first_error, "errors": form.errors}, status=_refusal_status(form)

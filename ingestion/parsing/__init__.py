@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from ingestion.parsing.detection import TYPE_NAMES, detect_type
+from ingestion.parsing.detection import TYPE_NAMES, detect_type, detect_type_of_file
 from ingestion.parsing.document import (
     Attachment,
     FormatParser,
@@ -25,7 +25,7 @@ from ingestion.parsing.document import (
 from ingestion.parsing.filenames import safe_filename
 from ingestion.parsing.html import parse_html
 from ingestion.parsing.mail import parse_eml, parse_mbox
-from ingestion.parsing.markdown import parse_markdown
+from ingestion.parsing.markdown import encoded_text, parse_markdown
 from ingestion.parsing.ocr import parse_image
 from ingestion.parsing.office import parse_docx, parse_pptx, parse_xlsx
 from ingestion.parsing.pdf import parse_pdf
@@ -39,6 +39,8 @@ __all__ = [
     "ParsedDocument",
     "Section",
     "detect_type",
+    "detect_type_of_file",
+    "encoded_text",
     "parse_document",
     "safe_filename",
 ]

@@ -6,6 +6,7 @@ import io
 import re
 import zipfile
 from pathlib import PurePath
+from typing import IO
 
 from ingestion.parsing.document import ParseError
 from ingestion.parsing.text import SNIFF_BYTES, decode_text, looks_like_text
@@ -151,6 +152,38 @@ def looks_like_message(text: str) -> bool:
 def looks_like_mbox(text: str) -> bool:
     """A mailbox starts with a "From " separator line followed by a message."""
     return text.startswith("From ") and looks_like_message(text.split("\n", 1)[-1])
+
+
+def detect_type_of_file(file: IO[bytes], filename: str) -> str:
+    """`detect_type` for a stored or uploaded file, reading only what the decision needs.
+
+    An Office file is told by the names in its ZIP directory, read in place; anything else by
+    its first bytes. The file is left at its start.
+    """
+    file.seek(0)
+    head = file.read(SNIFF_BYTES)
+    try:
+        if not head.startswith(b"PK\x03\x04"):
+            return detect_type(head, filename)
+        try:
+            with zipfile.ZipFile(file) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, ValueError, OSError) as error:
+            raise ParseError(
+                "The file is a damaged ZIP archive (Office documents are ZIP archives inside)."
+            ) from error
+        return detect_type(_names_only_zip(names), filename)
+    finally:
+        file.seek(0)
+
+
+def _names_only_zip(names: list[str]) -> bytes:
+    """An empty archive with the same member names: what `_sniff_zip` looks at."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, b"")
+    return buffer.getvalue()
 
 
 def _sniff_content(data: bytes) -> tuple[str, str]:

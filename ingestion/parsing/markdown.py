@@ -8,7 +8,7 @@ from typing import Any
 from bs4 import BeautifulSoup
 
 from ingestion.parsing.document import FormatParts, ParseLimits
-from ingestion.parsing.sections import SectionBuilder, table_row_text
+from ingestion.parsing.sections import SectionBuilder, collapse_spaces
 from ingestion.parsing.text import decode_text
 from ingestion.titles import best_title
 
@@ -18,6 +18,13 @@ _FRONT_MATTER = re.compile(
 # The run of blanks is taken possessively: otherwise every blank of a long run starts a
 # new scan of the rest.
 _FRONT_MATTER_TITLE = re.compile(r"^title[ \t]*+[:=](.*)$", re.MULTILINE)
+
+
+def encoded_text(text: str) -> str:
+    """A passage as the encoders see it, and as its size is counted: without the backticks
+    of inline code, which mark code for the reader but would cost word pieces and move
+    passage boundaries."""
+    return text.replace("`", "")
 
 
 def parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
@@ -40,9 +47,14 @@ def parse_markdown(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
 
 
 def _markdown_sections(tokens: list[Any], *, drop_link_lists: bool) -> SectionBuilder:
+    """Sections of a Markdown file, keeping the Markdown a reader needs: inline code, code
+    blocks, list markers and tables stay as written, so passages (and the model, and the
+    passage viewer) see `make deploy ENV=prod` as code and a table as a table."""
     builder = SectionBuilder()
     row_cells: list[str] = []
     in_row = False
+    in_head = False
+    ordinals: list[int | None] = []
     skip_until = -1
     for position, token in enumerate(tokens):
         if position < skip_until:
@@ -62,18 +74,39 @@ def _markdown_sections(tokens: list[Any], *, drop_link_lists: bool) -> SectionBu
                 row_cells.append(_markdown_inline_text(token))
             else:
                 builder.inline(_markdown_inline_text(token))
+        elif kind == "bullet_list_open":
+            ordinals.append(None)
+        elif kind == "ordered_list_open":
+            ordinals.append(int(token.attrGet("start") or 1))
+        elif kind == "list_item_open" and ordinals:
+            number = ordinals[-1]
+            if number is None:
+                builder.inline("- ")
+            else:
+                builder.inline(f"{number}. ")
+                ordinals[-1] = number + 1
+        elif kind == "thead_open":
+            in_head = True
         elif kind == "tr_open":
             in_row, row_cells = True, []
         elif kind == "tr_close":
             in_row = False
-            builder.block(table_row_text(row_cells), paragraph=False)
+            builder.block(_table_row(row_cells), paragraph=False)
+            if in_head:
+                builder.block(_table_row(["---"] * len(row_cells)), paragraph=False)
+        elif kind == "thead_close":
+            in_head = False
         elif kind in ("fence", "code_block"):
-            builder.preformatted(token.content)
+            # Indented four spaces, Markdown's other code block: no fence lines, whose word
+            # pieces would crowd the passage for the encoder, and every line still reads as code.
+            builder.preformatted(_indented(token.content))
         elif kind == "html_block":
             builder.block(BeautifulSoup(token.content, "lxml").get_text(" "))
         elif kind == "paragraph_close":
             builder.end_block(paragraph=not token.hidden)
         elif kind.endswith("_close"):
+            if kind in ("bullet_list_close", "ordered_list_close") and ordinals:
+                ordinals.pop()
             builder.end_block(
                 paragraph=kind
                 in ("bullet_list_close", "ordered_list_close", "table_close", "blockquote_close")
@@ -110,10 +143,30 @@ def _is_only_a_link(children: list[Any]) -> bool:
     )
 
 
+def _table_row(cells: list[str]) -> str:
+    """A Markdown table row; a pipe inside a cell is escaped so the columns stay put."""
+    return "| " + " | ".join(collapse_spaces(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
+def _indented(code: str) -> str:
+    return "\n".join(
+        f"    {line}" if line.strip() else "" for line in code.strip("\n").splitlines()
+    )
+
+
+def _inline_code(code: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    ticks = "`" * (longest + 1)
+    padding = " " if code.startswith("`") or code.endswith("`") else ""
+    return f"{ticks}{padding}{code}{padding}{ticks}"
+
+
 def _markdown_inline_text(token: Any) -> str:
     parts: list[str] = []
     for child in token.children or []:
-        if child.type in ("text", "code_inline", "image"):
+        if child.type == "code_inline":
+            parts.append(_inline_code(child.content))
+        elif child.type in ("text", "image"):
             parts.append(child.content)
         elif child.type in ("softbreak", "hardbreak"):
             parts.append(" ")

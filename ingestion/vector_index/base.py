@@ -167,6 +167,9 @@ class PointScope:
 
     groups_any: list[str] | None = None
     document_id: int | None = None
+    # A reader's own choice of documents, always together with `groups_any`: it narrows what
+    # they may read and can never widen it.
+    document_ids: list[int] | None = None
     version_id: int | None = None
     version_ids: list[int] | None = None
     active: bool | None = None

@@ -354,6 +354,10 @@ def _filter(scope: PointScope) -> edge.Filter:
         conditions.append(
             edge.FieldCondition("document_id", match=edge.MatchValue(scope.document_id))
         )
+    if scope.document_ids is not None:
+        conditions.append(
+            edge.FieldCondition("document_id", match=edge.MatchAny(scope.document_ids))
+        )
     if scope.version_id is not None:
         conditions.append(
             edge.FieldCondition("version_id", match=edge.MatchValue(scope.version_id))

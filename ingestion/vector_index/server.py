@@ -390,6 +390,10 @@ def _filter(scope: PointScope) -> models.Filter:
                 key="document_id", match=models.MatchValue(value=scope.document_id)
             )
         )
+    if scope.document_ids is not None:
+        conditions.append(
+            models.FieldCondition(key="document_id", match=models.MatchAny(any=scope.document_ids))
+        )
     if scope.version_id is not None:
         conditions.append(
             models.FieldCondition(key="version_id", match=models.MatchValue(value=scope.version_id))

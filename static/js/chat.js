@@ -107,8 +107,8 @@
 
   function setBusy(busy) {
     askButton.disabled = busy;
+    askButton.setAttribute("aria-disabled", String(busy));
     stopButton.hidden = !busy;
-    textarea.readOnly = busy;
     if (!busy) {
       textarea.focus();
     }
@@ -141,6 +141,13 @@
     if (isNew && data.conversation_url) {
       // A reload or a shared link opens the conversation this answer now belongs to.
       window.history.replaceState(null, "", data.conversation_url);
+      if (data.title) {
+        const heading = page.querySelector("#chat-heading");
+        if (heading) {
+          heading.textContent = data.title;
+        }
+        document.title = data.title + " · Knowledge Assistant";
+      }
       const label = form.querySelector("label[for=question]");
       if (label) {
         label.textContent = "Follow-up question";
@@ -150,18 +157,30 @@
   }
 
   function addToSidebar(url, title) {
-    const list = page.querySelector("[data-conversation-list]");
-    if (!list || list.querySelector('a[href="' + url + '"]')) {
+    const holder = page.querySelector("[data-conversation-list]");
+    if (!holder || holder.querySelector('a[href="' + url + '"]')) {
       return;
     }
-    const empty = role(list, "no-conversations");
+    const empty = role(holder, "no-conversations");
     if (empty) {
       empty.remove();
     }
-    list.querySelectorAll("[aria-current]").forEach(function (link) {
+    holder.querySelectorAll("[aria-current]").forEach(function (link) {
       link.removeAttribute("aria-current");
       link.closest("li").classList.remove("is-current");
     });
+    let list = holder.querySelector("ol.conversation-list");
+    const firstGroup = holder.querySelector(".conversation-group");
+    if (!list || !firstGroup || firstGroup.textContent !== "Today") {
+      const heading = document.createElement("h3");
+      heading.className = "conversation-group";
+      heading.textContent = "Today";
+      heading.id = "conversation-group-today";
+      list = document.createElement("ol");
+      list.className = "conversation-list";
+      list.setAttribute("aria-labelledby", heading.id);
+      holder.prepend(heading, list);
+    }
     const entry = document.createElement("li");
     entry.className = "conversation-item is-current";
     const link = document.createElement("a");
@@ -187,6 +206,7 @@
       const rendered = holder.content.querySelector("article");
       if (rendered) {
         item.replaceChildren(rendered);
+        enhance(rendered);
         return;
       }
     } catch (error) {
@@ -202,6 +222,7 @@
     const progress = role(item, "progress");
     if (kind === "meta") {
       rememberConversation(data);
+      item.dataset.streamingAnswerId = data.answer_id ? String(data.answer_id) : "";
       role(item, "extractive-label").hidden = data.mode !== "extractive";
       progress.textContent =
         data.sources > 0 ? "Writing the answer from " + data.sources + " passages…"
@@ -213,9 +234,11 @@
       // What looked like reasoning was the answer all along.
       reasoning.textContent = "";
       reasoningPanel.hidden = true;
-      answer.textContent = data.text;
+      streamedText.set(item, data.text);
+      drawStreamedAnswer(item, answer);
     } else if (kind === "answer") {
-      answer.textContent += data.text;
+      streamedText.set(item, (streamedText.get(item) || "") + data.text);
+      drawStreamedAnswer(item, answer);
     } else if (kind === "notice") {
       showNotice(item, data.text);
     } else if (kind === "error") {
@@ -277,6 +300,10 @@
   async function ask(question) {
     const controller = new AbortController();
     running = { controller: controller, stopped: false };
+    // The question leaves the box while it is answered; it comes back if no answer is written.
+    const typed = textarea.value;
+    textarea.value = "";
+    updateCounter();
     setBusy(true);
     let item = null;
     let outcome = "";
@@ -288,7 +315,12 @@
           Accept: "text/event-stream",
           "X-CSRFToken": csrfToken(),
         },
-        body: JSON.stringify({ question: question, conversation_id: conversationInput.value || null }),
+        body: JSON.stringify({
+          question: question,
+          conversation_id: conversationInput.value || null,
+          documents: chosen("documents"),
+          groups: chosen("groups"),
+        }),
         credentials: "same-origin",
         signal: controller.signal,
       });
@@ -334,9 +366,9 @@
       if (item && outcome !== "answered" && outcome !== "abstained") {
         finishStreaming(item, "");
       }
-      // A question that got its answer leaves the box; any other outcome keeps it for a retry.
-      if (outcome === "answered" || outcome === "abstained") {
-        textarea.value = "";
+      // A question that got its answer stays out of the box; any other outcome puts it back.
+      if (outcome !== "answered" && outcome !== "abstained" && !textarea.value) {
+        textarea.value = typed || question;
         updateCounter();
       }
       announce(
@@ -348,6 +380,294 @@
       setBusy(false);
     }
   }
+
+  // ---- Citations while streaming, their previews and the side panel ---------------------------
+
+  const streamedText = new WeakMap();
+  const CITATION = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
+
+  function passageUrl(answerId, n) {
+    return "/passages/" + answerId + "/" + n + "/";
+  }
+
+  // The streamed text as text nodes, with each [n] a link to its passage: nothing the model
+  // writes becomes markup.
+  function drawStreamedAnswer(item, target) {
+    const text = streamedText.get(item) || "";
+    const answerId = item.dataset.streamingAnswerId;
+    if (!answerId) {
+      target.textContent = text;
+      return;
+    }
+    const parts = [];
+    let position = 0;
+    text.replace(CITATION, function (match, numbers, offset) {
+      parts.push(document.createTextNode(text.slice(position, offset)));
+      parts.push(document.createTextNode("["));
+      numbers.split(",").forEach(function (number, index) {
+        if (index > 0) {
+          parts.push(document.createTextNode(", "));
+        }
+        const link = document.createElement("a");
+        link.href = passageUrl(answerId, number.trim());
+        link.title = "Open source " + number.trim();
+        link.textContent = number.trim();
+        parts.push(link);
+      });
+      parts.push(document.createTextNode("]"));
+      position = offset + match.length;
+      return match;
+    });
+    parts.push(document.createTextNode(text.slice(position)));
+    target.replaceChildren.apply(target, parts);
+  }
+
+  const CITATION_LINK = /^\/passages\/(\d+)\/(\d+)\/$/;
+  const previews = new Map();
+  let previewBox = null;
+
+  function citationOf(element) {
+    const link = element && element.closest ? element.closest("a[href]") : null;
+    if (!link || !thread.contains(link) || !link.closest(".answer-text, .answer-streaming, .citation-list")) {
+      return null;
+    }
+    const match = CITATION_LINK.exec(link.getAttribute("href"));
+    return match ? { link: link, answerId: match[1], n: match[2] } : null;
+  }
+
+  async function previewData(citation) {
+    const key = citation.answerId + "/" + citation.n;
+    if (!previews.has(key)) {
+      previews.set(
+        key,
+        fetch(passageUrl(citation.answerId, citation.n) + "preview", {
+          headers: { Accept: "application/json" },
+          credentials: "same-origin",
+        }).then(function (response) {
+          if (!response.ok) {
+            throw new Error("preview " + response.status);
+          }
+          return response.json();
+        })
+      );
+    }
+    return previews.get(key);
+  }
+
+  function hidePreview() {
+    if (previewBox) {
+      previewBox.remove();
+      previewBox = null;
+    }
+  }
+
+  async function showPreview(citation) {
+    let data;
+    try {
+      data = await previewData(citation);
+    } catch (error) {
+      return;
+    }
+    hidePreview();
+    const box = document.createElement("div");
+    box.className = "passage-preview";
+    box.setAttribute("role", "tooltip");
+    box.id = "passage-preview";
+    const title = document.createElement("p");
+    title.className = "preview-title";
+    title.textContent =
+      "[" + data.n + "] " + data.title + (data.page ? " · page " + data.page : "") +
+      (data.heading ? " · " + data.heading : "");
+    const text = document.createElement("p");
+    text.className = "preview-text";
+    text.textContent = data.text + (data.truncated ? " …" : "");
+    box.append(title, text);
+    document.body.append(box);
+    const place = citation.link.getBoundingClientRect();
+    const left = Math.max(8, Math.min(place.left, window.innerWidth - box.offsetWidth - 8));
+    box.style.left = left + window.scrollX + "px";
+    box.style.top = place.bottom + window.scrollY + 6 + "px";
+    citation.link.setAttribute("aria-describedby", box.id);
+    previewBox = box;
+  }
+
+  thread.addEventListener("mouseover", function (event) {
+    const citation = citationOf(event.target);
+    if (citation) {
+      showPreview(citation);
+    }
+  });
+  thread.addEventListener("focusin", function (event) {
+    const citation = citationOf(event.target);
+    if (citation) {
+      showPreview(citation);
+    }
+  });
+  thread.addEventListener("mouseout", function (event) {
+    if (citationOf(event.target)) {
+      hidePreview();
+    }
+  });
+  thread.addEventListener("focusout", function (event) {
+    if (citationOf(event.target)) {
+      hidePreview();
+    }
+  });
+
+  let panel = null;
+  let panelOpener = null;
+
+  function closePanel() {
+    if (panel) {
+      panel.remove();
+      panel = null;
+      if (panelOpener) {
+        panelOpener.focus();
+      }
+    }
+  }
+
+  async function openPanel(citation) {
+    hidePreview();
+    closePanel();
+    panelOpener = citation.link;
+    panel = document.createElement("aside");
+    panel.className = "passage-panel";
+    panel.setAttribute("aria-labelledby", "passage-panel-heading");
+    panel.setAttribute("data-passage-panel", "");
+    const head = document.createElement("div");
+    head.className = "passage-panel-head";
+    const heading = document.createElement("h2");
+    heading.id = "passage-panel-heading";
+    heading.tabIndex = -1;
+    heading.textContent = "Source [" + citation.n + "]";
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "button button-small";
+    close.textContent = "Close";
+    close.addEventListener("click", closePanel);
+    head.append(heading, close);
+    const body = document.createElement("div");
+    body.textContent = "Loading the passage…";
+    panel.append(head, body);
+    document.body.append(panel);
+    heading.focus();
+    try {
+      const [data, response] = await Promise.all([
+        previewData(citation),
+        fetch(passageUrl(citation.answerId, citation.n) + "panel", {
+          headers: { Accept: "text/html" },
+          credentials: "same-origin",
+        }),
+      ]);
+      if (!response.ok) {
+        throw new Error("panel " + response.status);
+      }
+      heading.textContent = "[" + citation.n + "] " + data.title;
+      // Rendered and escaped by the server, from this site.
+      const holder = document.createElement("template");
+      holder.innerHTML = await response.text();
+      body.replaceChildren(holder.content);
+    } catch (error) {
+      body.textContent = "The passage could not be opened here. ";
+      const link = document.createElement("a");
+      link.href = passageUrl(citation.answerId, citation.n);
+      link.textContent = "Open it on its own page";
+      body.append(link);
+    }
+  }
+
+  thread.addEventListener("click", function (event) {
+    const citation = citationOf(event.target);
+    if (!citation || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) {
+      return;
+    }
+    event.preventDefault();
+    openPanel(citation);
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && panel && !running) {
+      closePanel();
+    } else if (event.key === "Escape") {
+      hidePreview();
+    }
+  });
+
+  // ---- Ask within a selection, ask again, edit the question, the sidebar ------------------------
+
+  function chosen(name) {
+    return Array.from(form.querySelectorAll('input[name="' + name + '"]:checked')).map(
+      function (input) {
+        return Number(input.value);
+      }
+    );
+  }
+
+  const scopePicker = form.querySelector("[data-scope-picker]");
+  if (scopePicker) {
+    scopePicker.addEventListener("change", function () {
+      const picked = Array.from(scopePicker.querySelectorAll("input:checked")).map(function (input) {
+        const label = scopePicker.querySelector('label[for="' + input.id + '"]');
+        return label ? label.textContent.trim() : input.value;
+      });
+      role(scopePicker, "scope-summary").textContent =
+        picked.length === 0 ? "all the documents you may read" : picked.join(", ");
+    });
+  }
+
+  function enhance(root) {
+    root.querySelectorAll("[data-copy-target], [data-edit-question]").forEach(function (button) {
+      button.hidden = false;
+    });
+  }
+
+  thread.addEventListener("submit", function (event) {
+    if (!event.target.matches("[data-ask-again]")) {
+      return;
+    }
+    event.preventDefault();
+    if (!running) {
+      ask(event.target.querySelector("input[name=question]").value);
+    }
+  });
+
+  thread.addEventListener("click", function (event) {
+    const button = event.target.closest("[data-edit-question]");
+    if (!button) {
+      return;
+    }
+    textarea.value = button.dataset.editQuestion;
+    updateCounter();
+    textarea.focus();
+    textarea.setSelectionRange(textarea.value.length, textarea.value.length);
+    textarea.scrollIntoView({ block: "nearest" });
+  });
+
+  const sidebarToggle = page.querySelector("[data-sidebar-toggle]");
+  if (sidebarToggle) {
+    const narrow = window.matchMedia("(max-width: 56rem)");
+    document.documentElement.classList.add("js-sidebar");
+    sidebarToggle.hidden = false;
+    const drawSidebarState = function () {
+      const open = narrow.matches
+        ? page.classList.contains("sidebar-open")
+        : !page.classList.contains("sidebar-collapsed");
+      sidebarToggle.setAttribute("aria-expanded", String(open));
+    };
+    sidebarToggle.addEventListener("click", function () {
+      if (narrow.matches) {
+        page.classList.toggle("sidebar-open");
+      } else {
+        page.classList.toggle("sidebar-collapsed");
+      }
+      drawSidebarState();
+    });
+    narrow.addEventListener("change", drawSidebarState);
+    drawSidebarState();
+  }
+
+  enhance(thread);
 
   // ---- Feedback ------------------------------------------------------------------------------
 

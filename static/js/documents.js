@@ -53,7 +53,7 @@
     if (state.chunks_total > 0) {
       progress.max = state.chunks_total;
       progress.value = state.chunks_done;
-      count.textContent = state.chunks_done + " of " + state.chunks_total + " chunks";
+      count.textContent = state.chunks_done + " of " + state.chunks_total + " passages";
     } else {
       progress.removeAttribute("value");
       count.textContent = "";
@@ -83,6 +83,40 @@
       .forEach(function (widget) {
         drawVersion(widget, state);
       });
+  }
+
+  // ---- The list of all documents, redrawn when an upload adds to it or finishes ---------------
+
+  const listing = page.querySelector("[data-document-listing]");
+  let listingTimer = null;
+
+  async function redrawListing() {
+    listingTimer = null;
+    try {
+      const response = await fetch(window.location.href, {
+        headers: { Accept: "text/html" },
+        credentials: "same-origin",
+      });
+      if (!response.ok) {
+        return;
+      }
+      const fresh = new DOMParser()
+        .parseFromString(await response.text(), "text/html")
+        .querySelector("[data-document-listing]");
+      if (fresh) {
+        listing.replaceChildren(...Array.from(fresh.childNodes));
+        schedulePoll(POLL_MS);
+      }
+    } catch (error) {
+      // The list stays as it was; the next change or a reload redraws it.
+    }
+  }
+
+  function listingChanged() {
+    if (listing && listingTimer === null) {
+      // Several files finishing together redraw the list once.
+      listingTimer = window.setTimeout(redrawListing, 300);
+    }
   }
 
   // ---- Polling while anything is still moving -----------------------------------------------
@@ -118,6 +152,9 @@
         const seen = new Set();
         body.versions.forEach(function (state) {
           seen.add(String(state.id));
+          if (state.final) {
+            listingChanged();
+          }
           drawEverywhere(state);
         });
         // A version that is no longer reported belongs to a deleted document: stop asking.
@@ -235,6 +272,7 @@
       note.textContent = result.note;
       note.hidden = !result.note;
       drawVersion(row.querySelector("[data-version-status]"), result.version);
+      listingChanged();
       schedulePoll(POLL_MS);
     }
 
@@ -270,6 +308,16 @@
       const readers = Array.from(new FormData(uploadForm).entries()).filter(function (pair) {
         return pair[0] === "groups" || pair[0] === "everyone";
       });
+      if (readers.length === 0) {
+        // The server refuses it too; saying so here keeps the chosen files.
+        selection.textContent =
+          "Choose who may read these files: tick at least one group or Everyone.";
+        const firstReader = uploadForm.querySelector("fieldset.readers input");
+        if (firstReader) {
+          firstReader.focus();
+        }
+        return;
+      }
       fileInput.value = "";
       describeSelection();
       // A few at a time: each file gets its own result row as soon as it is stored.

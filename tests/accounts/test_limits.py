@@ -170,7 +170,9 @@ def test_uploads_are_limited_by_files_per_user(
     page = Client()
     page.force_login(root)
     refused = page.post(
-        "/documents/upload/", {"files": [note("d.md")]}, HTTP_ACCEPT="application/json"
+        "/documents/upload/",
+        {"files": [note("d.md")], "everyone": "on"},
+        HTTP_ACCEPT="application/json",
     )
     assert refused.status_code == 429
     assert "at most 2 an hour" in refused.json()["detail"]

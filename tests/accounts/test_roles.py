@@ -140,7 +140,7 @@ def test_adduser_grants_the_auditor_role_and_keeps_other_groups() -> None:
     audrey = User.objects.get(username="audrey")
     assert is_auditor(audrey)
     assert set(audrey.groups.values_list("name", flat=True)) == {"research", "auditors"}
-    assert said == "Updated user audrey (groups: auditors, research; auditor)\n"
+    assert said.startswith("Updated user audrey (groups: auditors, research; auditor)\n")
 
 
 def test_adduser_makes_superusers() -> None:
@@ -149,6 +149,21 @@ def test_adduser_makes_superusers() -> None:
     assert root.is_superuser
     assert is_document_admin(root)
     assert is_auditor(root)
+
+
+def test_adduser_says_how_an_account_without_a_password_can_log_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    said = adduser("erin", "--groups", "finance")
+    assert said.startswith("Created user erin (groups: finance)\n")
+    assert "erin has no password yet, so they cannot log in" in said
+    assert "manage.py changepassword erin" in said
+    assert "--password-stdin" in said
+
+    monkeypatch.setattr("sys.stdin", StringIO("a-long-password-for-erin\n"))
+    said = adduser("erin", "--password-stdin")
+    assert "no password" not in said
+    assert User.objects.get(username="erin").check_password("a-long-password-for-erin")
 
 
 def test_adduser_refuses_staff_and_says_what_to_use() -> None:

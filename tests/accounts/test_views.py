@@ -14,7 +14,7 @@ from accounts.tokens import TokenRejected, token_create, token_verify
 pytestmark = pytest.mark.django_db
 
 PAGE = "/accounts/tokens/"
-SECRET = re.compile(r'value="(kat_[0-9a-f]+_[A-Za-z0-9_-]+)"')
+SECRET = re.compile(r"data-token-secret>(kat_[0-9a-f]+_[A-Za-z0-9_-]+)</textarea>")
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ def test_ask_answers_with_citations_like_the_command_line(alice_api: APIClient) 
     assert SECRET in first["text"]
     assert {"title", "page", "heading", "document_id", "version_id"} <= set(first)
     assert Answer.objects.get(id=body["answer_id"]).conversation_id == body["conversation_id"]
+    # The portal lists it as started by a script, apart from the person's own conversations.
+    assert Conversation.objects.get(id=body["conversation_id"]).origin == "api"
 
 
 def test_ask_streams_the_answer_as_server_sent_events(alice_api: APIClient) -> None:

@@ -212,6 +212,27 @@ def test_the_list_filters_by_user_status_model_and_words(
     assert "3 records" in questions()
 
 
+def test_the_list_counts_and_shows_the_same_records_the_first_one_included(
+    auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
+) -> None:
+    erin = make_user("erin")
+    for number in range(3):
+        record_answer(erin, travel_document[2], question=f"Question {number}")
+    client = logged_in(auditor)
+    sequences = list(AuditRecord.objects.values_list("sequence", flat=True))
+
+    html = client.get(reverse("audit:record-list")).content.decode()
+
+    assert f"{len(sequences)} records." in html
+    for sequence in sequences:
+        assert f'href="{reverse("audit:record-detail", args=[sequence])}"' in html
+    # Opening the list adds a record of the look; it is not on the page counted before it.
+    look = AuditRecord.objects.order_by("-sequence").first()
+    assert look is not None
+    assert look.sequence not in sequences
+    assert f'href="{reverse("audit:record-detail", args=[look.sequence])}"' not in html
+
+
 def test_the_list_filters_by_document_date_and_flag_and_sorts(
     auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
 ) -> None:
@@ -467,3 +488,49 @@ def test_staff_flag_alone_opens_no_audit_page(
 ) -> None:
     staff = logged_in(make_user("sam", is_staff=True))
     assert staff.get(reverse("audit:record-list")).status_code == 403
+
+
+def test_the_record_page_is_compact_and_says_at_the_top_whether_it_is_flagged(
+    auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
+) -> None:
+    record = record_answer(make_user("erin"), travel_document[2])
+    client = logged_in(auditor)
+    detail_url = reverse("audit:record-detail", args=[record.sequence])
+
+    html = client.get(detail_url).content.decode()
+    assert html.index("Not flagged") < html.index('id="chain-heading"')
+    # Each passage folded to its first line; the prompt folded as a whole.
+    assert '<details class="chunk" id="passage-1">' in html
+    assert '<span class="first-line">Employees stay within the nightly limit' in html
+    assert '<details class="prompt">' in html
+    assert "<details open" not in html
+
+    client.post(reverse("audit:record-flag", args=[record.sequence]), {"note": "Wrong figure."})
+    html = client.get(detail_url).content.decode()
+    top = html[: html.index('id="chain-heading"')]
+    assert "Flagged" in top
+    assert "1 flag; the last by audrey: “Wrong figure.”" in top
+
+
+def test_the_list_shows_the_records_of_one_conversation(
+    auditor: User, travel_document: tuple[Document, DocumentVersion, Chunk]
+) -> None:
+    from assistant.models import Answer, Conversation
+
+    erin = make_user("erin")
+    conversation = Conversation.objects.create(user=erin, title="Hotels")
+    answer = Answer.objects.create(
+        conversation=conversation, user=erin, question="Q", searched_query="Q", status="answered"
+    )
+    with transaction.atomic():
+        ledger_append(
+            event=AuditEvent.ANSWER,
+            actor=erin,
+            details={"answer_id": answer.id, "question": "In the conversation", "status": "x"},
+        )
+    record_answer(erin, travel_document[2], question="Elsewhere")
+
+    page = logged_in(auditor).get(reverse("audit:record-list"), {"conversation": conversation.id})
+
+    assert "In the conversation" in page.content.decode()
+    assert "Elsewhere" not in page.content.decode()

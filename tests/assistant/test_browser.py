@@ -246,9 +246,13 @@ def test_an_employee_asks_reads_the_reasoning_and_sources_and_follows_up(
     expect(follow_up.locator(".answer-text")).to_contain_text("autumn")
     expect(page.locator("[data-conversation-list] a")).to_have_count(1)
 
+    # A citation opens its passage beside the conversation; the panel leads to its own page.
     answer.locator(".answer-text a[href^='/passages/']").first.click()
+    panel = page.locator("[data-passage-panel]")
+    expect(panel.locator(".chunk-cited")).to_contain_text(SECRET)
+    panel.get_by_role("link", name="Open on its own page").click()
     page.wait_for_url(re.compile(r"/passages/\d+/\d+/$"))
-    expect(page.locator("#cited mark")).to_contain_text(SECRET)
+    expect(page.locator("#cited")).to_contain_text(SECRET)
     expect(page.get_by_role("link", name="Download nightjar.md")).to_be_visible()
     passage_url = page.url
 
@@ -281,6 +285,11 @@ def test_a_script_in_a_document_or_answer_never_runs(
     assert page.evaluate("typeof window.__pwned") == "undefined"
 
     page.locator(".citation-list a").first.click()
+    expect(page.locator("[data-passage-panel] .chunk-cited")).to_contain_text(
+        "<script>window.__pwned=1</script>"
+    )
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.get_by_role("link", name="Open on its own page").click()
     expect(page.locator("#cited")).to_contain_text("<script>window.__pwned=1</script>")
     assert page.evaluate("typeof window.__pwned") == "undefined"
 
@@ -393,3 +402,218 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_answer(portal: 
     assert "Stopped" in saved["error"]
     # The server stopped generating: the model was still reasoning when the client left.
     assert saved["answer"] == ""
+
+
+# ---- Phones, live lists, citations beside the conversation ------------------------------------
+
+PHONE_WIDTH, PHONE_HEIGHT = 360, 740
+KESTREL = (
+    "# Kestrel release checklist\n\n"
+    "Deploy the Kestrel service with `make deploy ENV=prod` after the smoke tests pass.\n\n"
+    "The release manager signs the checklist before the deploy window opens on Thursday.\n"
+)
+
+
+def sideways_scroll(page: Page) -> int:
+    """How far the page scrolls sideways: 0 when everything fits the viewport."""
+    return int(
+        page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    )
+
+
+@pytest.mark.browser
+def test_an_upload_appears_in_the_list_live_and_readers_must_be_chosen(
+    portal: Portal, page: Page, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, portal, "admin", ADMIN_PASSWORD)
+    document = tmp_path / "kestrel-checklist.md"
+    document.write_text(KESTREL)
+    page.goto(f"{portal.url}/documents/?q=kestrel")
+    expect(page.locator("[data-document-listing]")).to_contain_text("No document matches")
+
+    page.get_by_label("Files", exact=True).set_input_files(str(document))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("[data-role=selection]")).to_have_text(
+        "Choose who may read these files: tick at least one group or Everyone."
+    )
+    expect(page.locator("[data-upload-result]")).to_have_count(0)
+
+    page.get_by_label("research", exact=True).check()
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.locator("[data-upload-results] .badge-ready").wait_for(timeout=90_000)
+    listing = page.locator("[data-document-listing]")
+    expect(listing.get_by_role("link", name="Kestrel release checklist")).to_be_visible()
+    expect(listing.locator(".badge-ready")).to_be_visible()
+    assert "chunks" not in page.locator("main").inner_text().lower()
+
+
+@pytest.mark.browser
+def test_an_answer_streams_with_citation_links_previews_and_a_side_panel(
+    portal: Portal, page: Page, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, portal, "admin", ADMIN_PASSWORD)
+    document = tmp_path / "nightjar.md"
+    document.write_text(NIGHTJAR)
+    upload(page, portal, document, readers="research")
+    page.goto(f"{portal.url}/")
+    question = "What is the launch code for Project Nightjar?"
+    box = page.locator("textarea[name=question]")
+    box.fill(question)
+    box.press("Enter")
+
+    # While it streams: the box is empty, Ask is off, and [n] is already a link.
+    streaming = page.locator("article.is-streaming")
+    expect(streaming).to_be_visible()
+    expect(box).to_have_value("")
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()
+    expect(streaming.locator("[data-role=answer] a[href^='/passages/']").first).to_be_visible(
+        timeout=ANSWER_TIMEOUT_MS
+    )
+
+    answer = page.locator("article[data-answer-id]").first
+    answer.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    # The conversation's title replaces "Ask the knowledge base" without a reload.
+    expect(page.locator("#chat-heading")).to_have_text(question)
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+
+    citation = answer.locator(".answer-text a[href^='/passages/']").first
+    citation.hover()
+    expect(page.get_by_role("tooltip")).to_contain_text(SECRET)
+    citation.focus()
+    expect(page.get_by_role("tooltip")).to_contain_text("Nightjar")
+    citation.click()
+    panel = page.locator("[data-passage-panel]")
+    expect(panel.locator(".chunk-cited")).to_contain_text(SECRET)
+    assert re.search(r"/c/\d+/$", page.url)
+    panel.get_by_role("button", name="Close").click()
+    expect(panel).to_have_count(0)
+
+    # The sources tell apart passages of one document by their first words.
+    expect(answer.locator(".citation-opening").first).to_contain_text("The launch code")
+
+    answer.get_by_role("button", name="Edit question").click()
+    expect(box).to_have_value(question)
+    answer.get_by_role("button", name="Ask again").click()
+    expect(page.locator("article[data-answer-id]")).to_have_count(2, timeout=ANSWER_TIMEOUT_MS)
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    answer.get_by_role("button", name="Copy answer").click()
+    expect(answer.get_by_text("Copied.")).to_be_visible()
+    assert SECRET in page.evaluate("navigator.clipboard.readText()")
+
+    # Its audit record reads in a screen or two: passages and prompt folded, flag state on top.
+    page.goto(f"{portal.url}/audit/?event=answer")
+    page.locator(".audit-table tbody a").first.click()
+    expect(page.locator("[data-flag-state]")).to_contain_text("Not flagged")
+    expect(page.locator("details#passage-1 .first-line")).to_be_visible()
+    expect(page.locator("details#passage-1 .chunk-text")).to_be_hidden()
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 4000, height
+
+
+@pytest.mark.browser
+def test_every_page_fits_a_phone_and_keeps_its_controls_in_reach(
+    portal: Portal, browser: Browser, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        log_in(page, portal, "admin", ADMIN_PASSWORD)
+        document = tmp_path / "kestrel-on-a-phone.md"
+        document.write_text(KESTREL)
+        upload(page, portal, document, readers="Everyone may read")
+        document_url = page.locator("[data-upload-results] a[data-role=link]").first.get_attribute(
+            "href"
+        )
+        page.goto(f"{portal.url}/")
+        answer = ask(page, "How is the Kestrel service deployed?")
+        conversation_url = page.url
+        answer_id = answer.get_attribute("data-answer-id")
+
+        # The answer starts near the top: the conversations fold behind a button.
+        expect(page.locator("#conversation-sidebar")).to_be_hidden()
+        toggle = page.get_by_role("button", name="Conversations")
+        toggle.click()
+        expect(page.locator("#conversation-sidebar")).to_be_visible()
+        toggle.click()
+        expect(page.locator("#conversation-sidebar")).to_be_hidden()
+        assert page.locator("textarea[name=question]").bounding_box()["y"] < 1500  # type: ignore[index]
+
+        menu = page.get_by_role("button", name="Menu")
+        expect(menu).to_be_visible()
+        expect(page.get_by_role("link", name="Audit")).to_be_hidden()
+        menu.click()
+        expect(page.get_by_role("link", name="Audit")).to_be_visible()
+        assert sideways_scroll(page) == 0
+
+        page.goto(f"{portal.url}/audit/?event=answer")
+        record_url = page.locator(".audit-table tbody a").first.get_attribute("href")
+        pages = {
+            "/": ["textarea[name=question]", "button[data-role=ask]"],
+            conversation_url.removeprefix(portal.url): ["textarea[name=question]"],
+            "/documents/": ["input[type=file]", "form[data-upload-form] button[type=submit]"],
+            document_url: ["button.button-primary"],
+            "/audit/": ["form[role=search] button[type=submit]"],
+            record_url: ["[data-flag-state]"],
+            "/feedback/": ["h1"],
+            "/accounts/tokens/": ["form button.button-primary"],
+            "/search/?q=deploy+Kestrel": ["form[role=search] button", ".search-result"],
+            f"/passages/{answer_id}/1/": ["#cited"],
+        }
+        for address, controls in pages.items():
+            assert address is not None
+            page.goto(f"{portal.url}{address}")
+            assert sideways_scroll(page) == 0, address
+            expect(page.get_by_role("button", name="Menu")).to_be_visible()
+            for control in controls:
+                expect(page.locator(control).first).to_be_visible()
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_new_token_is_shown_whole_and_can_be_copied(portal: Portal, page: Page) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, portal, "admin", ADMIN_PASSWORD)
+    page.goto(f"{portal.url}/accounts/tokens/")
+    page.get_by_label("Name").fill("laptop")
+    page.get_by_label("Read (search, conversations, documents)").check()
+    page.get_by_role("button", name="Create token").click()
+    secret_box = page.locator("[data-token-secret]")
+    secret = secret_box.input_value()
+    assert secret.startswith("kat_")
+    # All of it is in view: nothing is cut off at the box's edge.
+    assert secret_box.evaluate("box => box.scrollWidth <= box.clientWidth")
+    assert secret_box.evaluate("box => box.scrollHeight <= box.clientHeight + 1")
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_text("Copied.")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+
+
+@pytest.mark.browser
+def test_the_pages_follow_a_dark_system_setting_and_have_an_icon(
+    portal: Portal, browser: Browser
+) -> None:
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    try:
+        log_in(page, portal, "admin", ADMIN_PASSWORD)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        text = page.evaluate("getComputedStyle(document.body).color")
+        assert background == "rgb(18, 22, 27)"
+        assert text == "rgb(227, 231, 236)"
+        icon = page.locator("link[rel=icon]").get_attribute("href")
+        assert icon is not None
+        assert httpx.get(f"{portal.url}{icon}").headers["content-type"].startswith("image/svg")
+    finally:
+        context.close()

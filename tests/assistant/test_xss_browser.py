@@ -337,6 +337,22 @@ def test_payloads_in_answers_reasoning_and_sources_show_as_text(
         expect(page.locator("#cited")).not_to_be_empty()
         assert_inert(page, watch, passage)
 
+    # The same passages previewed on a citation and opened in the side panel.
+    page.goto(hostile.conversation)
+    for link in page.locator(".citation-list a").all():
+        link.hover()
+        expect(page.get_by_role("tooltip")).not_to_be_empty()
+        link.click()
+        expect(page.locator("[data-passage-panel] .chunk-cited")).not_to_be_empty()
+        assert_inert(page, watch, "passage panel")
+        page.get_by_role("button", name="Close").click()
+
+    page.goto(f"{portal.url}/search/?q={script('search-only')}")
+    assert_inert(page, watch, "search page")
+    page.goto(f"{portal.url}/search/?q=Heron+archive+vault")
+    expect(page.locator(".search-result").first).to_be_visible()
+    assert_inert(page, watch, "search results")
+
 
 @pytest.mark.browser
 def test_payloads_in_documents_groups_feedback_and_audit_pages_show_as_text(

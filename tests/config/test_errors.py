@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
+from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from config import urls as config_urls
+from ingestion.models import Document
 
 
 def broken(request: HttpRequest) -> HttpResponse:
@@ -84,3 +89,46 @@ def test_a_server_error_on_a_page_shows_the_error_page() -> None:
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
     assert b"internals" not in response.content
+
+
+@pytest.mark.django_db
+def test_a_refused_page_says_why_in_the_site_s_layout_without_a_traceback_in_the_log(
+    django_user_model: type[User], caplog: pytest.LogCaptureFixture
+) -> None:
+    erin = django_user_model.objects.create_user("erin", password="a-long-password")
+    client = Client()
+    client.force_login(erin)
+
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        refused = client.get("/documents/")
+
+    assert refused.status_code == 403
+    html = refused.content.decode()
+    assert '<nav class="site-nav"' in html
+    assert "Not for your account" in html
+    assert "Only document admins may manage documents." in html
+    assert "<p></p>" not in html
+    (logged,) = [record for record in caplog.records if record.name == "django.request"]
+    assert logged.getMessage() == "Forbidden (Permission denied): /documents/"
+    assert logged.exc_info is None
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_missing_conversation_or_deleted_document_shows_the_site_s_not_found_page(
+    django_user_model: type[User],
+) -> None:
+    root = django_user_model.objects.create_superuser("root", password="a-long-password")
+    deleted = Document.objects.create(
+        title="Old handbook", source_path="old.md", deleted_at=timezone.now()
+    )
+    client = Client()
+    client.force_login(root)
+
+    for address in ["/c/999999/", f"/documents/{deleted.pk}/", "/no-such-page/"]:
+        response = client.get(address)
+        assert response.status_code == 404, address
+        html = response.content.decode()
+        assert '<nav class="site-nav"' in html, address
+        assert "Not found" in html
+        assert "Old handbook" not in html

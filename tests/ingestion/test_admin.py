@@ -17,6 +17,7 @@ from ingestion.passage_vectors import dense, sparse
 from ingestion.runner import run_pending_once
 from ingestion.vector_index import SparseVec
 from ingestion.vector_index.configured import vector_index
+from tests.ingestion.test_services import BROKEN_PDF
 
 pytestmark = pytest.mark.django_db
 
@@ -169,7 +170,7 @@ def test_versions_and_passages_are_read_only(admin_client: Client) -> None:
 
 def test_the_document_list_filters_by_status(admin_client: Client) -> None:
     admin_upload(admin_client, markdown_file())
-    admin_upload(admin_client, markdown_file("broken.pdf", b"not a pdf at all"))
+    admin_upload(admin_client, markdown_file("broken.pdf", BROKEN_PDF))
     run_pending_once()
     changelist = reverse("admin:ingestion_document_changelist")
 

@@ -877,3 +877,21 @@ def test_a_form_of_labelled_fields_is_read_as_its_lines_not_as_a_table() -> None
         "Aircraft Make: Piper Registration: N4396T",
         "Model/Series: PA-28-140 Seats: 4",
     ]
+
+
+def test_markdown_keeps_inline_code_code_blocks_lists_and_tables() -> None:
+    document = parse_document(
+        b"# Deploy\n\nRun `make deploy ENV=prod` (or ``a `tick` ``) after tests.\n\n"
+        b"3. Tag\n4. Ship\n\n- one\n- two\n\n"
+        b"| Env | Command |\n| --- | --- |\n| prod | `make deploy` |\n\n"
+        b"```sh\nmake deploy ENV=prod\n```\n",
+        "deploy.md",
+    )
+
+    (section,) = document.sections
+    assert section.text == (
+        "Run `make deploy ENV=prod` (or ``a `tick` ``) after tests.\n\n"
+        "3. Tag\n4. Ship\n\n- one\n- two\n\n"
+        "| Env | Command |\n| --- | --- |\n| prod | `make deploy` |\n\n"
+        "    make deploy ENV=prod"
+    )

@@ -26,6 +26,19 @@ from ingestion.vector_index.configured import vector_index
 pytestmark = pytest.mark.django_db
 
 GOOD = b"# Parking\n\nVisitors park on level minus two of the north garage.\n"
+# A PDF by its content that no parser can read: it is stored, and fails.
+BROKEN_PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog"
+
+
+def word_document() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document/>")
+    return out.getvalue()
+
+
+WORD_DOCUMENT = word_document()
 
 
 def blank_pdf() -> bytes:
@@ -64,8 +77,6 @@ def reader() -> User:
 
 def test_each_bad_file_fails_alone_with_its_reason(shared_data: Path, reader: User) -> None:
     bad_files = {
-        "empty.txt": (b"", "empty"),
-        "report.pdf": (b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, "not a PDF"),
         "broken.pdf": (b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog", "PDF"),
         "locked.pdf": (encrypted_pdf(shared_data), "encrypted"),
         "scan.pdf": (blank_pdf(), "no extractable text"),
@@ -93,6 +104,32 @@ def test_each_bad_file_fails_alone_with_its_reason(shared_data: Path, reader: Us
     assert "öffnet" in kantine.chunks.get().text
     hits = passages_for_user(user=reader, query="where do visitors park")
     assert hits[0].source == "parking.md"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("empty.txt", b"", "The file is empty. Not stored."),
+        (
+            "report.pdf",
+            b"\x89PNG\r\n\x1a\n" + b"\x00" * 200,
+            "The file's content is not a PDF (it looks like a PNG image). Not stored.",
+        ),
+        (
+            "budget.xlsx",
+            WORD_DOCUMENT,
+            "The file's content is not an Excel workbook (XLSX) (it looks like a Word document "
+            "(DOCX)). Not stored.",
+        ),
+    ],
+)
+def test_a_file_whose_content_does_not_match_its_type_is_refused_before_storage(
+    name: str, data: bytes, reason: str
+) -> None:
+    outcome = document_upload_bytes(name=name, data=data, is_public=True)
+
+    assert (outcome.version, outcome.created, outcome.error) == (None, False, reason)
+    assert not DocumentVersion.objects.exists()
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "a/b.txt", "tab\there.txt", "nul\x00.txt"])
@@ -283,14 +320,14 @@ def test_the_bytes_of_a_cancelled_version_uploaded_again_queue_it_again() -> Non
 
 
 def test_a_file_that_fails_again_says_why_it_failed_before() -> None:
-    first = document_upload_bytes(name="minutes.pdf", data=b"just some words", is_public=True)
+    first = document_upload_bytes(name="minutes.pdf", data=BROKEN_PDF, is_public=True)
     run_pending_once()
 
-    again = document_upload_bytes(name="minutes.pdf", data=b"just some words", is_public=True)
+    again = document_upload_bytes(name="minutes.pdf", data=BROKEN_PDF, is_public=True)
 
     assert again.version == first.version
     assert again.status == VersionStatus.QUEUED
-    assert "not a PDF" in again.note
+    assert "PDF" in again.note
     assert again.note.endswith("it is queued again.")
 
 

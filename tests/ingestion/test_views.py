@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from ingestion.models import Document, DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once
+from tests.ingestion.test_services import BROKEN_PDF
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +34,9 @@ def markdown_file(name: str = "travel_policy.md", content: bytes = TRAVEL_POLICY
 
 
 def upload_json(client: Client, *files: Any, **fields: Any) -> dict[str, Any]:
+    """Upload as the page's script does; readers are Everyone unless the test names them."""
+    if "groups" not in fields and "everyone" not in fields:
+        fields["everyone"] = "on"
     response = client.post(
         reverse("ingestion:document-upload"),
         {"files": list(files), **fields},
@@ -84,7 +88,9 @@ def test_an_uploaded_markdown_file_becomes_ready_and_shows_its_passages(
 
 
 def test_the_upload_form_works_without_javascript(admin_client: Client) -> None:
-    response = admin_client.post(reverse("ingestion:document-list"), {"files": [markdown_file()]})
+    response = admin_client.post(
+        reverse("ingestion:document-list"), {"files": [markdown_file()], "everyone": "on"}
+    )
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -161,39 +167,71 @@ def test_a_document_admin_uploading_a_name_another_group_uses_gets_their_own_doc
 
 
 def test_uploading_a_failed_file_again_queues_it_again_and_says_so(admin_client: Client) -> None:
-    first = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+    first = upload_json(admin_client, markdown_file("minutes.pdf", BROKEN_PDF))
     run_pending_once()
 
-    again = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+    again = upload_json(admin_client, markdown_file("minutes.pdf", BROKEN_PDF))
 
     result = again["results"][0]
     assert result["version"]["id"] == first["results"][0]["version"]["id"]
     assert (result["created"], result["error"]) == (False, "")
     assert result["version"]["status"] == VersionStatus.QUEUED
-    assert "not a PDF" in result["note"]
+    assert "PDF" in result["note"]
     assert result["note"].endswith("it is queued again.")
 
     run_pending_once()
     page = admin_client.post(
         reverse("ingestion:document-list"),
-        {"files": [markdown_file("minutes.pdf", b"just some words")]},
+        {"files": [markdown_file("minutes.pdf", BROKEN_PDF)], "everyone": "on"},
     ).content.decode()
     assert "Version 1 of “minutes” holds the same content and its ingestion had failed" in page
 
 
 def test_a_file_that_cannot_be_read_shows_why_and_offers_a_retry(admin_client: Client) -> None:
-    result = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+    result = upload_json(admin_client, markdown_file("minutes.pdf", BROKEN_PDF))
     version_id = result["results"][0]["version"]["id"]
 
     run_pending_once()
 
     state = version_states(admin_client, version_id)[version_id]
     assert state["status"] == VersionStatus.FAILED
-    assert "not a PDF" in state["message"]
+    assert "PDF" in state["message"]
     assert state["can_retry"] is True
     listing = admin_client.get(reverse("ingestion:document-list")).content.decode()
-    assert "not a PDF" in listing
+    assert state["message"] in listing
     assert reverse("ingestion:version-retry", args=[version_id]) in listing
+
+
+def test_a_file_whose_content_is_not_its_type_is_refused_in_the_request(
+    admin_client: Client,
+) -> None:
+    refusal = "The file's content is not a PDF (it looks like plain text). Not stored."
+
+    result = upload_json(admin_client, markdown_file("minutes.pdf", b"just some words"))
+
+    assert result["results"][0]["error"] == refusal
+    assert result["results"][0]["version"] is None
+    page = admin_client.post(
+        reverse("ingestion:document-list"),
+        {"files": [markdown_file("minutes.pdf", b"just some words")], "everyone": "on"},
+    ).content.decode()
+    assert refusal.replace("'", "&#x27;") in page
+    assert not DocumentVersion.objects.exists()
+
+
+def test_an_upload_that_names_no_reader_is_refused_with_the_reason(admin_client: Client) -> None:
+    refused = admin_client.post(
+        reverse("ingestion:document-upload"),
+        {"files": [markdown_file()]},
+        headers={"Accept": "application/json"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("Choose who may read these files")
+
+    page = admin_client.post(reverse("ingestion:document-list"), {"files": [markdown_file()]})
+    assert page.status_code == 400
+    assert "tick at least one group or Everyone" in page.content.decode()
+    assert not Document.objects.exists()
 
 
 def test_cancel_and_retry_change_the_status(admin_client: Client) -> None:

@@ -20,6 +20,15 @@ STAFF_GONE = (
 )
 
 
+def no_password_hint(name: str) -> str:
+    """What to do next for an account that cannot log in with a password yet."""
+    return (
+        f"{name} has no password yet, so they cannot log in with the form. Next: set one with "
+        f"`manage.py changepassword {name}` (or run this command again with --password-stdin), "
+        "or let them sign in through LDAP or single sign-on if it is configured."
+    )
+
+
 def _names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
@@ -85,6 +94,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{'Created' if created else 'Updated'} user {name} ({self._summary(user)})"
         )
+        if not user.has_usable_password():
+            self.stdout.write(no_password_hint(name))
 
     def _summary(self, user: Any) -> str:
         names = sorted(user.groups.values_list("name", flat=True))

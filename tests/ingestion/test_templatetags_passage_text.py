@@ -10,7 +10,7 @@ from django.urls import reverse
 from ingestion.models import Document
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
-from ingestion.templatetags.passages import passage_html
+from ingestion.templatetags.passage_text import passage_text_html
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def test_a_markdown_table_is_drawn_as_a_table_with_every_cell_escaped() -> None:
         "Prices below.\nPrice list\n| Item | Note |\n|---|---|\n"
         '| Widget | <img src=x onerror="alert(1)"> |\n| Pipe \\| bar | ok |\nAfter <b>.'
     )
-    shown = str(passage_html(text))
+    shown = str(passage_text_html(text))
     assert '<th scope="col">Item</th>' in shown
     assert "<td>&lt;img src=x onerror=&quot;alert(1)&quot;&gt;</td>" in shown
     assert "<td>Pipe | bar</td>" in shown

@@ -16,7 +16,7 @@ register = template.Library()
 
 
 @register.filter
-def passage_html(text: str, highlighted: bool = False) -> SafeString:
+def passage_text_html(text: str, highlighted: bool = False) -> SafeString:
     """The passage's text with its tables as <table>; `highlighted` marks the text runs."""
     pieces: list[str] = []
     for part in text_and_tables(str(text)):
