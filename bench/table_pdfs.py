@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -146,3 +147,112 @@ def cell_accuracy(expected: list[KnownTable], text: str) -> dict[str, int]:
                 read = read_rows[number]
                 correct += sum(1 for a, b in zip(row, read, strict=False) if a == b)
     return {"cells": cells, "correct": correct}
+
+
+@dataclass(frozen=True)
+class TableQuestion:
+    """A question whose answer is one cell of a known table."""
+
+    question: str
+    answer: str  # the cell's value
+    row_label: str  # the cell of its row that names what the value belongs to
+    column: str  # the header over the cell
+
+    def answered_by(self, passage: str) -> bool:
+        """The cell's value and its row's label in one passage: the numbers kept their rows."""
+        return _holds(passage, self.answer) and self.row_label in passage
+
+    def answered_in_place_by(self, passage: str) -> bool:
+        """Stricter: the value on its row's line, under its column's name in the same passage."""
+        row_lines = (line for line in passage.splitlines() if self.row_label in line)
+        return self.column in passage and any(_holds(line, self.answer) for line in row_lines)
+
+
+def _holds(text: str, value: str) -> bool:
+    """`value` as a whole cell of `text`: a stock of 37 is not found in 1,370.5."""
+    return re.search(rf"(?<![\w.,]){re.escape(value)}(?![\w]|[.,]\d)", text) is not None
+
+
+def _cell(table: KnownTable, row_label: str, column: str) -> str:
+    row = next(row for row in table.rows[1:] if row[0] == row_label)
+    return row[table.rows[0].index(column)]
+
+
+def table_questions(
+    income: KnownTable, rota: KnownTable, price_lists: list[KnownTable]
+) -> list[TableQuestion]:
+    """Questions a person asks of these tables, worded as people word them; answers from the HTML.
+
+    The price lists are asked about by model, and only of models found in one row of them
+    all, so that a question has one answer (item names repeat, model numbers may too).
+    """
+    asked: list[tuple[str, KnownTable, str, str]] = [
+        ("What was revenue in the quarter ended July 1, 2023?", income, "July 1, 2023", "Revenue"),
+        (
+            "Net income for the quarter ending December 30, 2023?",
+            income,
+            "December 30, 2023",
+            "Net income",
+        ),
+        (
+            "How much operating income was reported for the quarter ended April 1, 2023?",
+            income,
+            "April 1, 2023",
+            "Operating income",
+        ),
+        ("revenue quarter ended September 30, 2023", income, "September 30, 2023", "Revenue"),
+        (
+            "What was the operating income in the quarter that ended on December 30, 2023?",
+            income,
+            "December 30, 2023",
+            "Operating income",
+        ),
+        ("Net income, quarter ended July 1, 2023", income, "July 1, 2023", "Net income"),
+        ("Who is on call on Tuesday night?", rota, "Tuesday", "Night shift"),
+        ("Who works the early shift on Monday?", rota, "Monday", "Early shift"),
+        ("Who has the late shift on Thursday?", rota, "Thursday", "Late shift"),
+        ("Which colleague covers the night shift on Friday?", rota, "Friday", "Night shift"),
+        ("Wednesday early shift: who is in?", rota, "Wednesday", "Early shift"),
+        ("Who works late on Tuesday?", rota, "Tuesday", "Late shift"),
+    ]
+    models = [row[1] for prices in price_lists for row in prices.rows[1:]]
+    per_list = 12 // len(price_lists)
+    picked: list[list[str]] = []
+    for prices in price_lists:
+        rows = [row for row in prices.rows[1:] if models.count(row[1]) == 1]
+        # Rows spread over the list, so that questions reach its later pages too.
+        picked += [rows[index * (len(rows) - 1) // (per_list - 1)] for index in range(per_list)]
+    wordings = [
+        "What does the {item} {model} cost?",
+        "How many {model} are in stock?",
+        "Which warehouse holds the {item} model {model}?",
+        "Unit price of model {model}?",
+        "{model} price in euros",
+        "Stock level for {item} {model}",
+    ]
+    # The column each wording asks for.
+    columns = [
+        "Unit price (EUR)",
+        "In stock",
+        "Warehouse",
+        "Unit price (EUR)",
+        "Unit price (EUR)",
+        "In stock",
+    ]
+    questions = [
+        TableQuestion(question, _cell(table, row_label, column), row_label, column)
+        for question, table, row_label, column in asked
+    ]
+    header = price_lists[0].rows[0]
+    for number, row in enumerate(dict.fromkeys(map(tuple, picked))):
+        wording = wordings[number % len(wordings)]
+        column = columns[number % len(wordings)]
+        questions.append(
+            TableQuestion(
+                wording.format(item=row[0], model=row[1]),
+                row[header.index(column)],
+                row[1],
+                column,
+            )
+        )
+    return questions

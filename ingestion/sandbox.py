@@ -431,8 +431,24 @@ def _read_until_closed(
                 continue
         block = os.read(fd, _READ_BLOCK)
         if not block:
+            # The child has answered and gone; a line it wrote just before its answer may not
+            # have been read yet, and it is the one that says how far the child got.
+            if progress_fd in watched:
+                _forward_unread(progress_fd, forward)
             return b"".join(blocks)
         blocks.append(block)
+
+
+def _forward_unread(progress_fd: int, forward: Callable[[bytes], None]) -> None:
+    """Hand on what is left in the progress pipe of a child that has exited."""
+    unread = []
+    while select.select([progress_fd], [], [], 0)[0]:
+        lines = os.read(progress_fd, _READ_BLOCK)
+        if not lines:
+            break
+        unread.append(lines)
+    if unread:
+        forward(b"".join(unread))
 
 
 def _child_main(

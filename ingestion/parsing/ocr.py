@@ -109,8 +109,11 @@ def parse_image(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
     """A PNG, JPEG or TIFF image read by OCR; each frame of a multi-page TIFF is a page."""
     refuse_without_ocr(limits, "An image")
     sections: list[Section] = []
-    for number, frame in enumerate(_frames(data, limits), start=1):
-        _report(f"Reading page {number} by OCR.")
+    frames = _frames(data, limits)
+    pages = next(frames)
+    for number, frame in enumerate(frames, start=1):
+        # As for a scanned PDF, the documents page shows how far a multi-page TIFF is.
+        _report(f"Reading page {number} of {pages} by OCR.")
         text = read_text(frame, limits)
         if text.strip():
             sections.append(Section(text=text, page=number, heading_path=()))
@@ -120,6 +123,7 @@ def parse_image(data: bytes, stem: str, limits: ParseLimits) -> FormatParts:
 
 
 def _frames(data: bytes, limits: ParseLimits) -> Iterator[Any]:
+    """The number of pages first, then each page's picture."""
     from PIL import Image
 
     # Pillow's guard is a global; whoever parses in-process gets their own limit back after.
@@ -145,6 +149,7 @@ def _guarded_frames(data: bytes, limits: ParseLimits) -> Iterator[Any]:
     frames = getattr(image, "n_frames", 1)
     if frames > limits.max_pages:
         raise ParseError(f"The image has {frames} pages; at most {limits.max_pages} are accepted.")
+    yield frames
     for index in range(frames):
         image.seek(index)
         width, height = image.size

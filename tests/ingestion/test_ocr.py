@@ -58,6 +58,26 @@ def test_a_png_scan_is_read_by_ocr_in_the_sandbox(scanned_top: Image.Image) -> N
     assert "Utility to remove empty directories" in document.sections[0].text
 
 
+def test_a_multi_page_tiff_says_which_page_of_how_many_it_reads(
+    scanned_top: Image.Image,
+) -> None:
+    half = scanned_top.height // 2
+    pages = [
+        scanned_top.crop((0, 0, scanned_top.width, half)),
+        scanned_top.crop((0, half, scanned_top.width, scanned_top.height)),
+    ]
+    tiff = io.BytesIO()
+    pages[0].save(tiff, "TIFF", save_all=True, append_images=pages[1:])
+    said: list[str] = []
+    document = parse_document_isolated(
+        tiff.getvalue(), "memo.tiff", sandbox=GUARD, progress=said.append
+    )
+    # The documents page shows "page N of M" as for a scanned PDF, up to the last page read.
+    assert said[-1] == "Reading page 2 of 2 by OCR."
+    assert set(said) <= {"Reading page 1 of 2 by OCR.", "Reading page 2 of 2 by OCR."}
+    assert [section.page for section in document.sections] == [1, 2]
+
+
 def test_only_the_pages_of_a_pdf_without_a_text_layer_are_read_by_ocr(
     text_page: bytes, scanned_top: Image.Image
 ) -> None:
