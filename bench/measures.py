@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.evaluation.throwaway_runs import scifact_corpus_path
+from inference.embedder import cpu_model_name
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -53,11 +54,4 @@ def scifact_texts() -> tuple[list[CorpusText], list[str]]:
 
 def processor_name() -> str:
     """The CPU's model name, as /proc/cpuinfo gives it: figures mean little without it."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    return cpu_model_name()

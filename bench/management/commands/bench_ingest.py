@@ -18,6 +18,7 @@ from assistant.evaluation.throwaway_runs import (
     scifact_corpus_path,
     shared_data_dir,
 )
+from bench.measures import processor_name
 
 
 def peak_rss_mb() -> float:
@@ -126,7 +127,7 @@ class Command(BaseCommand):
             "pipeline_vs_raw": round(raw_s / pipeline_s, 3),
             "pipeline_vs_raw_fp32": round(raw_fp32_s / pipeline_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
-            "cpu": cpu_name(),
+            "cpu": processor_name(),
             "cpu_bf16": encoder.precision == "bf16",
         }
         self.stdout.write(
@@ -190,7 +191,7 @@ class Command(BaseCommand):
             "sandbox_overhead_ms_per_document": round(isolated_ms - in_process_ms, 2),
             "sandbox_vs_in_process": round(isolated_ms / in_process_ms, 3),
             "sandbox_server_start_s": round(server_start_s, 2),
-            "cpu": cpu_name(),
+            "cpu": processor_name(),
         }
         self.stdout.write(
             f"documents           {result['documents']} ({result['megabytes']} MB), "
@@ -218,14 +219,3 @@ class Command(BaseCommand):
                     f"# {record['title']}\n\n{record['text']}\n"
                 )
         return folder
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
