@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -113,9 +114,11 @@ print(json.dumps({{"hits": [h.payload for h in hits], "counts": counts}}))
                     worker.wait()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@contextmanager
+def cluster_prepared(tmp_path: Path, **env: str) -> Iterator[Cluster]:
+    """A cluster with its own migrated database and Redis database, dropped afterwards."""
     the_cluster = Cluster(tmp_path)
+    the_cluster.env.update(env)
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{the_cluster.db_name}"')
     redis.Redis(db=the_cluster.redis_db).flushdb()
@@ -128,6 +131,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         redis.Redis(db=the_cluster.redis_db).flushdb()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{the_cluster.db_name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with cluster_prepared(tmp_path) as the_cluster:
+        yield the_cluster
 
 
 def wait_until(condition: object, timeout: float, what: str) -> None:

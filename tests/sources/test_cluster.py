@@ -10,11 +10,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-import redis
 
-from tests.ingestion.test_cluster import PG_ADMIN, PYTHON, ROOT, Cluster
+from tests.ingestion.test_cluster import PYTHON, ROOT, Cluster, cluster_prepared
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -23,20 +21,8 @@ FILES = 300
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    the_cluster = Cluster(tmp_path)
-    the_cluster.env["SOURCE_RUN_STALE_S"] = "3"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{the_cluster.db_name}"')
-    redis.Redis(db=the_cluster.redis_db).flushdb()
-    migrated = the_cluster.manage("migrate", "--noinput")
-    assert migrated.returncode == 0, migrated.stderr
-    try:
+    with cluster_prepared(tmp_path, SOURCE_RUN_STALE_S="3") as the_cluster:
         yield the_cluster
-    finally:
-        the_cluster.stop()
-        redis.Redis(db=the_cluster.redis_db).flushdb()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{the_cluster.db_name}" WITH (FORCE)')
 
 
 def count(cluster: Cluster, sql: str) -> int:
