@@ -69,6 +69,8 @@ _CALIBRATION_TEXT = (
     "Patients receiving the treatment showed a reduction in symptoms compared with the "
     "control group, and the effect persisted at the twelve-month follow-up visit. "
 )
+_CALIBRATION_QUESTION = "How long does the treatment's effect last after the last visit?"
+_QUESTION_TIMINGS = 7
 
 
 class DenseEncoder:
@@ -112,10 +114,13 @@ class DenseEncoder:
         if backend != "torch":
             self._choose_backend(backend, cache_dir)
         # Questions do not wait behind an ingestion batch; inference does not change the
-        # model, so both threads may share it. They stay on torch with one thread: for a
-        # batch of short questions it answers sooner than a compiled engine spreading one
-        # small input over every core (bench_answer: 10.9 ms against 14.1 with OpenVINO).
-        self._questions = _QuestionBatcher(self._encode_torch)
+        # model, so both threads may share it. Which engine answers a short question sooner
+        # depends on the CPU (torch on one thread: 10.9 ms against OpenVINO's 14.1 on an AMD
+        # EPYC; 23 ms against 2.5 on a Xeon with AMX), so the question thread measures both.
+        self.question_backend: Backend = "torch"
+        self.question_note = ""
+        self._question_engine: Callable[[list[str]], np.ndarray] | None = None
+        self._questions = _QuestionBatcher(self._encode_questions)
 
     def _choose_backend(self, requested: str, cache_dir: Path | None) -> None:
         """OpenVINO when asked for, or when `auto` measures it faster and equivalent."""
@@ -207,6 +212,39 @@ class DenseEncoder:
             show_progress_bar=False,
             convert_to_numpy=True,
         )
+
+    def _encode_questions(self, texts: list[str]) -> np.ndarray:
+        if self._question_engine is None:
+            self._question_engine = self._question_engine_measured()
+        return self._question_engine(texts)
+
+    def _question_engine_measured(self) -> Callable[[list[str]], np.ndarray]:
+        """On the question thread (torch on one thread there): the engine that answers a
+        short question sooner, torch or the compiled one when ingestion uses it."""
+        compiled = self._openvino
+        if compiled is None:
+            return self._encode_torch
+
+        def encode_compiled(texts: list[str]) -> np.ndarray:
+            return compiled.encode(texts, self.batch_size, self.max_tokens)
+
+        def median_ms(encode: Callable[[list[str]], np.ndarray]) -> float:
+            encode([_CALIBRATION_QUESTION])  # one-time costs of the first call
+            timings = []
+            for _ in range(_QUESTION_TIMINGS):
+                started = time.perf_counter()
+                encode([_CALIBRATION_QUESTION])
+                timings.append((time.perf_counter() - started) * 1000)
+            return sorted(timings)[len(timings) // 2]
+
+        torch_ms, compiled_ms = median_ms(self._encode_torch), median_ms(encode_compiled)
+        faster = compiled_ms < torch_ms
+        self.question_backend = "openvino" if faster else "torch"
+        self.question_note = (
+            f"questions on {self.question_backend}: OpenVINO {compiled_ms:.1f} ms, "
+            f"torch on one thread {torch_ms:.1f} ms"
+        )
+        return encode_compiled if faster else self._encode_torch
 
     def encode_query(self, text: str) -> list[float]:
         """One question's vector; questions asked at the same moment are encoded together."""

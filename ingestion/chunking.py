@@ -12,7 +12,8 @@ the shared one for sections side by side.
 A Markdown table (as the parsers write tables) is cut only between rows, its header row and
 separator are one unit, and a passage that starts inside a table begins with the table's
 caption (the line above it) and header again, so every passage of a long table says what its
-columns are.
+columns are. A table that fits in one passage is never cut: the passage before it ends where
+the table (with its caption) begins.
 """
 
 from __future__ import annotations
@@ -127,12 +128,15 @@ class _Unit:
     tokens: int
     lead: str = ""
     lead_tokens: int = 0
+    # Which table (section, offset) the unit belongs to, its caption included.
+    table: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class _Table:
-    """Where a table is in a section's text: its header (with caption) and its body rows."""
+    """Where a table is in a section's text: its caption and header, and its body rows."""
 
+    start: int
     rows_start: int
     end: int
     lead: str
@@ -161,7 +165,8 @@ def chunk_document(
         units = [unit for section in group for unit in units_by_section[section]]
         tokens = [unit.tokens for unit in units]
         leads = [unit.lead_tokens for unit in units]
-        for start, end in _pack(tokens, max_tokens, overlap_tokens, min_tokens, leads):
+        tables = [unit.table for unit in units]
+        for start, end in _pack(tokens, max_tokens, overlap_tokens, min_tokens, leads, tables):
             chunks.append(_draft(len(chunks), units[start:end], doc.sections))
     return chunks
 
@@ -202,15 +207,16 @@ def _measure_units(
     lead_tokens = dict(zip(leads, _count(counter, list(leads)), strict=True))
     units_by_section: list[list[_Unit]] = [[] for _ in sections]
     for (section, start, end), tokens in measured:
-        table = next(
-            (t for t in tables[section] if t.rows_start <= start < t.end),
-            None,
-        )
+        table = next((t for t in tables[section] if t.start <= start < t.end), None)
+        if table is None:
+            units_by_section[section].append(_Unit(section, start, end, tokens))
+            continue
+        place = (section, table.start)
         # A header that leaves a row too little room is not repeated.
-        if table is not None and tokens + lead_tokens[table.lead] <= max_tokens:
-            unit = _Unit(section, start, end, tokens, table.lead, lead_tokens[table.lead])
+        if start >= table.rows_start and tokens + lead_tokens[table.lead] <= max_tokens:
+            unit = _Unit(section, start, end, tokens, table.lead, lead_tokens[table.lead], place)
         else:
-            unit = _Unit(section, start, end, tokens)
+            unit = _Unit(section, start, end, tokens, table=place)
         units_by_section[section].append(unit)
     return units_by_section
 
@@ -229,7 +235,14 @@ def _tables(text: str) -> list[_Table]:
             else ""
         )
         lead = f"{caption}\n{header}" if caption else header
-        tables.append(_Table(rows_start=match.end("header"), end=match.end(), lead=lead))
+        tables.append(
+            _Table(
+                start=line_start if caption else match.start(),
+                rows_start=match.end("header"),
+                end=match.end(),
+                lead=lead,
+            )
+        )
     return tables
 
 
@@ -378,13 +391,16 @@ def _pack(
     overlap_tokens: int,
     min_tokens: int,
     leads: list[int] | None = None,
+    tables: Sequence[object | None] | None = None,
 ) -> list[tuple[int, int]]:
     """Return [start, end) unit ranges; every unit fits `max_tokens` on its own.
 
     A chunk starting at unit i also carries `leads[i]` tokens (a table's repeated header),
-    and every unit fits with its own lead.
+    and every unit fits with its own lead. Units with the same `tables` key (not None) are
+    one table: a chunk that would end inside a table that fits one chunk ends before it.
     """
     leads = leads or [0] * len(tokens)
+    tables = tables or [None] * len(tokens)
     ranges: list[tuple[int, int]] = []
     remaining_after = list(itertools.accumulate(reversed(tokens), initial=0))[::-1]
     start = 0
@@ -393,6 +409,14 @@ def _pack(
         while end < len(tokens) and total + tokens[end] <= max_tokens:
             total += tokens[end]
             end += 1
+        table_start = _whole_table_start(tokens, tables, start, end, max_tokens)
+        if table_start is not None:
+            # The table starts the next chunk whole; carrying text over could cut it again.
+            # Text before it that the previous chunk already holds is not a chunk of its own.
+            if not ranges or table_start > ranges[-1][1]:
+                ranges.append((start, table_start))
+            start = table_start
+            continue
         ranges.append((start, end))
         if end == len(tokens):
             return ranges
@@ -400,6 +424,22 @@ def _pack(
             ranges.append((_widest_tail_start(tokens, max_tokens, leads), len(tokens)))
             return ranges
         start = _overlap_start(tokens, start, end, overlap_tokens, max_tokens, leads)
+
+
+def _whole_table_start(
+    tokens: list[int], tables: Sequence[object | None], start: int, end: int, max_tokens: int
+) -> int | None:
+    """Where a chunk [start, end) should end instead, if it cuts a table that fits one chunk."""
+    if end >= len(tokens) or tables[end] is None or tables[end - 1] != tables[end]:
+        return None
+    first, last = end, end
+    while first > start and tables[first - 1] == tables[end]:
+        first -= 1
+    if first == start:
+        return None
+    while last + 1 < len(tokens) and tables[last + 1] == tables[end]:
+        last += 1
+    return first if sum(tokens[first : last + 1]) <= max_tokens else None
 
 
 def _widest_tail_start(tokens: list[int], max_tokens: int, leads: list[int]) -> int:

@@ -125,3 +125,16 @@ def test_auto_keeps_an_engine_whose_vectors_match_torch(tmp_path: Path) -> None:
 def test_an_unknown_engine_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="auto, torch, openvino"):
         DenseEncoder(backend="tensorrt")
+
+
+def test_questions_go_to_the_engine_measured_faster_and_match_passages(tmp_path: Path) -> None:
+    compiled = DenseEncoder(precision="fp32", backend="openvino", cache_dir=tmp_path)
+
+    query = np.asarray(compiled.encode_query("Where can visitors park?"))
+
+    assert compiled.question_backend in ("torch", "openvino")
+    # The note names both engines' times, so an operator sees why one was chosen.
+    assert "OpenVINO" in compiled.question_note
+    assert "torch" in compiled.question_note
+    assert int(np.argmax(compiled.encode(PASSAGES) @ query)) == 0
+    assert float(np.dot(query, compiled.encode(["Where can visitors park?"])[0])) > 0.9999

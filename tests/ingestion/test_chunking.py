@@ -327,3 +327,33 @@ def test_a_long_table_is_cut_between_rows_and_each_passage_repeats_its_header(
         read_rows.update(body)
         assert counter.count(chunk.text) == chunk.token_count <= MAX_TOKENS
     assert len(read_rows) == 80
+
+
+def test_a_table_that_fits_one_passage_is_never_cut_even_after_a_long_text(
+    counter: WordPieceCounter,
+) -> None:
+    prose = " ".join(
+        f"Sentence {n} describes how the quarterly figures were gathered and checked."
+        for n in range(30)
+    )
+    rows = "".join(
+        f"<tr><td>Quarter {n}</td><td>{1000 + n}.5</td><td>{200 + n}.1</td></tr>" for n in range(8)
+    )
+    page = (
+        f"<html><body><h1>Results</h1><p>{prose}</p><table><caption>Income statement</caption>"
+        f"<tr><th>Quarter</th><th>Revenue</th><th>Net income</th></tr>{rows}</table>"
+        "<p>The figures are unaudited.</p></body></html>"
+    )
+    document = parse_document(page.encode(), "results.html")
+
+    chunks = chunk_document(document, counter, max_tokens=MAX_TOKENS)
+
+    with_rows = [chunk for chunk in chunks if "| Quarter " in chunk.text]
+    assert len(with_rows) == 1
+    table = with_rows[0].text
+    assert "Income statement\n| Quarter | Revenue | Net income |" in table
+    assert all(f"| Quarter {n} | {1000 + n}.5 | {200 + n}.1 |" in table for n in range(8))
+    # Nothing of the prose is lost, and no passage is only text another passage already holds.
+    everything = " ".join(chunk.text for chunk in chunks)
+    assert all(f"Sentence {n} " in everything for n in range(30))
+    assert all(chunk.token_count <= MAX_TOKENS for chunk in chunks)

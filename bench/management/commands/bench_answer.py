@@ -209,10 +209,12 @@ class Command(BaseCommand):
                 "reader_groups": READER_GROUPS,
                 "groups": GROUPS,
                 "simulator_ttft_ms": options["ttft_ms"],
+                "question_backend": dense().question_backend,
                 **load,
             }
         )
         self.stdout.write(
+            f"questions encoded by {dense().question_note or dense().question_backend}\n"
             f"time to first token, {len(questions)} answers on {size_label(sizes[-1])} passages\n"
             f"  through the service        p50 {overhead['app_ttft_p50_ms']} ms"
             f"  p95 {overhead['app_ttft_p95_ms']} ms\n"
