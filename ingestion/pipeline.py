@@ -7,8 +7,9 @@ version becomes READY only once search serves it.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import cache
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from ingestion.models import FINAL_STATUSES, Chunk, Document, DocumentVersion, V
 from ingestion.parsing import ParsedDocument, ParseError
 from ingestion.passage_vectors import HEADING_SEPARATOR, IndexedPassage, dense, passage_points
 from ingestion.sandbox import limits_from_settings, parse_document_isolated
-from ingestion.vector_index.base import point_id
+from ingestion.vector_index.base import IndexPoint, VectorIndex, point_id
 from ingestion.vector_index.configured import vector_index
 
 logger = logging.getLogger(__name__)
@@ -201,39 +202,30 @@ def _attachments_queued(message: DocumentVersion) -> list[DocumentVersion]:
     )
 
 
+# Parsing runs ahead of the encoder by this many batches: passages of similar length share a
+# batch within that window (little padding), and memory stays bounded.
+_PARSE_AHEAD_BATCHES = 2
+
+
 def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     """Parse, chunk, embed and index versions; chunks of many small files share batches.
 
     Every file fails alone: a broken one ends FAILED with its reason and the rest go on.
     Returns each version's final status.
+
+    Three stages overlap: this thread parses (in the sandbox) and keeps the books in the
+    database, one thread embeds, one writes into the index, each batch in order.
     """
     versions = list(
         DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
     )
-    work: list[tuple[DocumentVersion, ChunkDraft]] = []
-    # A message's attachments, queued as documents of their own while it is parsed, join the
-    # end of the list and are ingested in this same run.
-    for version in versions:
-        if version.is_final:
-            continue
-        drafts = _parse_and_chunk(version)
-        if drafts is not None:
-            work.extend((version, draft) for draft in drafts)
-            versions.extend(_attachments_queued(version))
-
-    # Passages of similar length share a batch, so little of each batch is padding.
-    work.sort(key=lambda item: item[1].token_count)
-    remaining = {version.id: 0 for version, _ in work}
-    for version, _ in work:
-        remaining[version.id] += 1
-    tags_of = {version.id: document_access_tags(version.document) for version, _ in work}
-    # Re-read: parsing set the title and the search context after these rows were loaded.
-    described = {
-        row.id: row
-        for row in DocumentVersion.objects.filter(id__in=tags_of).select_related("document")
-    }
+    remaining: dict[int, int] = {}
+    tags_of: dict[int, list[str]] = {}
+    described: dict[int, DocumentVersion] = {}
     cancelled: set[int] = set()
     finished_elsewhere: set[int] = set()
+    parsed_ahead: list[tuple[DocumentVersion, ChunkDraft]] = []
+    in_flight: deque[tuple[Future[None], list[tuple[DocumentVersion, ChunkDraft]]]] = deque()
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
 
@@ -254,61 +246,92 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
                 completed[version_id] = tags_of[version_id]
         _versions_activate(completed)
 
-    # Write-behind: a batch goes into the index on this thread while the next one is
-    # embedded; the database (progress, activation) stays on the caller's thread.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer:
-        in_flight: tuple[Future[None], list[tuple[DocumentVersion, ChunkDraft]]] | None = None
-        for start in range(0, len(work), batch_size):
-            batch = work[start : start + batch_size]
-            batch_ids = {version.id for version, _ in batch}
-            stopped = dict(
-                DocumentVersion.objects.filter(id__in=batch_ids)
-                .exclude(status=VersionStatus.EMBEDDING)
-                .values_list("id", "status")
+    def submit(
+        batch: list[tuple[DocumentVersion, ChunkDraft]], encoder: Executor, writer: Executor
+    ) -> None:
+        nonlocal cancelled, finished_elsewhere
+        stopped = dict(
+            DocumentVersion.objects.filter(id__in={version.id for version, _ in batch})
+            .exclude(status=VersionStatus.EMBEDDING)
+            .values_list("id", "status")
+        )
+        # READY means another delivery of this task finished the version: its passages
+        # are served and must stay; anything else stopped it (cancelled, failed).
+        cancelled |= {version_id for version_id, status in stopped.items() if status != "READY"}
+        finished_elsewhere |= {
+            version_id for version_id, status in stopped.items() if status == "READY"
+        }
+        batch = [
+            (version, draft)
+            for version, draft in batch
+            if version.id not in cancelled and version.id not in finished_elsewhere
+        ]
+        if not batch:
+            return
+        passages = [
+            IndexedPassage(
+                document_id=version.document_id,
+                version_id=version.id,
+                chunk_index=draft.index,
+                title=described[version.id].document.title,
+                source=version.document.source_path,
+                groups=tags_of[version.id],
+                page=draft.page,
+                heading=HEADING_SEPARATOR.join(draft.heading_path),
+                text=draft.text,
+                active=False,
+                file_name=version.original_name,
+                context=described[version.id].search_context,
             )
-            # READY means another delivery of this task finished the version: its passages
-            # are served and must stay; anything else stopped it (cancelled, failed).
-            cancelled |= {version_id for version_id, status in stopped.items() if status != "READY"}
-            finished_elsewhere |= {
-                version_id for version_id, status in stopped.items() if status == "READY"
-            }
-            batch = [
-                (version, draft)
-                for version, draft in batch
-                if version.id not in cancelled and version.id not in finished_elsewhere
-            ]
-            if not batch:
+            for version, draft in batch
+        ]
+        embedded = encoder.submit(passage_points, passages)
+        in_flight.append((writer.submit(_index_when_embedded, index, embedded), batch))
+
+    def submit_parsed(*, everything: bool, encoder: Executor, writer: Executor) -> None:
+        # Passages of similar length share a batch, so little of each batch is padding.
+        parsed_ahead.sort(key=lambda item: item[1].token_count)
+        while len(parsed_ahead) >= batch_size or (everything and parsed_ahead):
+            submit(parsed_ahead[:batch_size], encoder, writer)
+            del parsed_ahead[:batch_size]
+        while in_flight and (in_flight[0][0].done() or len(in_flight) > _PARSE_AHEAD_BATCHES):
+            settle(*in_flight.popleft())
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder") as encoder,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer,
+    ):
+        # A message's attachments, queued as documents of their own while it is parsed,
+        # join the end of the list and are ingested in this same run.
+        for version in versions:
+            if version.is_final:
                 continue
-            points = passage_points(
-                [
-                    IndexedPassage(
-                        document_id=version.document_id,
-                        version_id=version.id,
-                        chunk_index=draft.index,
-                        title=described[version.id].document.title,
-                        source=version.document.source_path,
-                        groups=tags_of[version.id],
-                        page=draft.page,
-                        heading=HEADING_SEPARATOR.join(draft.heading_path),
-                        text=draft.text,
-                        active=False,
-                        file_name=version.original_name,
-                        context=described[version.id].search_context,
-                    )
-                    for version, draft in batch
-                ]
+            drafts = _parse_and_chunk(version)
+            if drafts is None:
+                continue
+            versions.extend(_attachments_queued(version))
+            tags_of[version.id] = document_access_tags(version.document)
+            # Re-read: parsing set the title and the search context.
+            described[version.id] = DocumentVersion.objects.select_related("document").get(
+                id=version.id
             )
-            if in_flight is not None:
-                settle(*in_flight)
-            in_flight = (writer.submit(index.upsert, points), batch)
-        if in_flight is not None:
-            settle(*in_flight)
+            remaining[version.id] = len(drafts)
+            parsed_ahead.extend((version, draft) for draft in drafts)
+            if len(parsed_ahead) >= batch_size * _PARSE_AHEAD_BATCHES:
+                submit_parsed(everything=False, encoder=encoder, writer=writer)
+        submit_parsed(everything=True, encoder=encoder, writer=writer)
+        while in_flight:
+            settle(*in_flight.popleft())
 
     # Passages this delivery wrote again (switched off) for a version finished elsewhere.
     _versions_activate({version_id: tags_of[version_id] for version_id in finished_elsewhere})
     for version_id in cancelled:
         index.delete(version_id=version_id)
     return dict(DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status"))
+
+
+def _index_when_embedded(index: VectorIndex, embedded: Future[list[IndexPoint]]) -> None:
+    index.upsert(embedded.result())
 
 
 def version_mark_failed(version_id: int, message: str) -> None:
