@@ -21,7 +21,7 @@ from typing import Any, Literal
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from assistant.answer_record import answer_record_details, answer_start_details
@@ -299,6 +299,16 @@ def _checkpoint_many(progress: list[tuple[int, str, str]]) -> None:
         close_old_connections()
 
 
+def _connections_released() -> None:
+    """Give back this thread's database connections, as the end of a request would.
+
+    Not inside a transaction (a caller's, or a test's): closing would abort it.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
 class _Checkpointer:
     """One writer per event loop for the text (and the proof of life) of every streaming answer.
 
@@ -491,6 +501,10 @@ async def answer_events(
         )
         draft.answer_id = await _start(draft, AnswerMode.LLM if pool else AnswerMode.EXTRACTIVE)
         _checkpointer().follow(draft)
+        # A streaming answer holds no database connection until it is saved: a hundred
+        # answers stream at once under load, and one connection each would exhaust the
+        # database's limit (PostgreSQL allows 100 by default) and fail other requests.
+        await sync_to_async(_connections_released)()
         yield AnswerEvent(
             "meta",
             data={

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -25,6 +26,9 @@ import httpx
 from django.conf import settings
 
 from bench.loopback_processes import Process, free_port
+
+# A log line that says something failed: a traceback's last line or a logged error.
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|^\w+(\.\w+)*(Error|Exception)\b")
 
 CELERY_STOP_TIMEOUT_S = 60
 # The version statuses the REST API reports once ingestion is over (as ingestion.models says).
@@ -301,6 +305,19 @@ class LoopbackCluster:
         for log in sorted(self.folder.glob("*.log")):
             lines = log.read_text(errors="replace").splitlines()[-15:]
             parts.append(f"--- {log.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def error_lines(self, limit: int = 40) -> str:
+        """The lines of every process's log that name an error, for a run that had errors."""
+        parts = []
+        for log in sorted(self.folder.glob("*.log")):
+            lines = [
+                line
+                for line in log.read_text(errors="replace").splitlines()
+                if _ERROR_LINE.search(line)
+            ]
+            if lines:
+                parts.append(f"--- {log.name}\n" + "\n".join(lines[-limit:]))
         return "\n".join(parts)
 
     def _http_process(self, name: str, arguments: list[str]) -> Process:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
@@ -203,3 +204,57 @@ def test_search_command_shows_only_readable_passages(
     first = passages[0]
     assert {"source", "document_id", "version_id", "page", "heading", "score", "text"} <= set(first)
     assert SECRET in first["text"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_streaming_at_once_do_not_hold_a_database_connection_each(
+    library: Library, settings: Any
+) -> None:
+    """Under load a hundred answers stream at once; a connection each would exhaust the
+    database's limit and fail everyone else's requests."""
+    from asgiref.sync import ThreadSensitiveContext
+    from django.db import close_old_connections, connection
+
+    streams = 8
+
+    def connections_to_this_database() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            return int(cursor.fetchone()[0])
+
+    async def one_answer(started: asyncio.Queue[None]) -> str:
+        # As the ASGI server does: each request's synchronous work on a thread of its own.
+        async with ThreadSensitiveContext():
+            status = ""
+            async for event in answer_events(
+                user=library.alice, question="When is the first test flight of Nightjar?"
+            ):
+                if event.kind == "meta":
+                    await started.put(None)
+                elif event.kind == "done":
+                    status = event.data["status"]
+            # As the end of a request does.
+            await sync_to_async(close_old_connections)()
+            return status
+
+    async def all_at_once() -> tuple[int, list[str]]:
+        started: asyncio.Queue[None] = asyncio.Queue()
+        answers = [asyncio.create_task(one_answer(started)) for _ in range(streams)]
+        for _ in range(streams):
+            await started.get()
+        # Every answer is streaming now (the simulator is slow).
+        held = await sync_to_async(connections_to_this_database, thread_sensitive=False)()
+        return held, list(await asyncio.gather(*answers))
+
+    baseline = connections_to_this_database()
+    with run_simulator_in_thread(port=0, ttft_ms=300, tokens_per_s=40) as handle:
+        settings.VLLM_URLS = [handle.url]
+        # A loop of its own, as the server's: no calling thread that the answers' database
+        # work would all fall back on.
+        held, statuses = asyncio.run(all_at_once())
+
+    assert statuses == ["answered"] * streams
+    # This test's own connection, the counting thread's and the checkpointer's at most.
+    assert held - baseline <= 3, f"{held - baseline} connections for {streams} streams"

@@ -120,6 +120,8 @@ class Command(BaseCommand):
             cluster.start()
             try:
                 result = self._run(cluster, options)
+                if result["errors"]:
+                    self.stderr.write(f"What the processes logged:\n{cluster.error_lines()}")
             except BaseException:
                 self.stderr.write(cluster.log_tails())
                 raise
