@@ -197,6 +197,10 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_BEHIND_TLS
 # address and escape the lockout. A cluster names its TLS proxy (deploy/: Caddy's fixed
 # address, the ingress controller's pod network).
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "")
+# How long `serve` keeps an idle connection: longer than the idle timeout of the proxies and
+# clients in front of it (nginx and most load balancers: 60 s). A server that closes first
+# races a request the client is sending on that connection, which then fails mid-air.
+HTTP_KEEP_ALIVE_S = env_int("HTTP_KEEP_ALIVE_S", 75)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env_int("SESSION_AGE_HOURS", 12) * 3600

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,6 +111,10 @@ def test_an_upload_over_http_becomes_searchable_in_one_process(
     client = httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
     )
+    # A connection a client keeps while it does other things (a proxy's, for a minute).
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    idle_since = time.monotonic()
+    assert _healthz_on(idle).startswith(b"HTTP/1.1 200")
 
     sample = shared_data / "samples" / "docker-md" / "reference" / "commandline" / "checkpoint.md"
     response = client.post(
@@ -168,6 +173,27 @@ def test_an_upload_over_http_becomes_searchable_in_one_process(
     titles = " ".join(str(item) for item in documents["results"])
     assert "Canteen hours" in titles
     assert "canteen-hours" in titles
+
+    # Idle past uvicorn's own default of 5 s, the connection still serves the next request.
+    time.sleep(max(0.0, 6 - (time.monotonic() - idle_since)))
+    assert _healthz_on(idle).startswith(b"HTTP/1.1 200")
+    idle.close()
+
+
+def _healthz_on(connection: socket.socket) -> bytes:
+    """One whole response (head and body) to a request sent on `connection`."""
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return received  # closed by the server
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    while length and len(body) < int(length.group(1)):
+        body += connection.recv(65536)
+    return head + b"\r\n\r\n" + body
 
 
 def test_the_server_refuses_an_index_another_model_wrote(tmp_path: Path) -> None:

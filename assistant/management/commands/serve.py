@@ -78,6 +78,7 @@ class Command(BaseCommand):
             workers=options["workers"],
             lifespan="off",
             log_level="warning",
+            timeout_keep_alive=settings.HTTP_KEEP_ALIVE_S,
             # uvicorn would otherwise rewrite the client address from X-Forwarded-For sent
             # from loopback (or FORWARDED_ALLOW_IPS). REMOTE_ADDR stays the socket peer, and
             # client_address believes the header from TRUSTED_PROXIES only.
