@@ -504,7 +504,9 @@ async def answer_events(
         # A streaming answer holds no database connection until it is saved: a hundred
         # answers stream at once under load, and one connection each would exhaust the
         # database's limit (PostgreSQL allows 100 by default) and fail other requests.
-        await sync_to_async(_connections_released)()
+        # SQLite has no such limit, and closing its connection costs a WAL checkpoint.
+        if connections["default"].vendor != "sqlite":
+            await sync_to_async(_connections_released)()
         yield AnswerEvent(
             "meta",
             data={

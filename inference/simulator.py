@@ -91,6 +91,9 @@ class RequestRecord:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
+    # When the first text a client can show was sent: with a reasoning parser the first
+    # token (the opening think tag) sends nothing, so this is one token after `ttft_s`.
+    first_text_s: float | None = None
 
 
 class SimulatorStats:
@@ -321,6 +324,7 @@ class _ChatRequest:
         ttft_s: float | None,
         *,
         completion_tokens: int,
+        first_text_s: float | None = None,
     ) -> RequestRecord:
         return RequestRecord(
             request_id=self.id,
@@ -331,6 +335,7 @@ class _ChatRequest:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=completion_tokens,
             finish_reason=self.finish_reason if status == "completed" else None,
+            first_text_s=first_text_s if first_text_s is not None else ttft_s,
         )
 
     def usage(self, completion_tokens: int) -> dict[str, int]:
@@ -476,6 +481,7 @@ def build_simulator_app(
     async def stream_body(chat: _ChatRequest, received: float) -> AsyncIterator[str]:
         status: RequestStatus = "disconnected"
         first_token_at: float | None = None
+        first_text_at: float | None = None
         generated = 0
         try:
             await asyncio.sleep(options.ttft_ms / 1000)
@@ -496,6 +502,8 @@ def build_simulator_app(
                     yield chunk(chat, delta, None)
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
+                if first_text_at is None and delta and any(delta.values()):
+                    first_text_at = time.perf_counter()
             if chat.include_usage:
                 yield sse_data(
                     {
@@ -511,7 +519,16 @@ def build_simulator_app(
             status = "completed"
         finally:
             ttft_s = None if first_token_at is None else first_token_at - received
-            stats.add(chat.record(status, received, ttft_s, completion_tokens=generated))
+            first_text_s = None if first_text_at is None else first_text_at - received
+            stats.add(
+                chat.record(
+                    status,
+                    received,
+                    ttft_s,
+                    completion_tokens=generated,
+                    first_text_s=first_text_s,
+                )
+            )
 
     app = Starlette(
         routes=[

@@ -194,8 +194,8 @@ def test_a_rewrite_request_gets_a_self_contained_query(client: openai.OpenAI) ->
     assert "annual leave" in query
 
 
-def test_it_records_its_own_time_to_first_token() -> None:
-    with run_simulator_in_thread(ttft_ms=150) as slow:
+def test_it_records_its_own_time_to_first_token_and_to_the_first_text_sent() -> None:
+    with run_simulator_in_thread(ttft_ms=150, tokens_per_s=20) as slow:
         body = {"messages": build_messages(QUESTION, SOURCES, []), "stream": True}
         httpx.post(f"{slow.url}/v1/chat/completions", json=body)
         stats = httpx.get(f"{slow.url}/simulator/stats").json()
@@ -204,6 +204,8 @@ def test_it_records_its_own_time_to_first_token() -> None:
     assert record["status"] == "completed"
     assert 0.15 <= record["ttft_s"] < 1.0
     assert [r.ttft_s for r in slow.stats.records()] == [record["ttft_s"]]
+    # The first token, the think tag, sends nothing: the first text goes one token later.
+    assert record["first_text_s"] >= record["ttft_s"] + 0.04
 
 
 def test_an_api_key_is_enforced_like_vllm_does() -> None:

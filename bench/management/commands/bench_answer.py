@@ -304,7 +304,8 @@ class Command(BaseCommand):
                 records = handle.stats.records()[before:]
                 if number < WARM_UP_QUESTIONS:
                     continue
-                own = [r.ttft_s for r in records if r.stream and r.ttft_s is not None]
+                # Like with like: the first text either side shows, not the think tag.
+                own = [r.first_text_s for r in records if r.stream and r.first_text_s is not None]
                 if seen is None or len(own) != 1:
                     raise CommandError(f"No streamed first token for question {question!r}.")
                 service.append(seen)

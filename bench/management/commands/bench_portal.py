@@ -273,7 +273,12 @@ class Command(BaseCommand):
         seen = [outcome.first_token_ms for outcome in completed if outcome.first_token_ms]
         headers = [outcome.headers_ms for outcome in completed if outcome.headers_ms]
         searched = [outcome.searched_ms for outcome in completed if outcome.searched_ms]
-        own = [record["ttft_s"] * 1000 for record in records if record["ttft_s"] is not None]
+        # Like with like: the first text either side shows, not the think tag.
+        own = [
+            record["first_text_s"] * 1000
+            for record in records
+            if record.get("first_text_s") is not None
+        ]
         tokens = sum(int(record["completion_tokens"]) for record in records)
         result = {
             "concurrent_requests": len(outcomes),
