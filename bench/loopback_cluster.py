@@ -301,24 +301,22 @@ class LoopbackCluster:
 
     def log_tails(self) -> str:
         """The end of every process's log, for a failure message."""
-        parts = []
-        for log in sorted(self.folder.glob("*.log")):
-            lines = log.read_text(errors="replace").splitlines()[-15:]
-            parts.append(f"--- {log.name}\n" + "\n".join(lines))
-        return "\n".join(parts)
+        return "\n".join(f"--- {name}\n" + "\n".join(lines[-15:]) for name, lines in self._logs())
 
     def error_lines(self, limit: int = 40) -> str:
         """The lines of every process's log that name an error, for a run that had errors."""
         parts = []
-        for log in sorted(self.folder.glob("*.log")):
-            lines = [
-                line
-                for line in log.read_text(errors="replace").splitlines()
-                if _ERROR_LINE.search(line)
-            ]
-            if lines:
-                parts.append(f"--- {log.name}\n" + "\n".join(lines[-limit:]))
+        for name, lines in self._logs():
+            errors = [line for line in lines if _ERROR_LINE.search(line)]
+            if errors:
+                parts.append(f"--- {name}\n" + "\n".join(errors[-limit:]))
         return "\n".join(parts)
+
+    def _logs(self) -> list[tuple[str, list[str]]]:
+        return [
+            (log.name, log.read_text(errors="replace").splitlines())
+            for log in sorted(self.folder.glob("*.log"))
+        ]
 
     def _http_process(self, name: str, arguments: list[str]) -> Process:
         port = free_port()

@@ -114,6 +114,10 @@ class WordPieceCounter:
         return [len(encoding) for encoding in encodings]
 
 
+# A table's place: its section and where in the section's text it (with its caption) starts.
+_TablePlace = tuple[int, int]
+
+
 @dataclass(frozen=True)
 class _Unit:
     """A span of one section's text that is never cut: a sentence, a line or a word.
@@ -128,8 +132,8 @@ class _Unit:
     tokens: int
     lead: str = ""
     lead_tokens: int = 0
-    # Which table (section, offset) the unit belongs to, its caption included.
-    table: tuple[int, int] | None = None
+    # The table the unit belongs to, its caption included.
+    table: _TablePlace | None = None
 
 
 @dataclass(frozen=True)
@@ -391,7 +395,7 @@ def _pack(
     overlap_tokens: int,
     min_tokens: int,
     leads: list[int] | None = None,
-    tables: Sequence[object | None] | None = None,
+    tables: Sequence[_TablePlace | None] | None = None,
 ) -> list[tuple[int, int]]:
     """Return [start, end) unit ranges; every unit fits `max_tokens` on its own.
 
@@ -427,7 +431,7 @@ def _pack(
 
 
 def _whole_table_start(
-    tokens: list[int], tables: Sequence[object | None], start: int, end: int, max_tokens: int
+    tokens: list[int], tables: Sequence[_TablePlace | None], start: int, end: int, max_tokens: int
 ) -> int | None:
     """Where a chunk [start, end) should end instead, if it cuts a table that fits one chunk."""
     if end >= len(tokens) or tables[end] is None or tables[end - 1] != tables[end]:

@@ -164,6 +164,23 @@ def upload(page: Page, portal: Portal, path: Path, readers: str) -> None:
     page.locator("[data-upload-results] .badge-ready").wait_for(timeout=90_000)
 
 
+def nightjar_uploaded_and_the_ask_page_open(page: Page, portal: Portal, tmp_path: Path) -> None:
+    """As the administrator: Nightjar's page uploaded for its research readers, then asking."""
+    log_in(page, portal, "admin", ADMIN_PASSWORD)
+    document = tmp_path / "nightjar.md"
+    document.write_text(NIGHTJAR)
+    upload(page, portal, document, readers="research")
+    page.goto(f"{portal.url}/")
+
+
+def send(page: Page, question: str) -> Any:
+    """Type the question and send it with Enter; return the question box."""
+    box = page.locator("textarea[name=question]")
+    box.fill(question)
+    box.press("Enter")
+    return box
+
+
 def watch_the_streamed_text(page: Page) -> None:
     """Record each state of the streaming answer text, to tell a stream from a page swap."""
     page.evaluate(
@@ -187,9 +204,7 @@ def ask(page: Page, question: str) -> Any:
 
     answers = page.locator("article[data-answer-id]")
     before = answers.count()
-    box = page.locator("textarea[name=question]")
-    box.fill(question)
-    box.press("Enter")
+    send(page, question)
     expect(answers).to_have_count(before + 1, timeout=ANSWER_TIMEOUT_MS)
     return answers.nth(before)
 
@@ -203,18 +218,11 @@ def test_an_employee_asks_reads_the_reasoning_and_sources_and_follows_up(
 ) -> None:
     from playwright.sync_api import expect
 
-    log_in(page, portal, "admin", ADMIN_PASSWORD)
-    document = tmp_path / "nightjar.md"
-    document.write_text(NIGHTJAR)
-    upload(page, portal, document, readers="research")
-
-    page.goto(f"{portal.url}/")
+    nightjar_uploaded_and_the_ask_page_open(page, portal, tmp_path)
     watch_the_streamed_text(page)
     expect(page.get_by_label("Your question")).to_be_visible()
     # The label turns into "Follow-up question" once the conversation exists.
-    box = page.locator("textarea[name=question]")
-    box.fill("What is the launch code for Project Nightjar?")
-    box.press("Enter")
+    box = send(page, "What is the launch code for Project Nightjar?")
     streaming = page.locator("article.is-streaming")
     expect(streaming.locator('[data-role="reasoning"]')).not_to_be_empty()
     assert streaming.locator("details.reasoning").evaluate("panel => panel.open") is False
@@ -455,15 +463,9 @@ def test_an_answer_streams_with_citation_links_previews_and_a_side_panel(
 ) -> None:
     from playwright.sync_api import expect
 
-    log_in(page, portal, "admin", ADMIN_PASSWORD)
-    document = tmp_path / "nightjar.md"
-    document.write_text(NIGHTJAR)
-    upload(page, portal, document, readers="research")
-    page.goto(f"{portal.url}/")
+    nightjar_uploaded_and_the_ask_page_open(page, portal, tmp_path)
     question = "What is the launch code for Project Nightjar?"
-    box = page.locator("textarea[name=question]")
-    box.fill(question)
-    box.press("Enter")
+    box = send(page, question)
 
     # While it streams: the box is empty, Ask is off, and [n] is already a link.
     streaming = page.locator("article.is-streaming")
