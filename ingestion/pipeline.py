@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 
 from django.conf import settings
@@ -46,8 +47,20 @@ def _set_status(
     )
 
 
-def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
-    """Parse the stored file and save its chunks; None when the file failed (recorded)."""
+@dataclass(frozen=True)
+class _Chunked:
+    """A parsed file's passages, and what each of them carries into the index."""
+
+    drafts: list[ChunkDraft]
+    search_context: str
+    has_attachments: bool
+
+
+def _parse_and_chunk(version: DocumentVersion) -> _Chunked | None:
+    """Parse the stored file and save its chunks; None when the file failed (recorded).
+
+    The document's title, when the file gives one, is set on `version.document` too.
+    """
     _set_status(
         version.id,
         VersionStatus.PARSING,
@@ -103,15 +116,16 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkDraft] | None:
         if version.number == 1 and parsed.title and document.title != parsed.title:
             document.title = parsed.title[:500]
             document.save(update_fields=["title", "updated_at"])
+        context = search_context(parsed)
         DocumentVersion.objects.filter(id=version.id).update(
             detected_type=parsed.detected_type,
             chunks_total=len(drafts),
-            search_context=search_context(parsed),
+            search_context=context,
             metadata=[list(pair) for pair in parsed.metadata],
         )
         attachments_store(version, parsed.attachments)
         _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
-    return drafts
+    return _Chunked(drafts, context, has_attachments=bool(parsed.attachments))
 
 
 # The opening words of a document that every passage carries into lexical search.
@@ -202,8 +216,8 @@ def _attachments_queued(message: DocumentVersion) -> list[DocumentVersion]:
     )
 
 
-# Parsing runs ahead of the encoder by this many batches: passages of similar length share a
-# batch within that window (little padding), and memory stays bounded.
+# Parsing runs ahead of the encoder by at most this many batches: the encoder never waits for
+# the parser, and memory stays bounded. (The encoder sorts each batch by length itself.)
 _PARSE_AHEAD_BATCHES = 2
 
 
@@ -221,7 +235,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     )
     remaining: dict[int, int] = {}
     tags_of: dict[int, list[str]] = {}
-    described: dict[int, DocumentVersion] = {}
+    chunked_of: dict[int, _Chunked] = {}
     cancelled: set[int] = set()
     finished_elsewhere: set[int] = set()
     parsed_ahead: list[tuple[DocumentVersion, ChunkDraft]] = []
@@ -238,12 +252,14 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
             done_in_batch[version.id] = done_in_batch.get(version.id, 0) + 1
         completed: dict[int, list[str]] = {}
         for version_id, done in done_in_batch.items():
+            remaining[version_id] -= done
+            if remaining[version_id] == 0:
+                # Activation sets its count to the total; only progress part-way is written.
+                completed[version_id] = tags_of[version_id]
+                continue
             DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
                 chunks_done=F("chunks_done") + done
             )
-            remaining[version_id] -= done
-            if remaining[version_id] == 0:
-                completed[version_id] = tags_of[version_id]
         _versions_activate(completed)
 
     def submit(
@@ -273,7 +289,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
                 document_id=version.document_id,
                 version_id=version.id,
                 chunk_index=draft.index,
-                title=described[version.id].document.title,
+                title=version.document.title,
                 source=version.document.source_path,
                 groups=tags_of[version.id],
                 page=draft.page,
@@ -281,7 +297,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
                 text=draft.text,
                 active=False,
                 file_name=version.original_name,
-                context=described[version.id].search_context,
+                context=chunked_of[version.id].search_context,
             )
             for version, draft in batch
         ]
@@ -289,8 +305,8 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         in_flight.append((writer.submit(_index_when_embedded, index, embedded), batch))
 
     def submit_parsed(*, everything: bool, encoder: Executor, writer: Executor) -> None:
-        # Passages of similar length share a batch, so little of each batch is padding.
-        parsed_ahead.sort(key=lambda item: item[1].token_count)
+        # A batch goes to the encoder as soon as it is full: the first file's passages do not
+        # wait for the parser to fill the whole window.
         while len(parsed_ahead) >= batch_size or (everything and parsed_ahead):
             submit(parsed_ahead[:batch_size], encoder, writer)
             del parsed_ahead[:batch_size]
@@ -306,19 +322,16 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         for version in versions:
             if version.is_final:
                 continue
-            drafts = _parse_and_chunk(version)
-            if drafts is None:
+            chunked = _parse_and_chunk(version)
+            if chunked is None:
                 continue
-            versions.extend(_attachments_queued(version))
+            if chunked.has_attachments:
+                versions.extend(_attachments_queued(version))
             tags_of[version.id] = document_access_tags(version.document)
-            # Re-read: parsing set the title and the search context.
-            described[version.id] = DocumentVersion.objects.select_related("document").get(
-                id=version.id
-            )
-            remaining[version.id] = len(drafts)
-            parsed_ahead.extend((version, draft) for draft in drafts)
-            if len(parsed_ahead) >= batch_size * _PARSE_AHEAD_BATCHES:
-                submit_parsed(everything=False, encoder=encoder, writer=writer)
+            chunked_of[version.id] = chunked
+            remaining[version.id] = len(chunked.drafts)
+            parsed_ahead.extend((version, draft) for draft in chunked.drafts)
+            submit_parsed(everything=False, encoder=encoder, writer=writer)
         submit_parsed(everything=True, encoder=encoder, writer=writer)
         while in_flight:
             settle(*in_flight.popleft())

@@ -18,7 +18,9 @@ from ingestion.tasks import ingest_versions
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-FILES_PER_RUN = 64
+# Files claimed at once: the parser and the encoder overlap within a run, and each run ends
+# with the encoder finishing alone, so a run holds a few hundred small files.
+FILES_PER_RUN = 256
 
 _wake = threading.Event()
 _thread: threading.Thread | None = None

@@ -50,3 +50,26 @@ def test_bench_answer_reports_search_and_overhead_figures_last(shared_data: Path
     assert figures["mean_hits_3k"] > 0
     assert figures["questions"] == 2
     assert any(line.startswith("3000 passages") for line in lines)
+
+
+def test_bench_ingest_ingests_every_file_and_reports_both_baselines(shared_data: Path) -> None:
+    env = {**os.environ, "ASSISTANT_SHARED_DATA": str(shared_data), "HF_HUB_OFFLINE": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench_ingest", "--docs=40", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["documents"] == 40
+    assert figures["failed"] == 0
+    assert figures["chunks"] >= 40
+    assert figures["backend"] in ("torch", "openvino")
+    for key in ("pipeline_chunks_per_s", "raw_chunks_per_s", "raw_default_fp32_chunks_per_s"):
+        assert figures[key] > 0, key
+    assert 0 < figures["upload_s"] <= figures["pipeline_s"]

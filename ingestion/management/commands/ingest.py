@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -49,6 +50,39 @@ class Command(BaseCommand):
             if user is None:
                 raise CommandError(f"No such user: {options['user']}")
 
+        runs_here = settings.STANDALONE and self._holds_the_index()
+        if runs_here:
+            from ingestion.runner import runner_start, runner_stop
+
+            # Files are read and embedded while the rest are still being stored.
+            runner_start()
+        try:
+            outcomes = self._upload(files, groups, user, everyone=options["everyone"])
+            version_ids = [o.version.id for o in outcomes if o.version is not None]
+            self.stderr.write(f"{len(version_ids)} of {len(outcomes)} files accepted.")
+            if runs_here or options["wait"]:
+                self._wait_for(version_ids)
+        finally:
+            if runs_here:
+                runner_stop()
+        self._report(outcomes, final=runs_here or options["wait"])
+
+    def _holds_the_index(self) -> bool:
+        """Whether this process may write the embedded index (no server holds it)."""
+        from ingestion.vector_index.configured import vector_index
+
+        try:
+            vector_index()
+        except IndexLockedError as error:
+            self.stderr.write(
+                f"{error}\nThe running assistant server will ingest the queued files."
+            )
+            return False
+        return True
+
+    def _upload(
+        self, files: list[tuple[Path, str]], groups: list[Group], user: Any, *, everyone: bool
+    ) -> list[UploadOutcome]:
         outcomes: list[UploadOutcome] = []
         for path, source in files:
             with path.open("rb") as handle:
@@ -58,36 +92,11 @@ class Command(BaseCommand):
                         file=File(handle, name=path.name),
                         source_path=source,
                         groups=groups,
-                        is_public=options["everyone"],
+                        is_public=everyone,
                         user=user,
                     )
                 )
-        version_ids = [o.version.id for o in outcomes if o.version is not None]
-        self.stderr.write(f"{len(version_ids)} of {len(outcomes)} files accepted.")
-
-        wait = options["wait"]
-        runs_here = False
-        if settings.STANDALONE:
-            from ingestion.vector_index.configured import vector_index
-
-            try:
-                vector_index()
-                runs_here = True
-            except IndexLockedError as error:
-                self.stderr.write(
-                    f"{error}\nThe running assistant server will ingest the queued files."
-                )
-        if runs_here:
-            from ingestion.runner import runner_start, runner_stop
-
-            runner_start()
-            try:
-                self._wait_for(version_ids)
-            finally:
-                runner_stop()
-        elif wait:
-            self._wait_for(version_ids)
-        self._report(outcomes, final=runs_here or wait)
+        return outcomes
 
     def _wait_for(self, version_ids: list[int]) -> None:
         last_line = ""
