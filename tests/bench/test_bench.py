@@ -11,26 +11,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_answer_reports_search_and_overhead_figures_last(shared_data: Path) -> None:
+def _bench(shared_data: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ASSISTANT_SHARED_DATA": str(shared_data), "HF_HUB_OFFLINE": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "bench_answer",
-            "--sizes=1000,3000",
-            "--queries=5",
-            "--questions=2",
-            "--base-texts=20",
-            "--tokens-per-s=0",
-            "--json",
-        ],
+    return subprocess.run(
+        [sys.executable, "manage.py", *arguments, "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
+    )
+
+
+def test_bench_answer_reports_search_and_overhead_figures_last(shared_data: Path) -> None:
+    done = _bench(
+        shared_data,
+        "bench_answer",
+        "--sizes=1000,3000",
+        "--queries=5",
+        "--questions=2",
+        "--base-texts=20",
+        "--tokens-per-s=0",
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -53,16 +55,7 @@ def test_bench_answer_reports_search_and_overhead_figures_last(shared_data: Path
 
 
 def test_bench_ingest_ingests_every_file_and_reports_both_baselines(shared_data: Path) -> None:
-    env = {**os.environ, "ASSISTANT_SHARED_DATA": str(shared_data), "HF_HUB_OFFLINE": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run(
-        [sys.executable, "manage.py", "bench_ingest", "--docs=40", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _bench(shared_data, "bench_ingest", "--docs=40")
 
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
