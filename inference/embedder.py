@@ -183,6 +183,11 @@ class DenseEncoder:
             self.backend_note += f"; {seen}"
 
     @property
+    def passages_per_request(self) -> int | None:
+        """With OpenVINO, how many passages each of its side-by-side requests takes."""
+        return self._openvino.many_batch if self._openvino is not None else None
+
+    @property
     def tokenizer(self) -> Any:
         return self.model.tokenizer
 

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Servers and commands that tests start get a fresh data folder each; they share one encoder
+# cache, as the processes of one install do, so the model is exported to the compiled engine
+# and the engines are measured once per machine rather than once per process.
+os.environ.setdefault(
+    "EMBEDDING_CACHE_DIR", str(Path(tempfile.gettempdir()) / "assistant-test-encoders")
+)
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,16 @@ def test_openvino_compiles_the_same_model_once_and_gives_the_same_vectors(
     assert list(tmp_path.glob("*/model.xml")) == exports
     assert np.allclose(again.encode(PASSAGES), compiled.encode(PASSAGES), atol=1e-6)
 
+    # Many passages at once run as small requests side by side: each vector still belongs
+    # to its own passage, whatever order the requests finish in.
+    many = [
+        f"{passage} Copy {number}: {'more words ' * (number % 7)}"
+        for number, passage in enumerate(PASSAGES * 30)
+    ]
+    assert len(many) > (compiled.passages_per_request or 0) * 2
+    cosine = np.sum(compiled.encode(many) * fp32.encode(many), axis=1)
+    assert cosine.min() > 0.9999
+
 
 def test_auto_keeps_an_engine_whose_vectors_match_torch(tmp_path: Path) -> None:
     chosen = DenseEncoder(precision="fp32", backend="auto", cache_dir=tmp_path)
