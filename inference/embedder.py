@@ -362,8 +362,7 @@ class _BackendUnavailable(Exception):
 class _OpenVinoTransformer:
     """The folder's transformer compiled by OpenVINO, with its mean pooling and normalising."""
 
-    # Texts per request when encoding many, until `auto` has measured what suits this CPU.
-    DEFAULT_MANY_BATCH = 16
+    # Texts per request when encoding many: the engine measures which suits this CPU.
     MANY_BATCH_CHOICES = (8, 32)
 
     def __init__(
@@ -375,7 +374,7 @@ class _OpenVinoTransformer:
         self._tokenizer = tokenizer
         self._normalize = normalize
         self._inputs = {port.get_any_name() for port in latency.inputs}
-        self.many_batch = self.DEFAULT_MANY_BATCH
+        self.many_batch = self.MANY_BATCH_CHOICES[0]
 
     @classmethod
     def build(
