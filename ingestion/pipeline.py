@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -25,7 +25,13 @@ from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.models import FINAL_STATUSES, Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.parsing import ParsedDocument, ParseError
 from ingestion.passage_vectors import HEADING_SEPARATOR, IndexedPassage, dense, passage_points
-from ingestion.sandbox import limits_from_settings, parse_document_isolated
+from ingestion.sandbox import (
+    SHARED_CHILD_FILES,
+    limits_from_settings,
+    parse_document_isolated,
+    parse_documents_isolated,
+    shareable,
+)
 from ingestion.vector_index.base import IndexPoint, VectorIndex, point_id
 from ingestion.vector_index.configured import vector_index
 
@@ -56,33 +62,66 @@ class _Chunked:
     has_attachments: bool
 
 
-def _parse_and_chunk(version: DocumentVersion) -> _Chunked | None:
-    """Parse the stored file and save its chunks; None when the file failed (recorded).
+def _parse_and_chunk(versions: Sequence[DocumentVersion]) -> list[_Chunked | None]:
+    """Parse the stored files and save their chunks; None for each file that failed (recorded).
 
-    The document's title, when the file gives one, is set on `version.document` too.
+    The versions come from `_parse_group`: more than one only when they may share a parser
+    child. A document's title, when its file gives one, is set on `version.document` too.
     """
-    _set_status(
-        version.id,
-        VersionStatus.PARSING,
+    DocumentVersion.objects.filter(id__in=[version.id for version in versions]).update(
+        status=VersionStatus.PARSING,
+        status_message="",
         started_at=timezone.now(),
         attempts=F("attempts") + 1,
         chunks_done=0,
     )
-    try:
-        with version.file.open("rb") as stored:
-            data = stored.read()
-        # In a child process under memory and time limits: a hostile file fails alone.
-        limits, sandbox = limits_from_settings()
-        parsed = parse_document_isolated(
-            data,
-            version.original_name,
+    stored: dict[int, bytes] = {}
+    for version in versions:
+        try:
+            with version.file.open("rb") as file:
+                stored[version.id] = file.read()
+        except FileNotFoundError:
+            _set_status(version.id, VersionStatus.FAILED, "The stored file is missing.")
+    # In a child process under memory and time limits: a hostile file fails alone.
+    limits, sandbox = limits_from_settings()
+    readable = [version for version in versions if version.id in stored]
+    parsed_of: dict[int, ParsedDocument | ParseError] = {}
+    if len(readable) == 1:
+        (version,) = readable
+        try:
+            parsed_of[version.id] = parse_document_isolated(
+                stored[version.id],
+                version.original_name,
+                limits=limits,
+                sandbox=sandbox,
+                # Scans are read page by page; the documents page shows how far.
+                progress=lambda text: DocumentVersion.objects.filter(id=version.id).update(
+                    status_message=text
+                ),
+            )
+        except ParseError as error:
+            parsed_of[version.id] = error
+    elif readable:
+        outcomes = parse_documents_isolated(
+            [(stored[version.id], version.original_name) for version in readable],
             limits=limits,
             sandbox=sandbox,
-            # Scans are read page by page; the documents page shows how far.
-            progress=lambda text: DocumentVersion.objects.filter(id=version.id).update(
-                status_message=text
-            ),
         )
+        parsed_of = {
+            version.id: outcome for version, outcome in zip(readable, outcomes, strict=True)
+        }
+    return [
+        _chunk_and_store(version, parsed_of[version.id]) if version.id in parsed_of else None
+        for version in versions
+    ]
+
+
+def _chunk_and_store(
+    version: DocumentVersion, parsed: ParsedDocument | ParseError
+) -> _Chunked | None:
+    try:
+        if isinstance(parsed, ParseError):
+            raise parsed
         drafts = chunk_document(
             parsed,
             _token_counter(),
@@ -93,9 +132,6 @@ def _parse_and_chunk(version: DocumentVersion) -> _Chunked | None:
             raise ParseError("The file has no extractable text.")
     except ParseError as error:
         _set_status(version.id, VersionStatus.FAILED, str(error))
-        return None
-    except FileNotFoundError:
-        _set_status(version.id, VersionStatus.FAILED, "The stored file is missing.")
         return None
     with transaction.atomic():
         # A re-delivered task starts over; deterministic point ids make the index side harmless.
@@ -206,6 +242,29 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
         )
 
 
+def _parse_group(
+    versions: Sequence[DocumentVersion], start: int, tags_of: Callable[[DocumentVersion], list[str]]
+) -> list[DocumentVersion]:
+    """The versions from `start` on that are parsed together.
+
+    Small text and Markdown files that the same people may read share a parser child (see
+    `ingestion.sandbox`); every other file is parsed alone.
+    """
+    first = versions[start]
+    group = [first]
+    if not shareable(first.original_name, first.size_bytes):
+        return group
+    for version in versions[start + 1 : start + SHARED_CHILD_FILES]:
+        if (
+            version.is_final
+            or not shareable(version.original_name, version.size_bytes)
+            or tags_of(version) != tags_of(first)
+        ):
+            break
+        group.append(version)
+    return group
+
+
 def _attachments_queued(message: DocumentVersion) -> list[DocumentVersion]:
     return list(
         DocumentVersion.objects.filter(
@@ -242,6 +301,12 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     in_flight: deque[tuple[Future[None], list[tuple[DocumentVersion, ChunkDraft]]]] = deque()
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
+
+    def tags(version: DocumentVersion) -> list[str]:
+        """The access tags the version's passages are written with, read once per run."""
+        if version.id not in tags_of:
+            tags_of[version.id] = document_access_tags(version.document)
+        return tags_of[version.id]
 
     def settle(written: Future[None], batch: list[tuple[DocumentVersion, ChunkDraft]]) -> None:
         """Once a batch is in the index: its progress, and the versions it completes."""
@@ -319,19 +384,23 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     ):
         # A message's attachments, queued as documents of their own while it is parsed,
         # join the end of the list and are ingested in this same run.
-        for version in versions:
-            if version.is_final:
+        position = 0
+        while position < len(versions):
+            if versions[position].is_final:
+                position += 1
                 continue
-            chunked = _parse_and_chunk(version)
-            if chunked is None:
-                continue
-            if chunked.has_attachments:
-                versions.extend(_attachments_queued(version))
-            tags_of[version.id] = document_access_tags(version.document)
-            chunked_of[version.id] = chunked
-            remaining[version.id] = len(chunked.drafts)
-            parsed_ahead.extend((version, draft) for draft in chunked.drafts)
-            submit_parsed(everything=False, encoder=encoder, writer=writer)
+            group = _parse_group(versions, position, tags)
+            position += len(group)
+            for version, chunked in zip(group, _parse_and_chunk(group), strict=True):
+                if chunked is None:
+                    continue
+                if chunked.has_attachments:
+                    versions.extend(_attachments_queued(version))
+                tags(version)
+                chunked_of[version.id] = chunked
+                remaining[version.id] = len(chunked.drafts)
+                parsed_ahead.extend((version, draft) for draft in chunked.drafts)
+                submit_parsed(everything=False, encoder=encoder, writer=writer)
         submit_parsed(everything=True, encoder=encoder, writer=writer)
         while in_flight:
             settle(*in_flight.popleft())

@@ -16,6 +16,14 @@ Celery's prefork pool, whose processes `multiprocessing` refuses to let have chi
 A child answers in JSON, not pickle: a child that a file managed to subvert cannot make the
 worker run code by answering.
 
+Each file gets a child of its own, with one exception that matters for speed: a fork and its
+exit cost several milliseconds of CPU, many times what parsing a short text or Markdown file
+does. Those two kinds are read by Python code only (no C parser), so a file can make its reader
+slow or hungry but cannot take it over and reach another file; small files of these kinds that
+the same people may read therefore share a child (`parse_documents_isolated`). Whatever goes
+wrong in a shared child, each of its files is parsed again alone, so a bad file still fails
+alone and with its own reason.
+
 This module imports no Django at the top, so that the server and its children stay small.
 """
 
@@ -35,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -47,7 +55,9 @@ from ingestion.parsing import (
     ParseError,
     ParseLimits,
     Section,
+    detect_type,
     parse_document,
+    type_by_extension,
 )
 from ingestion.parsing.ocr import ocr_unavailable_reason, ocr_version, progress_to
 
@@ -85,6 +95,11 @@ _READ_BLOCK = 1024 * 1024
 _PROGRESS = "progress"
 _PROGRESS_MAX_CHARS = 200
 _ENVIRONMENT_KEPT = frozenset({"PATH", "LANG", "TMPDIR", "TZ"})
+# Kinds whose parsers are Python code only (see the module's docstring), and how much one
+# shared child reads: small enough that parsing again alone after a failure costs little.
+_SHAREABLE_TYPES = frozenset({"text", "markdown"})
+SHARED_CHILD_FILES = 32
+SHARED_CHILD_BYTES = 256 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +150,88 @@ def parse_document_isolated(
     if exitcode != 0 or answer is None:
         raise ParseError(_death_message(exitcode, sandbox))
     return _document_from_answer(answer)
+
+
+def shareable(filename: str, size_bytes: int) -> bool:
+    """Whether a file may share its parser child with others (by its name and size)."""
+    return size_bytes <= SHARED_CHILD_BYTES and type_by_extension(filename) in _SHAREABLE_TYPES
+
+
+def parse_documents_isolated(
+    files: Sequence[tuple[bytes, str]],
+    *,
+    limits: ParseLimits = _DEFAULT_PARSE_LIMITS,
+    sandbox: SandboxLimits = _DEFAULT_SANDBOX_LIMITS,
+) -> list[ParsedDocument | ParseError]:
+    """For each (data, filename), what `parse_document_isolated` returns or raises, in order.
+
+    Small text and Markdown files share children, as many as `SHARED_CHILD_FILES` and
+    `SHARED_CHILD_BYTES` allow; the caller passes only files that the same people may read.
+    """
+    outcomes: list[ParsedDocument | ParseError | None] = [None] * len(files)
+    sharing: list[int] = []
+
+    def parse_shared() -> None:
+        shared = _parse_shared([files[index] for index in sharing], limits, sandbox)
+        for index, outcome in zip(sharing, shared, strict=True):
+            outcomes[index] = outcome
+        sharing.clear()
+
+    for index, (data, filename) in enumerate(files):
+        if not shareable(filename, len(data)):
+            continue
+        if len(sharing) == SHARED_CHILD_FILES or (
+            sum(len(files[shared][0]) for shared in sharing) + len(data) > SHARED_CHILD_BYTES
+        ):
+            parse_shared()
+        sharing.append(index)
+    if sharing:
+        parse_shared()
+    # The files that were not shared, or that their shared child left to a child of their own.
+    return [
+        outcome if outcome is not None else _parse_alone(*files[index], limits, sandbox)
+        for index, outcome in enumerate(outcomes)
+    ]
+
+
+def _parse_alone(
+    data: bytes, filename: str, limits: ParseLimits, sandbox: SandboxLimits
+) -> ParsedDocument | ParseError:
+    try:
+        return parse_document_isolated(data, filename, limits=limits, sandbox=sandbox)
+    except ParseError as error:
+        return error
+
+
+def _parse_shared(
+    files: Sequence[tuple[bytes, str]], limits: ParseLimits, sandbox: SandboxLimits
+) -> list[ParsedDocument | ParseError | None]:
+    """Parse `files` in one child; None for each file to parse again alone.
+
+    A child that broke a limit, crashed or answered nonsense leaves every one of its files to
+    a child of its own: which file did it is not known, and only that one may fail.
+    """
+    if len(files) == 1:
+        return [None]
+    request = {
+        "files": [[filename, len(data)] for data, filename in files],
+        "limits": asdict(limits),
+        "memory_bytes": sandbox.memory_mb * MB,
+        "cpu_seconds": int(sandbox.timeout_s) + _CPU_GRACE_S,
+        "timeout_s": sandbox.timeout_s,
+    }
+    status, exitcode, answer = _server.exchange(
+        request, b"".join(data for data, _ in files), sandbox.timeout_s
+    )
+    if status != "exited" or exitcode != 0 or answer is None:
+        return [None] * len(files)
+    try:
+        answers = json.loads(answer)["shared"]
+        if len(answers) != len(files):
+            return [None] * len(files)
+        return [None if "alone" in one else _outcome_from_answer(one) for one in answers]
+    except (ValueError, KeyError, TypeError, ParseError):
+        return [None] * len(files)
 
 
 def sandbox_warm_up() -> None:
@@ -205,9 +302,19 @@ def _death_message(exitcode: int | None, sandbox: SandboxLimits) -> str:
 
 def _document_from_answer(answer: bytes) -> ParsedDocument:
     try:
-        decoded = json.loads(answer)
+        outcome = _outcome_from_answer(json.loads(answer))
+    except ValueError as error:
+        raise ParseError(_death_message(None, _DEFAULT_SANDBOX_LIMITS)) from error
+    if isinstance(outcome, ParseError):
+        raise outcome
+    return outcome
+
+
+def _outcome_from_answer(decoded: dict[str, Any]) -> ParsedDocument | ParseError:
+    """One file's answer from a child: its parsed document, or the parser's refusal."""
+    try:
         if "refused" in decoded:
-            raise ParseError(str(decoded["refused"]))
+            return ParseError(str(decoded["refused"]))
         parsed = decoded["parsed"]
         sections = [
             Section(
@@ -482,15 +589,44 @@ def _child_main(
 
 def _child_answer(request: dict[str, Any], data: bytes, memory_bytes: int) -> bytes | None:
     """The JSON answer for the parent, or None when the parse ran out of memory."""
+    limits = ParseLimits(**request["limits"])
+    if "files" in request:
+        return _shared_child_answer(request["files"], data, limits, memory_bytes)
     try:
-        document = parse_document(
-            data, request["filename"], limits=ParseLimits(**request["limits"])
-        )
+        document = parse_document(data, request["filename"], limits=limits)
     except ParseError as error:
         if _reached_memory_limit(memory_bytes):
             return None
         return json.dumps({"refused": str(error)}).encode()
-    parsed = {
+    return json.dumps({"parsed": _document_json(document)}).encode()
+
+
+def _shared_child_answer(
+    files: list[tuple[str, int]], data: bytes, limits: ParseLimits, memory_bytes: int
+) -> bytes | None:
+    """A shared child's answer: for each file, its document, its refusal, or "alone" when its
+    content turns out to be a kind that only a child of its own may read."""
+    answers: list[dict[str, Any]] = []
+    offset = 0
+    for filename, size in files:
+        content = data[offset : offset + size]
+        offset += size
+        try:
+            if detect_type(content, filename) not in _SHAREABLE_TYPES:
+                answers.append({"alone": True})
+                continue
+            document = parse_document(content, filename, limits=limits)
+        except ParseError as error:
+            if _reached_memory_limit(memory_bytes):
+                return None
+            answers.append({"refused": str(error)})
+            continue
+        answers.append({"parsed": _document_json(document)})
+    return json.dumps({"shared": answers}).encode()
+
+
+def _document_json(document: ParsedDocument) -> dict[str, Any]:
+    return {
         "title": document.title,
         "detected_type": document.detected_type,
         "running_text": document.running_text,
@@ -505,7 +641,6 @@ def _child_answer(request: dict[str, Any], data: bytes, memory_bytes: int) -> by
             for attachment in document.attachments
         ],
     }
-    return json.dumps({"parsed": parsed}).encode()
 
 
 def _reached_memory_limit(memory_bytes: int) -> bool:

@@ -13,7 +13,12 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from ingestion.parsing.detection import TYPE_NAMES, detect_type, detect_type_of_file
+from ingestion.parsing.detection import (
+    TYPE_NAMES,
+    detect_type,
+    detect_type_of_file,
+    type_by_extension,
+)
 from ingestion.parsing.document import (
     Attachment,
     FormatParser,
@@ -43,6 +48,7 @@ __all__ = [
     "encoded_text",
     "parse_document",
     "safe_filename",
+    "type_by_extension",
 ]
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")

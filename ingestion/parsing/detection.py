@@ -84,6 +84,11 @@ _HTML_START = re.compile(
 )
 
 
+def type_by_extension(filename: str) -> str | None:
+    """The type a file's extension claims, before its content is looked at; None if unknown."""
+    return _EXTENSION_TYPES.get(PurePath(filename).suffix.lower())
+
+
 def detect_type(data: bytes, filename: str) -> str:
     """Return the document type of `data`, judged by its content.
 
@@ -92,7 +97,7 @@ def detect_type(data: bytes, filename: str) -> str:
     """
     if not data:
         raise ParseError("The file is empty.")
-    expected = _EXTENSION_TYPES.get(PurePath(filename).suffix.lower())
+    expected = type_by_extension(filename)
     content_type, description = _sniff_content(data)
     if content_type in ("pdf", "docx", "pptx", "xlsx", "image"):
         if expected is None or expected == content_type:

@@ -101,7 +101,9 @@ def _markdown_sections(tokens: list[Any], *, drop_link_lists: bool) -> SectionBu
             # pieces would crowd the passage for the encoder, and every line still reads as code.
             builder.preformatted(_indented(token.content))
         elif kind == "html_block":
-            builder.block(BeautifulSoup(token.content, "lxml").get_text(" "))
+            # Python's own HTML parser, not lxml's C one: Markdown is read by Python code only,
+            # which is what lets small Markdown files share a parser child (ingestion.sandbox).
+            builder.block(BeautifulSoup(token.content, "html.parser").get_text(" "))
         elif kind == "paragraph_close":
             builder.end_block(paragraph=not token.hidden)
         elif kind.endswith("_close"):

@@ -32,10 +32,16 @@ import redis
 from django.contrib.auth.models import User
 
 from assistant.retrieval import passages_for_user
+from ingestion import sandbox
 from ingestion.models import DocumentVersion, VersionStatus
-from ingestion.parsing import ParseError, parse_document
+from ingestion.parsing import ParsedDocument, ParseError, parse_document
 from ingestion.runner import run_pending_once
-from ingestion.sandbox import SandboxLimits, limits_from_settings, parse_document_isolated
+from ingestion.sandbox import (
+    SandboxLimits,
+    limits_from_settings,
+    parse_document_isolated,
+    parse_documents_isolated,
+)
 from ingestion.services import document_upload_bytes
 
 MB = 1024 * 1024
@@ -203,6 +209,47 @@ def test_a_parser_that_dies_fails_its_file_and_not_the_caller(
             parsing.result(timeout=60)
 
     assert parse_document_isolated(GOOD_MARKDOWN, "parking.md").title == "Parking"
+
+
+def test_small_text_files_share_a_child_and_read_as_each_alone(shared_data: Path) -> None:
+    pdf = shared_data / "samples" / "pdf" / "fhs-3.0.pdf"
+    files = [
+        (GOOD_MARKDOWN, "parking.md"),
+        (b"Lunch is served from noon to two.\n", "canteen.txt"),
+        (b"", "empty.md"),
+        # A PDF by its content: refused as Markdown, as it is when it is read alone.
+        (pdf.read_bytes()[:4096], "minutes.md"),
+        (pdf.read_bytes(), pdf.name),
+        (b"## Badges\n\nLost badges are replaced at the front desk.\n", "badges.md"),
+    ]
+    expected: list[object] = []
+    for data, name in files:
+        try:
+            expected.append(parse_document(data, name))
+        except ParseError as error:
+            expected.append(str(error))
+    exchanges_before = sandbox._server._requests
+
+    outcomes = parse_documents_isolated(files)
+
+    assert [
+        str(outcome) if isinstance(outcome, ParseError) else outcome for outcome in outcomes
+    ] == expected
+    # The five small files (the one that only claims to be Markdown is refused by its content
+    # before any parser reads it) shared one child; the PDF had a child of its own.
+    assert sandbox._server._requests - exchanges_before == 2
+
+
+def test_a_file_that_stalls_a_shared_child_fails_alone_and_the_others_are_read() -> None:
+    files = [(GOOD_MARKDOWN, "parking.md"), (crawling_markdown(), "notes.md")]
+
+    parking, notes = parse_documents_isolated(files, sandbox=SandboxLimits(timeout_s=1))
+
+    assert isinstance(parking, ParsedDocument)
+    assert parking.title == "Parking"
+    assert isinstance(notes, ParseError)
+    assert str(notes).startswith("Reading the file took longer than 1 s")
+    assert parser_children() == []
 
 
 def test_limits_are_read_from_the_settings(settings: Any) -> None:
