@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -330,9 +329,6 @@ CHUNK_MAX_TOKENS = env_int("CHUNK_MAX_TOKENS", 224)
 # "0 of 309" for 20 s). 128 rather than 64: each batch ends with one core idle while the
 # other finishes its last request, and fewer batches gave 0.72x to 0.75-0.78x of the raw model.
 INGEST_EMBED_BATCH = env_int("INGEST_EMBED_BATCH", 128)
-# The cores belong to the embedding model: the tokenizer's own thread pool only contended with
-# it for them (ingestion measured 1.03x faster without it).
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 40)
 
 # Retrieval: hybrid dense + BM25, fused inside Qdrant; a local cross-encoder folder enables rerank.
