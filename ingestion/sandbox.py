@@ -137,13 +137,7 @@ def parse_document_isolated(
     a message for the uploader; nothing the file does can end the calling process. Slow
     parsers (OCR) say how far they are; `progress` hears each such line as it comes.
     """
-    request = {
-        "filename": filename,
-        "limits": asdict(limits),
-        "memory_bytes": sandbox.memory_mb * MB,
-        "cpu_seconds": int(sandbox.timeout_s) + _CPU_GRACE_S,
-        "timeout_s": sandbox.timeout_s,
-    }
+    request = {"filename": filename, **_limits_request(limits, sandbox)}
     status, exitcode, answer = _server.exchange(request, data, sandbox.timeout_s, progress)
     if status == "timeout" or exitcode == -signal.SIGXCPU:
         raise ParseError(_timeout_message(sandbox))
@@ -170,21 +164,23 @@ def parse_documents_isolated(
     """
     outcomes: list[ParsedDocument | ParseError | None] = [None] * len(files)
     sharing: list[int] = []
+    sharing_bytes = 0
 
     def parse_shared() -> None:
+        nonlocal sharing_bytes
         shared = _parse_shared([files[index] for index in sharing], limits, sandbox)
         for index, outcome in zip(sharing, shared, strict=True):
             outcomes[index] = outcome
         sharing.clear()
+        sharing_bytes = 0
 
     for index, (data, filename) in enumerate(files):
         if not shareable(filename, len(data)):
             continue
-        if len(sharing) == SHARED_CHILD_FILES or (
-            sum(len(files[shared][0]) for shared in sharing) + len(data) > SHARED_CHILD_BYTES
-        ):
+        if len(sharing) == SHARED_CHILD_FILES or sharing_bytes + len(data) > SHARED_CHILD_BYTES:
             parse_shared()
         sharing.append(index)
+        sharing_bytes += len(data)
     if sharing:
         parse_shared()
     # The files that were not shared, or that their shared child left to a child of their own.
@@ -215,10 +211,7 @@ def _parse_shared(
         return [None]
     request = {
         "files": [[filename, len(data)] for data, filename in files],
-        "limits": asdict(limits),
-        "memory_bytes": sandbox.memory_mb * MB,
-        "cpu_seconds": int(sandbox.timeout_s) + _CPU_GRACE_S,
-        "timeout_s": sandbox.timeout_s,
+        **_limits_request(limits, sandbox),
     }
     status, exitcode, answer = _server.exchange(
         request, b"".join(data for data, _ in files), sandbox.timeout_s
@@ -232,6 +225,16 @@ def _parse_shared(
         return [None if "alone" in one else _outcome_from_answer(one) for one in answers]
     except (ValueError, KeyError, TypeError, ParseError):
         return [None] * len(files)
+
+
+def _limits_request(limits: ParseLimits, sandbox: SandboxLimits) -> dict[str, Any]:
+    """What a request tells the parser server about the limits its child runs under."""
+    return {
+        "limits": asdict(limits),
+        "memory_bytes": sandbox.memory_mb * MB,
+        "cpu_seconds": int(sandbox.timeout_s) + _CPU_GRACE_S,
+        "timeout_s": sandbox.timeout_s,
+    }
 
 
 def sandbox_warm_up() -> None:
