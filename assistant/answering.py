@@ -236,24 +236,35 @@ def _start_many(starts: list[tuple[_Draft, str]]) -> list[int]:
 class _StartGroup:
     """Gathers the starts of questions that reach this point together into one write.
 
-    The first to arrive writes for everyone waiting (in its own request's thread, so a
-    test's or a request's database connection is the one used); a failed group is written
-    again one by one, so one bad question never keeps another from starting.
+    One write at a time (group commit): the questions that arrive while a group is being
+    written wait and form the next group, instead of each group contending for the
+    database's write lock. The one that takes the turn writes for everyone waiting (in its
+    own request's thread, so a test's or a request's database connection is the one used);
+    a failed group is written again one by one, so one bad question never keeps another
+    from starting.
     """
 
     def __init__(self) -> None:
         self._waiting: list[tuple[_Draft, str, asyncio.Future[int]]] = []
+        self._turn = asyncio.Lock()
 
     async def start(self, draft: _Draft, mode: str) -> int:
         loop = asyncio.get_running_loop()
         started: asyncio.Future[int] = loop.create_future()
         self._waiting.append((draft, mode, started))
-        if len(self._waiting) == 1:
-            # Let the questions that are a step behind join before the write.
-            await asyncio.sleep(0)
-            group, self._waiting = self._waiting, []
-            # Shielded: the others' starts go on even if this question's client leaves.
-            await asyncio.shield(asyncio.ensure_future(self._write(group)))
+        try:
+            async with self._turn:
+                if not started.done():
+                    # Let the questions that are a step behind join before the write.
+                    await asyncio.sleep(0)
+                    group, self._waiting = self._waiting, []
+                    if group:
+                        # Shielded: the others' starts go on if this question's client leaves.
+                        await asyncio.shield(asyncio.ensure_future(self._write(group)))
+        except asyncio.CancelledError:
+            # A question whose client left before a group took it is not started at all.
+            self._waiting = [item for item in self._waiting if item[2] is not started]
+            raise
         return await started
 
     @staticmethod

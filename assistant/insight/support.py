@@ -407,10 +407,17 @@ def _work() -> None:
 
 
 def support_measure_pending(answer_id: int) -> None:
-    """The support thread's work for one answer; a measure already there is kept."""
+    """The support thread's work for one answer; a measure already there is kept.
+
+    Nobody waits for it, so it encodes on one core: on a 2-core machine the other stays
+    with the questions being answered meanwhile.
+    """
+    from ingestion.passage_vectors import dense
+
     answer = Answer.objects.filter(id=answer_id).first()
     if answer is not None:
-        support_for_answer(answer)
+        with dense().on_one_core():
+            support_for_answer(answer)
 
 
 def answer_recorded(sender: type[Answer], instance: Answer, **kwargs: Any) -> None:

@@ -258,3 +258,39 @@ def test_answers_streaming_at_once_do_not_hold_a_database_connection_each(
     assert statuses == ["answered"] * streams
     # This test's own connection, the counting thread's and the checkpointer's at most.
     assert held - baseline <= 3, f"{held - baseline} connections for {streams} streams"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_questions_asked_at_once_are_each_recorded_once_before_they_stream(
+    library: Library,
+) -> None:
+    """Starts are written a group at a time; those arriving during a write form the next."""
+    from asgiref.sync import ThreadSensitiveContext
+
+    from audit.models import AuditEvent, AuditRecord
+
+    questions = [f"When is test flight {number} of Project Nightjar?" for number in range(12)]
+
+    async def one_answer(question: str) -> tuple[int, int, str]:
+        async with ThreadSensitiveContext():
+            started = done = 0
+            status = ""
+            async for event in answer_events(user=library.alice, question=question):
+                if event.kind == "meta":
+                    started = event.data["answer_id"]
+                elif event.kind == "done":
+                    done, status = event.data["answer_id"], event.data["status"]
+            return started, done, status
+
+    async def all_at_once() -> list[tuple[int, int, str]]:
+        return list(await asyncio.gather(*(one_answer(question) for question in questions)))
+
+    results = asyncio.run(all_at_once())
+
+    assert all(started == done and status == "answered" for started, done, status in results)
+    answer_ids = {started for started, _, _ in results}
+    assert len(answer_ids) == len(questions)
+    records = AuditRecord.objects.filter(event=AuditEvent.ANSWER_STARTED, answer_id__in=answer_ids)
+    assert sorted(int(record.answer_id or 0) for record in records) == sorted(answer_ids)
+    asked = {Answer.objects.get(id=answer_id).question for answer_id in answer_ids}
+    assert asked == set(questions)

@@ -59,9 +59,14 @@ def test_sparse_vectors_weigh_the_words_of_a_document() -> None:
 def test_questions_asked_at_once_get_the_same_vectors_as_alone(fp32: DenseEncoder) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    questions = [f"Where do visitors park on day {day}?" for day in range(12)]
+    # More than one group of the question encoder, of lengths in no order: each caller
+    # still gets the vector of its own question.
+    questions = [
+        f"Where do visitors park on day {day}?" + " And for how long?" * (day * 7 % 5)
+        for day in range(40)
+    ]
     alone = [fp32.encode([question])[0] for question in questions]
-    with ThreadPoolExecutor(12) as pool:
+    with ThreadPoolExecutor(40) as pool:
         together = list(pool.map(fp32.encode_query, questions))
     for single, batched in zip(alone, together, strict=True):
         assert float(np.dot(single, batched)) > 0.9999
@@ -118,6 +123,12 @@ def test_openvino_compiles_the_same_model_once_and_gives_the_same_vectors(
     assert len(many) > (compiled.passages_per_request or 0) * 2
     cosine = np.sum(compiled.encode(many) * fp32.encode(many), axis=1)
     assert cosine.min() > 0.9999
+
+    # Work set aside on one core (an answer's support measure) gets the same vectors.
+    with compiled.on_one_core(), fp32.on_one_core():
+        aside, aside_torch = compiled.encode(many), fp32.encode(many)
+    assert np.sum(aside * fp32.encode(many), axis=1).min() > 0.9999
+    assert np.sum(aside_torch * fp32.encode(many), axis=1).min() > 0.9999
 
 
 def test_auto_keeps_an_engine_whose_vectors_match_torch(tmp_path: Path) -> None:
