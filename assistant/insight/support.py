@@ -20,11 +20,11 @@ a post-save hook: the stream has ended by then), or when an auditor first looks
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import re
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -365,9 +365,12 @@ def supports_fill(answers: QuerySet[Answer], *, limit: int) -> int:
 
 # Seconds the support thread waits after an answer is recorded before it measures.
 SUPPORT_DELAY_S = 2.0
-_pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+# The most seconds the end of the process waits for the measure in hand.
+SUPPORT_STOP_WAIT_S = 10.0
+_pending: queue.SimpleQueue[int | None] = queue.SimpleQueue()
 _worker_lock = threading.Lock()
 _worker: threading.Thread | None = None
+_stopping = threading.Event()
 
 
 def support_later(answer_id: int) -> None:
@@ -379,17 +382,38 @@ def _enqueue(answer_id: int) -> None:
     global _worker
     _pending.put(answer_id)
     with _worker_lock:
+        if _stopping.is_set():
+            return
         if _worker is None or not _worker.is_alive():
             _worker = threading.Thread(target=_work, name="answer-support", daemon=True)
             _worker.start()
 
 
+def support_thread_stop() -> None:
+    """At the end of the process: let the measure in hand finish, then end the thread.
+
+    A daemon thread still inside the encoder's native code when the interpreter ends aborts
+    the process ("exception not rethrown"). Answers not measured yet are measured when an
+    auditor first looks at them.
+    """
+    with _worker_lock:
+        _stopping.set()
+        worker = _worker
+    _pending.put(None)
+    if worker is not None and worker is not threading.current_thread():
+        worker.join(timeout=SUPPORT_STOP_WAIT_S)
+
+
+atexit.register(support_thread_stop)
+
+
 def _work() -> None:
-    while True:
+    while not _stopping.is_set():
         waiting = [_pending.get()]
         # Let the page that just received the answer fetch it first; then take every answer
         # recorded meanwhile.
-        time.sleep(SUPPORT_DELAY_S)
+        if _stopping.wait(SUPPORT_DELAY_S):
+            return
         while True:
             try:
                 waiting.append(_pending.get_nowait())
@@ -398,6 +422,8 @@ def _work() -> None:
         try:
             close_old_connections()
             for answer_id in dict.fromkeys(waiting):
+                if answer_id is None or _stopping.is_set():
+                    continue
                 try:
                     support_measure_pending(answer_id)
                 except Exception:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import queue
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -581,3 +583,25 @@ def test_no_thread_measures_when_it_is_switched_off(
     with django_capture_on_commit_callbacks(execute=True):
         record(office.erin, "Budget?")
     assert measured == []
+
+
+def test_the_end_of_the_process_ends_the_support_thread_after_its_measure(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A support thread still in the encoder's native code when the interpreter ends would
+    abort the process; at exit the thread finishes the measure in hand and ends."""
+    monkeypatch.setattr(support, "_pending", queue.SimpleQueue())
+    monkeypatch.setattr(support, "_stopping", threading.Event())
+    monkeypatch.setattr(support, "_worker", None)
+    monkeypatch.setattr(support, "SUPPORT_DELAY_S", 0.0)
+    answer = record(office.erin, "Budget?", answer="The travel budget for 2031 is 48,000 euros.")
+    support._enqueue(answer.pk)
+    worker = support._worker
+    assert worker is not None
+    assert worker.is_alive()
+
+    support.support_thread_stop()
+
+    assert not worker.is_alive()
+    support._enqueue(answer.pk)  # an answer recorded while the process ends starts no thread
+    assert support._worker is worker
