@@ -15,7 +15,8 @@ enough, lexically or in meaning (the thresholds below). Sentences of fewer than
 
 The measure runs after the answer is recorded, on a thread of its own (`support_later`, from
 a post-save hook: the stream has ended by then), or when an auditor first looks
-(`support_for_answer`). It never runs while an answer streams.
+(`support_for_answer`). It never runs while its own answer streams; while others are
+being served it encodes on one core and takes a bounded share of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +39,7 @@ from django.db.models import QuerySet
 from assistant.extractive import STOPWORDS
 from assistant.insight.vectors import VectorCache
 from assistant.models import Answer, AnswerStatus, AnswerSupport
+from config.activity import serving_activity
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +370,11 @@ def supports_fill(answers: QuerySet[Answer], *, limit: int) -> int:
 SUPPORT_DELAY_S = 2.0
 # The most seconds the end of the process waits for the measure in hand.
 SUPPORT_STOP_WAIT_S = 10.0
+# While people are being served, the support thread takes at most this share of one core:
+# after a measure of t seconds it rests t * (1 - share) / share. Under a steady load the
+# measures fall behind rather than take the cores from questions; they catch up when the
+# process is quiet (an answer not measured yet is measured when an auditor first opens it).
+SUPPORT_SHARE_WHILE_SERVING = 0.25
 _pending: queue.SimpleQueue[int | None] = queue.SimpleQueue()
 _worker_lock = threading.Lock()
 _worker: threading.Thread | None = None
@@ -424,10 +432,14 @@ def _work() -> None:
             for answer_id in dict.fromkeys(waiting):
                 if answer_id is None or _stopping.is_set():
                     continue
+                started = time.monotonic()
                 try:
                     support_measure_pending(answer_id)
                 except Exception:
                     logger.exception("Measuring the support of answer %s failed", answer_id)
+                if serving_activity.in_flight:
+                    share = SUPPORT_SHARE_WHILE_SERVING
+                    _stopping.wait((time.monotonic() - started) * (1 - share) / share)
         finally:
             connection.close()
 
