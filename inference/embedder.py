@@ -116,8 +116,8 @@ class DenseEncoder:
         # Questions do not wait behind an ingestion batch; inference does not change the
         # model, so both threads may share it. Which engine answers a short question sooner
         # depends on the CPU (torch on one thread: 10.9 ms against OpenVINO's 14.1 on an AMD
-        # EPYC with AVX-512; 23 ms against 2.5 on a Xeon with AMX; 22.7 against 7.9 on one
-        # without AVX-512), so the question thread measures both.
+        # EPYC with AVX-512; 23 ms against 2.5 on a Xeon with AMX; 27 against 15, OpenVINO
+        # also on one thread, on one without AVX-512), so the question thread measures both.
         self.question_backend: Backend = "torch"
         self.question_note = ""
         self._question_engine: Callable[[list[str]], np.ndarray] | None = None
