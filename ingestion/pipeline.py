@@ -63,7 +63,7 @@ class _Chunked:
 
 
 def _parse_and_chunk(versions: Sequence[DocumentVersion]) -> list[_Chunked | None]:
-    """Parse the stored files and save their chunks; None for each file that failed (recorded).
+    """Parse the stored files and save their passages; None for each file that failed (recorded).
 
     The versions come from `_parse_group`: more than one only when they may share a parser
     child. A document's title, when its file gives one, is set on `version.document` too.
@@ -110,15 +110,24 @@ def _parse_and_chunk(versions: Sequence[DocumentVersion]) -> list[_Chunked | Non
         parsed_of = {
             version.id: outcome for version, outcome in zip(readable, outcomes, strict=True)
         }
-    return [
-        _chunk_and_store(version, parsed_of[version.id]) if version.id in parsed_of else None
-        for version in versions
-    ]
+    chunked_of: dict[int, tuple[ParsedDocument, list[ChunkDraft]]] = {}
+    for version in readable:
+        chunked = _chunked(version, parsed_of[version.id])
+        if chunked is not None:
+            chunked_of[version.id] = chunked
+    # The group's passages are written in one transaction: with many small files, one per
+    # file made the parser wait for the database's write lock once more per file.
+    with transaction.atomic():
+        return [
+            _stored(version, *chunked_of[version.id]) if version.id in chunked_of else None
+            for version in versions
+        ]
 
 
-def _chunk_and_store(
+def _chunked(
     version: DocumentVersion, parsed: ParsedDocument | ParseError
-) -> _Chunked | None:
+) -> tuple[ParsedDocument, list[ChunkDraft]] | None:
+    """The file's passages; None, and the version failed with the reason, if it has none."""
     try:
         if isinstance(parsed, ParseError):
             raise parsed
@@ -133,6 +142,11 @@ def _chunk_and_store(
     except ParseError as error:
         _set_status(version.id, VersionStatus.FAILED, str(error))
         return None
+    return parsed, drafts
+
+
+def _stored(version: DocumentVersion, parsed: ParsedDocument, drafts: list[ChunkDraft]) -> _Chunked:
+    """Save the passages and what the file said of itself; the version is then EMBEDDING."""
     with transaction.atomic():
         # A re-delivered task starts over; deterministic point ids make the index side harmless.
         Chunk.objects.filter(version=version).delete()
@@ -186,15 +200,24 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
     A version is READY only once search serves it: whoever sees READY and asks at once
     finds its passages.
     """
-    finished: dict[int, int] = {}
+    finished: list[int] = []
     activate: list[int] = []
     retag: dict[int, list[str]] = {}
     stale_versions: list[int] = []
     deleted_documents: list[int] = []
-    for version_id, indexed_tags in indexed_with_tags.items():
-        with transaction.atomic():
-            version = DocumentVersion.objects.select_for_update().get(id=version_id)
-            document = Document.objects.select_for_update().get(id=version.document_id)
+    if not indexed_with_tags:
+        return
+    # One transaction for all the versions a batch completes: with many small files, one
+    # per version made the parser wait for the database's write lock once more per file.
+    # Rows are locked in id order, versions before documents, as every caller does.
+    with transaction.atomic():
+        versions_of = DocumentVersion.objects.select_for_update().in_bulk(sorted(indexed_with_tags))
+        documents_of = Document.objects.select_for_update().in_bulk(
+            sorted({version.document_id for version in versions_of.values()})
+        )
+        for version_id, indexed_tags in indexed_with_tags.items():
+            version = versions_of[version_id]
+            document = documents_of[version.document_id]
             if version.status == VersionStatus.READY and document.current_version_id == version.id:
                 # Another delivery of this task finished it first, and this one wrote its
                 # passages again (switched off): switch them back on.
@@ -202,7 +225,7 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
                 continue
             if version.status != VersionStatus.EMBEDDING:
                 continue
-            finished[version.id] = version.chunks_total
+            finished.append(version.id)
             if document.deleted_at is not None:
                 deleted_documents.append(document.id)
                 continue
@@ -220,7 +243,7 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
             # Older versions served until now, or finished a moment ago in this same call.
             stale_versions.extend(
                 document.versions.exclude(id=version.id)
-                .filter(Q(status=VersionStatus.READY) | Q(id__in=list(finished)))
+                .filter(Q(status=VersionStatus.READY) | Q(id__in=finished))
                 .values_list("id", flat=True)
             )
     index = vector_index()
@@ -235,11 +258,10 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
         index.delete(version_id=version_id)
     for document_id in deleted_documents:
         index.delete(document_id=document_id)
-    for version_id, chunks_total in finished.items():
-        # A version cancelled meanwhile stays cancelled.
-        DocumentVersion.objects.filter(id=version_id, status=VersionStatus.EMBEDDING).update(
-            status=VersionStatus.READY, chunks_done=chunks_total, finished_at=timezone.now()
-        )
+    # A version cancelled meanwhile stays cancelled.
+    DocumentVersion.objects.filter(id__in=finished, status=VersionStatus.EMBEDDING).update(
+        status=VersionStatus.READY, chunks_done=F("chunks_total"), finished_at=timezone.now()
+    )
 
 
 def _parse_group(
@@ -280,7 +302,32 @@ def _attachments_queued(message: DocumentVersion) -> list[DocumentVersion]:
 _PARSE_AHEAD_BATCHES = 2
 
 
-def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
+# Files claimed at once by `versions_claim_queued`.
+FILES_PER_CLAIM = 256
+
+
+def versions_claim_queued(limit: int = FILES_PER_CLAIM) -> list[int]:
+    """Take the oldest queued versions for ingestion here (marked PARSING); their ids."""
+    with transaction.atomic():
+        ids = list(
+            DocumentVersion.objects.filter(status=VersionStatus.QUEUED)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if ids:
+            DocumentVersion.objects.filter(id__in=ids, status=VersionStatus.QUEUED).update(
+                status=VersionStatus.PARSING
+            )
+    return ids
+
+
+def _versions_loaded(version_ids: Sequence[int]) -> list[DocumentVersion]:
+    return list(
+        DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
+    )
+
+
+def versions_ingest(version_ids: Sequence[int], *, join_queued: bool = False) -> dict[int, str]:
     """Parse, chunk, embed and index versions; chunks of many small files share batches.
 
     Every file fails alone: a broken one ends FAILED with its reason and the rest go on.
@@ -288,10 +335,14 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
 
     Three stages overlap: this thread parses (in the sandbox) and keeps the books in the
     database, one thread embeds, one writes into the index, each batch in order.
+
+    With `join_queued` (the standalone runner, the one process that ingests), versions queued
+    meanwhile join this run when the parser reaches the end of its list: the encoder goes on
+    from one file to the next instead of finishing each run alone, with one core idle, and
+    files uploaded one by one still fill whole batches.
     """
-    versions = list(
-        DocumentVersion.objects.filter(id__in=version_ids).select_related("document").order_by("id")
-    )
+    versions = _versions_loaded(version_ids)
+    handled = list(version_ids)
     remaining: dict[int, int] = {}
     tags_of: dict[int, list[str]] = {}
     chunked_of: dict[int, _Chunked] = {}
@@ -385,22 +436,38 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
         # A message's attachments, queued as documents of their own while it is parsed,
         # join the end of the list and are ingested in this same run.
         position = 0
-        while position < len(versions):
-            if versions[position].is_final:
-                position += 1
-                continue
-            group = _parse_group(versions, position, tags)
-            position += len(group)
-            for version, chunked in zip(group, _parse_and_chunk(group), strict=True):
-                if chunked is None:
+        while True:
+            while position < len(versions):
+                if versions[position].is_final:
+                    position += 1
                     continue
-                if chunked.has_attachments:
-                    versions.extend(_attachments_queued(version))
-                tags(version)
-                chunked_of[version.id] = chunked
-                remaining[version.id] = len(chunked.drafts)
-                parsed_ahead.extend((version, draft) for draft in chunked.drafts)
-                submit_parsed(everything=False, encoder=encoder, writer=writer)
+                group = _parse_group(versions, position, tags)
+                position += len(group)
+                for version, chunked in zip(group, _parse_and_chunk(group), strict=True):
+                    if chunked is None:
+                        continue
+                    if chunked.has_attachments:
+                        versions.extend(_attachments_queued(version))
+                    tags(version)
+                    chunked_of[version.id] = chunked
+                    remaining[version.id] = len(chunked.drafts)
+                    parsed_ahead.extend((version, draft) for draft in chunked.drafts)
+                    submit_parsed(everything=False, encoder=encoder, writer=writer)
+            # A message's attachments are already in the list, though still queued.
+            known = {version.id for version in versions}
+            claimed = versions_claim_queued() if join_queued else []
+            joined = [version_id for version_id in claimed if version_id not in known]
+            if claimed:
+                handled.extend(joined)
+                versions.extend(_versions_loaded(joined))
+                continue
+            if not join_queued or not (parsed_ahead or in_flight):
+                break
+            # Nothing queued at the moment: the encoder takes what is parsed, and the queue is
+            # looked at again once the oldest batch is written.
+            submit_parsed(everything=True, encoder=encoder, writer=writer)
+            if in_flight:
+                settle(*in_flight.popleft())
         submit_parsed(everything=True, encoder=encoder, writer=writer)
         while in_flight:
             settle(*in_flight.popleft())
@@ -409,7 +476,7 @@ def versions_ingest(version_ids: Sequence[int]) -> dict[int, str]:
     _versions_activate({version_id: tags_of[version_id] for version_id in finished_elsewhere})
     for version_id in cancelled:
         index.delete(version_id=version_id)
-    return dict(DocumentVersion.objects.filter(id__in=version_ids).values_list("id", "status"))
+    return dict(DocumentVersion.objects.filter(id__in=handled).values_list("id", "status"))
 
 
 def _index_when_embedded(index: VectorIndex, embedded: Future[list[IndexPoint]]) -> None:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 
 from ingestion.models import DocumentVersion, VersionStatus
+from ingestion.pipeline import versions_claim_queued
 from ingestion.sandbox import sandbox_warm_up
 from ingestion.tasks import ingest_versions
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-# Files claimed at once: the parser and the encoder overlap within a run, and each run ends
-# with the encoder finishing alone, so a run holds a few hundred small files.
-FILES_PER_RUN = 256
 
 _wake = threading.Event()
 _thread: threading.Thread | None = None
@@ -31,20 +29,6 @@ def runner_wake() -> None:
     _wake.set()
 
 
-def _claim_queued() -> list[int]:
-    with transaction.atomic():
-        ids = list(
-            DocumentVersion.objects.filter(status=VersionStatus.QUEUED)
-            .order_by("id")
-            .values_list("id", flat=True)[:FILES_PER_RUN]
-        )
-        if ids:
-            DocumentVersion.objects.filter(id__in=ids, status=VersionStatus.QUEUED).update(
-                status=VersionStatus.PARSING
-            )
-    return ids
-
-
 def runner_recover() -> int:
     """Versions left mid-way by a process that died go back to the queue."""
     return DocumentVersion.objects.filter(
@@ -53,12 +37,22 @@ def runner_recover() -> int:
 
 
 def run_pending_once() -> int:
-    """Ingest what is queued now, in this thread; returns how many versions were taken."""
+    """Ingest what is queued now, in this thread; returns how many versions were taken.
+
+    Only the process that holds the index ingests, so versions queued while a run goes on
+    join it rather than wait for the next one.
+    """
     taken = 0
-    while ids := _claim_queued():
-        taken += len(ids)
+    while ids := versions_claim_queued():
         # apply() runs the Celery task here, with its retries and failure bookkeeping.
-        ingest_versions.apply(args=[ids])
+        outcome = ingest_versions.apply(args=[ids], kwargs={"join_queued": True})
+        if outcome.successful():
+            taken += len(outcome.result)
+            continue
+        taken += len(ids)
+        # The task marked the versions it was given as failed; those that joined it go back
+        # to the queue and are tried again, each in a run of its own if need be.
+        runner_recover()
     return taken
 
 

@@ -45,5 +45,7 @@ class IngestionTask(Task):
     retry_jitter=True,
     max_retries=5,
 )
-def ingest_versions(self: Task, version_ids: list[int]) -> dict[int, str]:
-    return versions_ingest(version_ids)
+def ingest_versions(
+    self: Task, version_ids: list[int], join_queued: bool = False
+) -> dict[int, str]:
+    return versions_ingest(version_ids, join_queued=join_queued)

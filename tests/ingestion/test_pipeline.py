@@ -61,3 +61,43 @@ def test_progress_moves_batch_by_batch_while_a_long_document_is_embedded(
     # Several distinct steps between none and all: the page's bar moves as batches land.
     assert len(partial) >= 2, seen
     assert all(done % 4 == 0 for done in partial)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_queued_while_the_runner_ingests_join_its_run_and_become_ready(
+    settings: object,
+) -> None:
+    settings.INGEST_EMBED_BATCH = 4  # type: ignore[attr-defined]
+    first = document_upload_bytes(name="handbook.md", data=long_handbook(), is_public=True)
+    assert first.version is not None
+    outcome: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def ingest() -> None:
+        try:
+            assert first.version is not None
+            outcome.update(versions_ingest([first.version.id], join_queued=True))
+        except BaseException as error:  # reported by the test thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=ingest)
+    worker.start()
+    while DocumentVersion.objects.get(id=first.version.id).status != VersionStatus.EMBEDDING:
+        time.sleep(0.01)
+    later = [
+        document_upload_bytes(
+            name=f"note{number}.md",
+            data=f"# Note {number}\n\nThe canteen opens at {number + 7} o'clock.\n".encode(),
+            is_public=True,
+        ).version
+        for number in range(2)
+    ]
+    worker.join()
+
+    assert not errors
+    ids = [first.version.id, *(version.id for version in later if version is not None)]
+    # One run took all three: the files uploaded meanwhile did not wait for another.
+    assert outcome == dict.fromkeys(ids, "READY")
+    assert set(DocumentVersion.objects.values_list("status", flat=True)) == {"READY"}
