@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 from django.db import connection
@@ -24,6 +25,32 @@ def long_handbook() -> bytes:
     return ("# Handbook\n\n" + "\n\n".join(sections)).encode()
 
 
+@dataclass(frozen=True)
+class Ingesting:
+    """`versions_ingest` running in a thread of its own, as the runner runs it."""
+
+    thread: threading.Thread
+    outcome: dict[int, str]
+    errors: list[BaseException]
+
+
+def ingest_in_background(version_id: int, *, join_queued: bool = False) -> Ingesting:
+    outcome: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def ingest() -> None:
+        try:
+            outcome.update(versions_ingest([version_id], join_queued=join_queued))
+        except BaseException as error:  # reported by the test thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    return Ingesting(thread, outcome, errors)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_progress_moves_batch_by_batch_while_a_long_document_is_embedded(
     settings: object,
@@ -33,27 +60,16 @@ def test_progress_moves_batch_by_batch_while_a_long_document_is_embedded(
     assert upload.version is not None
     version_id = upload.version.id
     seen: set[tuple[str, int, int]] = set()
-    errors: list[BaseException] = []
-
-    def ingest() -> None:
-        try:
-            versions_ingest([version_id])
-        except BaseException as error:  # reported by the test thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=ingest)
-    worker.start()
-    while worker.is_alive():
+    ingesting = ingest_in_background(version_id)
+    while ingesting.thread.is_alive():
         row = DocumentVersion.objects.values_list("status", "chunks_done", "chunks_total").get(
             id=version_id
         )
         seen.add(row)
         time.sleep(0.02)
-    worker.join()
+    ingesting.thread.join()
 
-    assert not errors
+    assert not ingesting.errors
     final = DocumentVersion.objects.get(id=version_id)
     assert final.status == VersionStatus.READY
     assert final.chunks_total > 3 * 4
@@ -70,20 +86,7 @@ def test_files_queued_while_the_runner_ingests_join_its_run_and_become_ready(
     settings.INGEST_EMBED_BATCH = 4  # type: ignore[attr-defined]
     first = document_upload_bytes(name="handbook.md", data=long_handbook(), is_public=True)
     assert first.version is not None
-    outcome: dict[int, str] = {}
-    errors: list[BaseException] = []
-
-    def ingest() -> None:
-        try:
-            assert first.version is not None
-            outcome.update(versions_ingest([first.version.id], join_queued=True))
-        except BaseException as error:  # reported by the test thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=ingest)
-    worker.start()
+    ingesting = ingest_in_background(first.version.id, join_queued=True)
     while DocumentVersion.objects.get(id=first.version.id).status != VersionStatus.EMBEDDING:
         time.sleep(0.01)
     later = [
@@ -94,10 +97,10 @@ def test_files_queued_while_the_runner_ingests_join_its_run_and_become_ready(
         ).version
         for number in range(2)
     ]
-    worker.join()
+    ingesting.thread.join()
 
-    assert not errors
+    assert not ingesting.errors
     ids = [first.version.id, *(version.id for version in later if version is not None)]
     # One run took all three: the files uploaded meanwhile did not wait for another.
-    assert outcome == dict.fromkeys(ids, "READY")
+    assert ingesting.outcome == dict.fromkeys(ids, "READY")
     assert set(DocumentVersion.objects.values_list("status", flat=True)) == {"READY"}
