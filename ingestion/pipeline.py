@@ -211,9 +211,13 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
     # per version made the parser wait for the database's write lock once more per file.
     # Rows are locked in id order, versions before documents, as every caller does.
     with transaction.atomic():
-        versions_of = DocumentVersion.objects.select_for_update().in_bulk(sorted(indexed_with_tags))
-        documents_of = Document.objects.select_for_update().in_bulk(
-            sorted({version.document_id for version in versions_of.values()})
+        versions_of = (
+            DocumentVersion.objects.select_for_update().order_by("id").in_bulk(indexed_with_tags)
+        )
+        documents_of = (
+            Document.objects.select_for_update()
+            .order_by("id")
+            .in_bulk({version.document_id for version in versions_of.values()})
         )
         for version_id, indexed_tags in indexed_with_tags.items():
             version = versions_of[version_id]
