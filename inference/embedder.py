@@ -122,8 +122,7 @@ class DenseEncoder:
         self.question_note = ""
         self._question_engine: Callable[[list[str]], np.ndarray] | None = None
         self._questions = _QuestionBatcher(self._encode_questions)
-        self._one_core: _OpenVinoTransformer | None = None
-        self._aside_engine: _OpenVinoTransformer | None = None
+        self._one_core: dict[str, _OpenVinoTransformer] = {}
         self._one_core_lock = threading.Lock()
         self._aside = threading.local()
 
@@ -224,23 +223,21 @@ class DenseEncoder:
     def _encode_on_one_core(self, texts: list[str]) -> np.ndarray:
         if self._openvino is None:
             return self._encode_torch(texts)
-        with self._one_core_lock:
-            if self._aside_engine is None:
-                # A compiled model of its own: the requests of one compiled model on one core
-                # take turns, and a question waited behind a support measure's whole batch
-                # (`bench_answer` on an AMD EPYC: server share of the first token p95 0.74 to
-                # 0.90 s with the model shared; the spikes went with the support measure).
-                self._aside_engine = self._openvino.on_one_thread()
-            engine = self._aside_engine
+        engine = self._openvino_one_core("aside")
         return engine.encode(texts, self.batch_size, self.max_tokens)
 
-    def _openvino_one_core(self) -> _OpenVinoTransformer:
-        """The compiled model on one core that questions use."""
+    def _openvino_one_core(self, use: str) -> _OpenVinoTransformer:
+        """The compiled model on one core, one per use ("questions", "aside").
+
+        Not shared: the requests of one compiled model on one core take turns, and a question
+        waited behind a support measure's whole batch (`bench_answer` on an AMD EPYC: server
+        share of the first token p95 0.74 to 1.09 s shared, 66 ms apart).
+        """
         assert self._openvino is not None
         with self._one_core_lock:
-            if self._one_core is None:
-                self._one_core = self._openvino.on_one_thread()
-            return self._one_core
+            if use not in self._one_core:
+                self._one_core[use] = self._openvino.on_one_thread()
+            return self._one_core[use]
 
     def _encode_now(self, texts: list[str]) -> np.ndarray:
         if self._openvino is not None:
@@ -279,7 +276,7 @@ class DenseEncoder:
         question sooner, torch or the compiled one when ingestion uses it."""
         if self._openvino is None:
             return self._encode_torch
-        compiled = self._openvino_one_core()
+        compiled = self._openvino_one_core("questions")
 
         def encode_compiled(texts: list[str]) -> np.ndarray:
             return compiled.encode(texts, self.batch_size, self.max_tokens)

@@ -51,7 +51,7 @@ def run_pending_once() -> int:
             continue
         taken += len(ids)
         # The task marked the versions it was given as failed; those that joined it go back
-        # to the queue and are tried again, each in a run of its own if need be.
+        # to the queue, and the next run takes them first.
         runner_recover()
     return taken
 
