@@ -49,10 +49,22 @@ def access_tags_for_user(user: Someone) -> frozenset[str]:
 
 def document_access_tags(document: Document) -> list[str]:
     """The tags stored on each passage of a document; a reader needs one of them."""
-    tags = [group_tag(group_id) for group_id in document.groups.values_list("id", flat=True)]
-    if document.is_public:
-        tags.append(PUBLIC_TAG)
-    return sorted(tags)
+    return documents_access_tags([document])[document.pk]
+
+
+def documents_access_tags(documents: Collection[Document]) -> dict[int, list[str]]:
+    """`document_access_tags` of many documents, by document id, read in one query."""
+    group_ids_of: dict[int, list[int]] = {document.pk: [] for document in documents}
+    memberships = Document.groups.through.objects.filter(document_id__in=group_ids_of)
+    for document_id, group_id in memberships.values_list("document_id", "group_id"):
+        group_ids_of[document_id].append(group_id)
+    return {
+        document.pk: sorted(
+            [group_tag(group_id) for group_id in group_ids_of[document.pk]]
+            + ([PUBLIC_TAG] if document.is_public else [])
+        )
+        for document in documents
+    }
 
 
 def groups_of_tags(tags: Collection[str]) -> list[dict[str, object]]:

@@ -48,14 +48,16 @@ def document_act_details(
     access_before: dict[str, Any] | None = None,
     origin: Mapping[str, Any] | None = None,
     review_before: dict[str, Any] | None = None,
+    access: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The details of an administrative act on a document; `origin` names the source whose
-    sync did it (sources/sync.py)."""
+    sync did it (sources/sync.py). `access` is `document_access(document)` when the caller
+    has just written it, which spares reading it back."""
     details: dict[str, Any] = {
         "document_id": document.pk,
         "title": document.title,
         "source_path": document.source_path,
-        **document_access(document),
+        **(access if access is not None else document_access(document)),
         "summary": _DOCUMENT_SUMMARIES[event].format(
             title=f"“{document.title}”", number=version.number if version else ""
         ),

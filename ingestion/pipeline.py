@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.metrics import record_passages_indexed
-from ingestion.access import document_access_tags
+from ingestion.access import documents_access_tags
 from ingestion.attachments import attachments_store
 from ingestion.chunking import ChunkDraft, WordPieceCounter, chunk_document
 from ingestion.models import FINAL_STATUSES, Chunk, Document, DocumentVersion, VersionStatus
@@ -147,7 +147,9 @@ def _chunked(
 
 def _stored(version: DocumentVersion, parsed: ParsedDocument, drafts: list[ChunkDraft]) -> _Chunked:
     """Save the passages and what the file said of itself; the version is then EMBEDDING."""
-    with transaction.atomic():
+    # Inside the group's transaction (`_parse_and_chunk`): a savepoint per file would cost two
+    # more statements, and a failure here fails the whole group's task anyway.
+    with transaction.atomic(savepoint=False):
         # A re-delivered task starts over; deterministic point ids make the index side harmless.
         Chunk.objects.filter(version=version).delete()
         Chunk.objects.bulk_create(
@@ -167,14 +169,15 @@ def _stored(version: DocumentVersion, parsed: ParsedDocument, drafts: list[Chunk
             document.title = parsed.title[:500]
             document.save(update_fields=["title", "updated_at"])
         context = search_context(parsed)
+        attachments_store(version, parsed.attachments)
         DocumentVersion.objects.filter(id=version.id).update(
+            status=VersionStatus.EMBEDDING,
+            status_message="",
             detected_type=parsed.detected_type,
             chunks_total=len(drafts),
             search_context=context,
             metadata=[list(pair) for pair in parsed.metadata],
         )
-        attachments_store(version, parsed.attachments)
-        _set_status(version.id, VersionStatus.EMBEDDING, chunks_total=len(drafts))
     return _Chunked(drafts, context, has_attachments=bool(parsed.attachments))
 
 
@@ -219,6 +222,15 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
             .order_by("id")
             .in_bulk({version.document_id for version in versions_of.values()})
         )
+        # Read for all the versions at once: a query or four per file was most of the
+        # bookkeeping when the files are small.
+        number_of = dict(
+            DocumentVersion.objects.filter(
+                id__in={document.current_version_id for document in documents_of.values()}
+            ).values_list("id", "number")
+        )
+        tags_now = documents_access_tags(documents_of.values())
+        switched: dict[int, int] = {}  # document id -> the version it serves now
         for version_id, indexed_tags in indexed_with_tags.items():
             version = versions_of[version_id]
             document = documents_of[version.document_id]
@@ -233,20 +245,31 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
             if document.deleted_at is not None:
                 deleted_documents.append(document.id)
                 continue
-            current = document.current_version
-            if current is not None and current.number > version.number:
+            current_id = document.current_version_id
+            if current_id is not None and number_of[current_id] > version.number:
                 # An older version finished after a newer one: it is kept on record only.
                 stale_versions.append(version.id)
                 continue
-            document.current_version = version
-            document.save(update_fields=["current_version", "updated_at"])
+            document.current_version_id = version.id
+            number_of[version.id] = version.number
+            switched[document.id] = version.id
             activate.append(version.id)
-            tags = document_access_tags(document)
-            if tags != indexed_tags:
-                retag[version.id] = tags
-            # Older versions served until now, or finished a moment ago in this same call.
+            if tags_now[document.id] != indexed_tags:
+                retag[version.id] = tags_now[document.id]
+        now = timezone.now()
+        for document_id in switched:
+            documents_of[document_id].updated_at = now
+        Document.objects.bulk_update(
+            [documents_of[document_id] for document_id in switched],
+            ["current_version", "updated_at"],
+        )
+        # Older versions served until now, or finished a moment ago in this same call.
+        superseded = Q()
+        for document_id, serving in switched.items():
+            superseded |= Q(document_id=document_id) & ~Q(id=serving)
+        if switched:
             stale_versions.extend(
-                document.versions.exclude(id=version.id)
+                DocumentVersion.objects.filter(superseded)
                 .filter(Q(status=VersionStatus.READY) | Q(id__in=finished))
                 .values_list("id", flat=True)
             )
@@ -254,11 +277,11 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
     for version_id, tags in retag.items():
         index.set_payload(
             values={"groups": tags},
-            document_id=DocumentVersion.objects.get(id=version_id).document_id,
+            document_id=versions_of[version_id].document_id,
             version_id=version_id,
         )
     index.activate_versions(activate)
-    for version_id in stale_versions:
+    for version_id in dict.fromkeys(stale_versions):
         index.delete(version_id=version_id)
     for document_id in deleted_documents:
         index.delete(document_id=document_id)
@@ -357,10 +380,17 @@ def versions_ingest(version_ids: Sequence[int], *, join_queued: bool = False) ->
     index = vector_index()
     batch_size = settings.INGEST_EMBED_BATCH
 
+    def read_tags(loaded: Sequence[DocumentVersion]) -> None:
+        """The access tags the versions' passages are written with, read once per run (in one
+        query for all the versions loaded together)."""
+        documents = {version.document_id: version.document for version in loaded}
+        tags_of_document = documents_access_tags(documents.values())
+        for version in loaded:
+            tags_of.setdefault(version.id, tags_of_document[version.document_id])
+
     def tags(version: DocumentVersion) -> list[str]:
-        """The access tags the version's passages are written with, read once per run."""
         if version.id not in tags_of:
-            tags_of[version.id] = document_access_tags(version.document)
+            read_tags([version])
         return tags_of[version.id]
 
     def settle(written: Future[None], batch: list[tuple[DocumentVersion, ChunkDraft]]) -> None:
@@ -440,6 +470,7 @@ def versions_ingest(version_ids: Sequence[int], *, join_queued: bool = False) ->
         # A message's attachments, queued as documents of their own while it is parsed,
         # join the end of the list and are ingested in this same run.
         position = 0
+        read_tags(versions)
         while True:
             while position < len(versions):
                 if versions[position].is_final:
@@ -463,7 +494,9 @@ def versions_ingest(version_ids: Sequence[int], *, join_queued: bool = False) ->
             joined = [version_id for version_id in claimed if version_id not in known]
             if claimed:
                 handled.extend(joined)
-                versions.extend(_versions_loaded(joined))
+                loaded = _versions_loaded(joined)
+                read_tags(loaded)
+                versions.extend(loaded)
                 continue
             if not join_queued or not (parsed_ahead or in_flight):
                 break

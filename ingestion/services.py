@@ -91,6 +91,14 @@ class _Readers:
     def of(cls, document: Document) -> _Readers:
         return cls(frozenset(document.groups.values_list("id", flat=True)), document.is_public)
 
+    def access(self, groups: Iterable[Group]) -> dict[str, Any]:
+        """These readers as the ledger records them (`document_access`); `groups` are theirs."""
+        named = sorted({(group.pk, group.name) for group in groups})
+        return {
+            "is_public": self.is_public,
+            "groups": [{"id": group_id, "name": name} for group_id, name in named],
+        }
+
     def described(self) -> str:
         names = sorted(Group.objects.filter(id__in=self.group_ids).values_list("name", flat=True))
         if self.is_public:
@@ -162,10 +170,14 @@ def document_upload(
                 is_public=is_public,
                 created_by=user if user is not None and user.is_authenticated else None,
             )
-            document.groups.set(groups)
+            if groups:
+                document.groups.add(*groups)
+            # Just written in this transaction: what is stored is what was asked for.
+            access = readers.access(groups)
             number = 1
             note = _kept_apart_note(same_bytes=same_bytes, same_name=same_name)
         else:
+            access = None
             number = (
                 document.versions.order_by("-number").values_list("number", flat=True).first() or 0
             ) + 1
@@ -178,7 +190,7 @@ def document_upload(
             uploaded_by=user if user is not None and user.is_authenticated else None,
         )
         suffix = Path(clean_name).suffix.lower()
-        stored = _stored_file_name(sha256, suffix, storage=version.file.storage)
+        stored = _stored_file_name(suffix, by_bytes, storage=version.file.storage)
         if stored:
             version.file.name = stored
         else:
@@ -186,7 +198,7 @@ def document_upload(
         version.save()
         version_queue(version)
         event = AuditEvent.DOCUMENT_UPLOADED if number == 1 else AuditEvent.DOCUMENT_VERSION_ADDED
-        details = document_act_details(event, document, version=version)
+        details = document_act_details(event, document, version=version, access=access)
         ledger_append(event=event, actor=user or current_actor(), details=details)
     return UploadOutcome(name=name, version=version, created=True, note=note)
 
@@ -247,17 +259,23 @@ def _kept_apart_note(*, same_bytes: list[DocumentVersion], same_name: list[Docum
     return ""
 
 
-def _stored_file_name(sha256: str, suffix: str, *, storage: Storage) -> str:
-    """A stored file with these bytes, kept by a live document, to share rather than copy.
+def _stored_file_name(
+    suffix: str, same_bytes: Iterable[DocumentVersion], *, storage: Storage
+) -> str:
+    """A stored file of `same_bytes` (the versions with these bytes, their documents loaded),
+    kept by a live document, to share rather than copy.
 
     Only live documents' files: a purge removes a file once no version names it, and purges
     only documents deleted long ago.
     """
-    names = DocumentVersion.objects.filter(
-        sha256=sha256, document__deleted_at__isnull=True, file__endswith=suffix
-    ).values_list("file", flat=True)
-    for name in names:
-        if name and storage.exists(name):
+    for version in same_bytes:
+        name = version.file.name
+        if (
+            version.document.deleted_at is None
+            and name
+            and name.endswith(suffix)
+            and storage.exists(name)
+        ):
             return str(name)
     return ""
 
@@ -323,7 +341,8 @@ def document_sync_store(
             uploaded_by=actor,
         )
         suffix = Path(clean_name).suffix.lower()
-        stored = _stored_file_name(sha256, suffix, storage=version.file.storage)
+        same_bytes = DocumentVersion.objects.filter(sha256=sha256).select_related("document")
+        stored = _stored_file_name(suffix, same_bytes, storage=version.file.storage)
         if stored:
             version.file.name = stored
         else:
