@@ -8,6 +8,8 @@ from sentence_transformers import CrossEncoder
 
 from assistant.retrieval import Passage, documents_first, passages_for_user
 from inference.embedder import bundled_model_path
+from ingestion.runner import run_pending_once
+from ingestion.services import document_upload_bytes
 from tests.assistant.conftest import Library
 
 
@@ -38,6 +40,29 @@ def test_search_never_returns_another_groups_passage(library: Library) -> None:
         for query in ("launch code Nightjar", "Kestrel licence price", "approval"):
             sources = {p.source for p in passages_for_user(user=user, query=query, k=10)}
             assert hidden not in sources
+
+
+def test_a_paragraph_copied_into_two_documents_is_shown_once(library: Library) -> None:
+    paragraph = (
+        "Visitors to the Leeds office sign in at the front desk, wear their badge at all "
+        "times and are escorted by the employee who invited them until they leave."
+    )
+    document_upload_bytes(
+        name="visitors.md", data=f"# Visitors\n\n{paragraph}\n".encode(), is_public=True
+    )
+    document_upload_bytes(
+        name="leeds-office.md",
+        data=f"# Leeds office guide\n\n{paragraph} Lunch is served from noon.\n".encode(),
+        is_public=True,
+    )
+    run_pending_once()
+
+    found = passages_for_user(user=library.alice, query="how are visitors escorted", k=10)
+
+    with_paragraph = [p.source for p in found if "escorted by the employee" in p.text]
+    assert len(with_paragraph) == 1, with_paragraph
+    # Other passages are not mistaken for copies: the travel policy is still there.
+    assert "travel-policy.md" in {p.source for p in found}
 
 
 def passage(document_id: int, score: float) -> Passage:
