@@ -264,15 +264,12 @@ def _versions_activate(indexed_with_tags: dict[int, list[str]]) -> None:
             ["current_version", "updated_at"],
         )
         # Older versions served until now, or finished a moment ago in this same call.
-        superseded = Q()
-        for document_id, serving in switched.items():
-            superseded |= Q(document_id=document_id) & ~Q(id=serving)
-        if switched:
-            stale_versions.extend(
-                DocumentVersion.objects.filter(superseded)
-                .filter(Q(status=VersionStatus.READY) | Q(id__in=finished))
-                .values_list("id", flat=True)
-            )
+        stale_versions.extend(
+            DocumentVersion.objects.filter(document_id__in=switched)
+            .exclude(id__in=switched.values())
+            .filter(Q(status=VersionStatus.READY) | Q(id__in=finished))
+            .values_list("id", flat=True)
+        )
     index = vector_index()
     for version_id, tags in retag.items():
         index.set_payload(

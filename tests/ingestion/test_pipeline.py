@@ -7,8 +7,10 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 
+from assistant.retrieval import passages_for_user
 from ingestion.models import DocumentVersion, VersionStatus
 from ingestion.pipeline import versions_ingest
 from ingestion.services import document_upload_bytes
@@ -104,3 +106,34 @@ def test_files_queued_while_the_runner_ingests_join_its_run_and_become_ready(
     # One run took all three: the files uploaded meanwhile did not wait for another.
     assert ingesting.outcome == dict.fromkeys(ids, "READY")
     assert set(DocumentVersion.objects.values_list("status", flat=True)) == {"READY"}
+
+
+@pytest.mark.django_db
+def test_two_versions_finished_in_one_batch_leave_only_the_newer_searchable() -> None:
+    # A second version uploaded while the first still waits: one run embeds both together.
+    first = document_upload_bytes(
+        name="parking.md",
+        data=b"# Parking\n\nStaff park in the north garage on level minus two.\n",
+        source_path="facilities/parking.md",
+        is_public=True,
+    )
+    second = document_upload_bytes(
+        name="parking.md",
+        data=b"# Parking\n\nStaff park in the riverside car park behind the canteen.\n",
+        source_path="facilities/parking.md",
+        is_public=True,
+    )
+    assert first.version is not None
+    assert second.version is not None
+    document = second.version.document
+    assert first.version.document_id == document.id
+
+    outcome = versions_ingest([first.version.id, second.version.id])
+
+    assert outcome == {first.version.id: "READY", second.version.id: "READY"}
+    document.refresh_from_db()
+    assert document.current_version_id == second.version.id
+    reader = User.objects.create_user("reader")
+    texts = [p.text for p in passages_for_user(user=reader, query="where do staff park", k=10)]
+    assert any("riverside car park" in text for text in texts), texts
+    assert not any("north garage" in text for text in texts), texts
