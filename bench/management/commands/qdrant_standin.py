@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ class Command(BaseCommand):
             f"data in {path}"
         )
         self.stdout.flush()
+        # A background job starts with SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: whoever started the stand-in waited out its timeout and killed
+        # it (30 s at the end of every test run started that way). Both signals stop it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             standin_serve(host=host, port=port, path=path, api_key=options["api_key"])
         except KeyboardInterrupt:
