@@ -26,6 +26,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def standin_command(*, port: int, folder: Path) -> list[str]:
+    """The command that serves the Qdrant stand-in on `port`, its collections in `folder`."""
+    return [
+        sys.executable,
+        "manage.py",
+        "qdrant_standin",
+        "--port",
+        str(port),
+        "--path",
+        str(folder),
+    ]
+
+
 @dataclass
 class Process:
     """A child process serving HTTP on loopback, with its output in a log file."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient, models
 
-from bench.loopback_processes import Process, free_port
+from bench.loopback_processes import Process, free_port, standin_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,15 +22,7 @@ AS_A_BACKGROUND_JOB = (
 
 def standin_started(folder: Path, port: int) -> Process:
     log = folder / "standin.log"
-    command = [
-        sys.executable,
-        "manage.py",
-        "qdrant_standin",
-        "--port",
-        str(port),
-        "--path",
-        str(folder / "data"),
-    ]
+    command = standin_command(port=port, folder=folder / "data")
     with log.open("ab") as output:
         popen = subprocess.Popen(
             [sys.executable, "-c", AS_A_BACKGROUND_JOB, *command],

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.loopback_processes import Process, free_port
+from bench.loopback_processes import Process, free_port, standin_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,15 +21,7 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = folder / "standin.log"
     with log.open("wb") as output:
         popen = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "qdrant_standin",
-                "--port",
-                str(port),
-                "--path",
-                str(folder / "data"),
-            ],
+            standin_command(port=port, folder=folder / "data"),
             cwd=PROJECT_ROOT,
             stdout=output,
             stderr=subprocess.STDOUT,
