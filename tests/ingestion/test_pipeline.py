@@ -27,6 +27,14 @@ def long_handbook() -> bytes:
     return ("# Handbook\n\n" + "\n\n".join(sections)).encode()
 
 
+def handbook_uploaded(settings: object) -> int:
+    """The long handbook stored and queued, embedded 4 passages a batch; its version id."""
+    settings.INGEST_EMBED_BATCH = 4  # type: ignore[attr-defined]
+    upload = document_upload_bytes(name="handbook.md", data=long_handbook(), is_public=True)
+    assert upload.version is not None
+    return upload.version.id
+
+
 @dataclass(frozen=True)
 class Ingesting:
     """`versions_ingest` running in a thread of its own, as the runner runs it."""
@@ -57,10 +65,7 @@ def ingest_in_background(version_id: int, *, join_queued: bool = False) -> Inges
 def test_progress_moves_batch_by_batch_while_a_long_document_is_embedded(
     settings: object,
 ) -> None:
-    settings.INGEST_EMBED_BATCH = 4  # type: ignore[attr-defined]
-    upload = document_upload_bytes(name="handbook.md", data=long_handbook(), is_public=True)
-    assert upload.version is not None
-    version_id = upload.version.id
+    version_id = handbook_uploaded(settings)
     seen: set[tuple[str, int, int]] = set()
     ingesting = ingest_in_background(version_id)
     while ingesting.thread.is_alive():
@@ -85,11 +90,9 @@ def test_progress_moves_batch_by_batch_while_a_long_document_is_embedded(
 def test_files_queued_while_the_runner_ingests_join_its_run_and_become_ready(
     settings: object,
 ) -> None:
-    settings.INGEST_EMBED_BATCH = 4  # type: ignore[attr-defined]
-    first = document_upload_bytes(name="handbook.md", data=long_handbook(), is_public=True)
-    assert first.version is not None
-    ingesting = ingest_in_background(first.version.id, join_queued=True)
-    while DocumentVersion.objects.get(id=first.version.id).status != VersionStatus.EMBEDDING:
+    first_id = handbook_uploaded(settings)
+    ingesting = ingest_in_background(first_id, join_queued=True)
+    while DocumentVersion.objects.get(id=first_id).status != VersionStatus.EMBEDDING:
         time.sleep(0.01)
     later = [
         document_upload_bytes(
@@ -102,7 +105,7 @@ def test_files_queued_while_the_runner_ingests_join_its_run_and_become_ready(
     ingesting.thread.join()
 
     assert not ingesting.errors
-    ids = [first.version.id, *(version.id for version in later if version is not None)]
+    ids = [first_id, *(version.id for version in later if version is not None)]
     # One run took all three: the files uploaded meanwhile did not wait for another.
     assert ingesting.outcome == dict.fromkeys(ids, "READY")
     assert set(DocumentVersion.objects.values_list("status", flat=True)) == {"READY"}
