@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,95 @@ def process_cpu_s(pid: int) -> float:
     Unlike wall-clock figures it barely moves when other work shares the machine, so it
     compares two versions of the server measured on a busy machine.
     """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3, utime field 14 and stime field 15.
-    user_ticks, system_ticks = int(fields[11]), int(fields[12])
-    return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    # utime and stime, the 14th and 15th fields of the file.
+    return _ticks_s(int(fields[11]) + int(fields[12]))
+
+
+def _stat_fields(path: Path) -> list[str]:
+    # After the command name, which may hold spaces: the state is the first field.
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def _ticks_s(ticks: int) -> float:
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def threads_cpu_s() -> dict[int, float]:
+    """CPU time each live thread of this process has used so far, by its native thread id."""
+    used = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = _stat_fields(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+        used[int(task.name)] = _ticks_s(int(fields[11]) + int(fields[12]))
+    return used
+
+
+def children_cpu_s() -> float:
+    """CPU time of this process's child processes, those it has waited for and those still
+    running with the children they have waited for (a fork server's parsers): work that
+    `process_cpu_s` of this process does not count."""
+    own = _stat_fields(Path("/proc/self/stat"))
+    # cutime and cstime: the children this process has waited for.
+    total = _ticks_s(int(own[13]) + int(own[14]))
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(entry / "stat")
+        except OSError:
+            continue
+        if fields[1] == me:
+            # utime, stime, and the same of the children it has waited for.
+            total += _ticks_s(sum(int(field) for field in fields[11:15]))
+    return total
+
+
+def thread_native_id(name: str) -> int | None:
+    """The native id of this process's live Python thread called `name`, if there is one."""
+    return next((t.native_id for t in threading.enumerate() if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """What `cpu_split` compares: the process, its threads, its child processes."""
+
+    process_s: float
+    threads_s: dict[int, float]
+    children_s: float
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    return CpuSnapshot(process_cpu_s(os.getpid()), threads_cpu_s(), children_cpu_s())
+
+
+def cpu_split(
+    before: CpuSnapshot, after: CpuSnapshot, named: dict[str, int | None]
+) -> dict[str, float]:
+    """Where the CPU time between two snapshots went: each named thread (by native id), the
+    threads Python did not start (an inference engine's, an index's), child processes, and
+    "other" for the rest of the process (Python threads not named, threads that ended)."""
+    python_threads = {thread.native_id for thread in threading.enumerate()}
+
+    def spent(thread_id: int) -> float:
+        return after.threads_s.get(thread_id, 0.0) - before.threads_s.get(thread_id, 0.0)
+
+    split = {
+        name: round(spent(thread_id), 2) if thread_id is not None else 0.0
+        for name, thread_id in named.items()
+    }
+    split["native_threads"] = round(
+        sum(spent(thread_id) for thread_id in after.threads_s if thread_id not in python_threads),
+        2,
+    )
+    process_s = after.process_s - before.process_s
+    split["other"] = round(max(0.0, process_s - sum(split.values())), 2)
+    split["child_processes"] = round(after.children_s - before.children_s, 2)
+    split["total"] = round(process_s + split["child_processes"], 2)
+    return split
 
 
 @dataclass(frozen=True)

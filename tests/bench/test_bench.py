@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,3 +68,12 @@ def test_bench_ingest_ingests_every_file_and_reports_both_baselines(shared_data:
     for key in ("pipeline_chunks_per_s", "raw_chunks_per_s", "raw_default_fp32_chunks_per_s"):
         assert figures[key] > 0, key
     assert 0 < figures["upload_s"] <= figures["pipeline_s"]
+    # Where the cores went: the engine's threads and storing the uploads did work, the parts
+    # add up to the whole, and the whole is no more than the cores could give.
+    cpu = figures["pipeline_cpu_s"]
+    assert cpu["native_threads"] > 0
+    assert cpu["uploads"] > 0
+    parts = ("uploads", "runner", "native_threads", "other", "child_processes")
+    assert sum(cpu[part] for part in parts) == pytest.approx(cpu["total"], abs=0.05)
+    assert cpu["total"] <= figures["pipeline_cores_s"] * 1.05
+    assert figures["raw_cpu_s"] > 0

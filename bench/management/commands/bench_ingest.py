@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from assistant.evaluation.throwaway_runs import (
     scifact_corpus_path,
     shared_data_dir,
 )
-from bench.measures import processor_name
+from bench.measures import cpu_snapshot, cpu_split, processor_name, thread_native_id
 
 
 def peak_rss_mb() -> float:
@@ -65,7 +67,7 @@ class Command(BaseCommand):
 
         from ingestion.models import FINAL_STATUSES, Chunk, DocumentVersion, VersionStatus
         from ingestion.passage_vectors import dense, passage_for_embedding
-        from ingestion.runner import runner_start, runner_stop
+        from ingestion.runner import RUNNER_THREAD_NAME, runner_start, runner_stop
         from ingestion.services import document_upload
 
         call_command("migrate", interactive=False, verbosity=0)
@@ -80,6 +82,7 @@ class Command(BaseCommand):
         )
 
         # As `ingest` does: the runner reads and embeds files while the rest are stored.
+        cpu_before = cpu_snapshot()
         started = time.perf_counter()
         runner_start()
         try:
@@ -96,6 +99,16 @@ class Command(BaseCommand):
             while unfinished.exists():
                 time.sleep(0.05)
             pipeline_s = time.perf_counter() - started
+            # Where the cores went meanwhile: the engine's own threads, storing the uploads
+            # (this thread), the runner's parsing and bookkeeping, the parser processes.
+            cpu_s = cpu_split(
+                cpu_before,
+                cpu_snapshot(),
+                {
+                    "uploads": threading.main_thread().native_id,
+                    "runner": thread_native_id(RUNNER_THREAD_NAME),
+                },
+            )
         finally:
             runner_stop()
 
@@ -109,9 +122,11 @@ class Command(BaseCommand):
         ]
         self.stderr.write(f"{len(chunks)} passages; measuring the raw model on the same texts ...")
 
+        raw_cpu_before = cpu_snapshot()
         started = time.perf_counter()
         encoder.encode(texts)
         raw_s = time.perf_counter() - started
+        raw_cpu_s = cpu_split(raw_cpu_before, cpu_snapshot(), {})["total"]
 
         # sentence-transformers as it comes: torch, fp32, its own defaults.
         default_model = SentenceTransformer(str(encoder.model_path), device="cpu")
@@ -137,6 +152,11 @@ class Command(BaseCommand):
             "pipeline_vs_raw": round(raw_s / pipeline_s, 3),
             "pipeline_vs_raw_fp32": round(raw_fp32_s / pipeline_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            # CPU seconds, for what stands between the pipeline and its engine: the cores'
+            # time while the pipeline ran, where it went, and what the engine alone needs.
+            "pipeline_cpu_s": cpu_s,
+            "pipeline_cores_s": round(pipeline_s * (os.cpu_count() or 1), 2),
+            "raw_cpu_s": raw_cpu_s,
             "cpu": processor_name(),
             "cpu_bf16": encoder.precision == "bf16",
         }
@@ -151,6 +171,11 @@ class Command(BaseCommand):
             f"raw model (fp32)    {result['raw_fp32_chunks_per_s']} passages/s\n"
             f"pipeline / raw      {result['pipeline_vs_raw']}x\n"
             f"pipeline / fp32     {result['pipeline_vs_raw_fp32']}x\n"
+            f"CPU while ingesting {cpu_s['total']} s of {result['pipeline_cores_s']} s: "
+            f"native threads (the engine's) {cpu_s['native_threads']}, uploads "
+            f"{cpu_s['uploads']}, runner {cpu_s['runner']}, parser processes "
+            f"{cpu_s['child_processes']}, other {cpu_s['other']}\n"
+            f"CPU of the raw model {raw_cpu_s} s\n"
             f"peak memory         {result['peak_rss_mb']} MB\n"
             f"cpu                 {result['cpu']}"
         )
