@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db.models import signals
@@ -12,14 +12,18 @@ from audit.models import AuditEvent, AuditReference, AuditReferenceKind
 from ingestion.models import Document, DocumentVersion
 
 
+def access_details(*, is_public: bool, groups: Iterable[tuple[int, str]]) -> dict[str, Any]:
+    """Who may read a document as the ledger records it; `groups` are (id, name) pairs."""
+    return {
+        "is_public": is_public,
+        "groups": [{"id": group_id, "name": name} for group_id, name in sorted(set(groups))],
+    }
+
+
 def document_access(document: Document) -> dict[str, Any]:
     """Who may read a document, as stored now."""
-    groups = document.groups.order_by("id").values_list("id", "name")
     stored = Document.objects.filter(pk=document.pk).values_list("is_public", flat=True)
-    return {
-        "is_public": stored.get(),
-        "groups": [{"id": group_id, "name": name} for group_id, name in groups],
-    }
+    return access_details(is_public=stored.get(), groups=document.groups.values_list("id", "name"))
 
 
 _DOCUMENT_SUMMARIES = {

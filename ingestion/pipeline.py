@@ -168,27 +168,28 @@ def _chunked(
 
 
 def _stored(version: DocumentVersion, parsed: ParsedDocument, drafts: list[ChunkDraft]) -> _Chunked:
-    """What the file said of itself, once its passages are saved; the version is EMBEDDING."""
-    # Inside the group's transaction (`_parse_and_chunk`): a savepoint per file would cost two
-    # more statements, and a failure here fails the whole group's task anyway.
-    with transaction.atomic(savepoint=False):
-        document = version.document
-        if version.number == 1 and parsed.title and document.title != parsed.title:
-            document.title = parsed.title[:500]
-            document.updated_at = timezone.now()
-            Document.objects.filter(id=document.id).update(
-                title=document.title, updated_at=document.updated_at
-            )
-        context = search_context(parsed)
-        attachments_store(version, parsed.attachments)
-        DocumentVersion.objects.filter(id=version.id).update(
-            status=VersionStatus.EMBEDDING,
-            status_message="",
-            detected_type=parsed.detected_type,
-            chunks_total=len(drafts),
-            search_context=context,
-            metadata=[list(pair) for pair in parsed.metadata],
+    """What the file said of itself, once its passages are saved; the version is EMBEDDING.
+
+    Runs inside the group's transaction (`_parse_and_chunk`), without a savepoint of its own:
+    one per file would cost two more statements, and a failure here fails the group anyway.
+    """
+    document = version.document
+    if version.number == 1 and parsed.title and document.title != parsed.title:
+        document.title = parsed.title[:500]
+        document.updated_at = timezone.now()
+        Document.objects.filter(id=document.id).update(
+            title=document.title, updated_at=document.updated_at
         )
+    context = search_context(parsed)
+    attachments_store(version, parsed.attachments)
+    DocumentVersion.objects.filter(id=version.id).update(
+        status=VersionStatus.EMBEDDING,
+        status_message="",
+        detected_type=parsed.detected_type,
+        chunks_total=len(drafts),
+        search_context=context,
+        metadata=[list(pair) for pair in parsed.metadata],
+    )
     return _Chunked(drafts, context, has_attachments=bool(parsed.attachments))
 
 

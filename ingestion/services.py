@@ -27,6 +27,7 @@ from config.request_context import current_actor
 from ingestion.access import document_access_tags, manageable_documents
 from ingestion.dispatch import ingestion_dispatch
 from ingestion.ledger_details import (
+    access_details,
     document_access,
     document_act_details,
     document_kept_reason,
@@ -90,14 +91,6 @@ class _Readers:
     @classmethod
     def of(cls, document: Document) -> _Readers:
         return cls(frozenset(document.groups.values_list("id", flat=True)), document.is_public)
-
-    def access(self, groups: Iterable[Group]) -> dict[str, Any]:
-        """These readers as the ledger records them (`document_access`); `groups` are theirs."""
-        named = sorted({(group.pk, group.name) for group in groups})
-        return {
-            "is_public": self.is_public,
-            "groups": [{"id": group_id, "name": name} for group_id, name in named],
-        }
 
     def described(self) -> str:
         names = sorted(Group.objects.filter(id__in=self.group_ids).values_list("name", flat=True))
@@ -173,7 +166,9 @@ def document_upload(
             if groups:
                 document.groups.add(*groups)
             # Just written in this transaction: what is stored is what was asked for.
-            access = readers.access(groups)
+            access = access_details(
+                is_public=is_public, groups=((group.pk, group.name) for group in groups)
+            )
             number = 1
             note = _kept_apart_note(same_bytes=same_bytes, same_name=same_name)
         else:
