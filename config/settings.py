@@ -106,6 +106,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Connections pass from one request's thread to the next (config/sqlite_backend).
+    DATABASES["default"]["ENGINE"] = "config.sqlite_backend"
     # The web server and the task thread write concurrently: wait for the lock, use WAL.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sentence_transformers import CrossEncoder
 
-from assistant.retrieval import Passage, documents_first, passages_for_user
+from assistant.retrieval import (
+    NEAR_DUPLICATE_JACCARD,
+    Passage,
+    _collapse,
+    documents_first,
+    passages_for_user,
+)
 from inference.embedder import bundled_model_path
 from ingestion.runner import run_pending_once
 from ingestion.services import document_upload_bytes
@@ -65,7 +72,7 @@ def test_a_paragraph_copied_into_two_documents_is_shown_once(library: Library) -
     assert "travel-policy.md" in {p.source for p in found}
 
 
-def passage(document_id: int, score: float) -> Passage:
+def passage(document_id: int, score: float, text: str = "") -> Passage:
     return Passage(
         point_id=f"{document_id}-{score}",
         document_id=document_id,
@@ -75,10 +82,31 @@ def passage(document_id: int, score: float) -> Passage:
         page=None,
         heading="",
         chunk_index=0,
-        text="",
+        text=text,
         score=score,
         rank=0,
     )
+
+
+def test_passages_are_dropped_as_copies_exactly_when_their_words_overlap_enough() -> None:
+    # Pairs of passages around the threshold, the exact boundary included: a copy is never
+    # kept twice, and a passage that is not one is never dropped.
+    rng = random.Random(7)
+    vocabulary = [f"word{n}" for n in range(3000)]
+    for _ in range(400):
+        shared = rng.sample(vocabulary, rng.randint(20, 200))
+        rest = [word for word in vocabulary if word not in set(shared)]
+        own = rng.sample(rest, rng.randint(0, 30))
+        theirs = rng.sample([word for word in rest if word not in set(own)], rng.randint(0, 30))
+        one, other = shared + own, shared + theirs
+        overlap = len(shared) / (len(shared) + len(own) + len(theirs))
+        kept = _collapse([passage(1, 0.9, " ".join(one)), passage(2, 0.8, " ".join(other))], 2)
+        assert len(kept) == (1 if overlap >= NEAR_DUPLICATE_JACCARD else 2), overlap
+    at_threshold = vocabulary[:100]
+    kept = _collapse(
+        [passage(1, 0.9, " ".join(at_threshold)), passage(2, 0.8, " ".join(at_threshold[:80]))], 2
+    )
+    assert [p.document_id for p in kept] == [1]
 
 
 def test_the_top_ten_shows_at_least_five_documents_when_there_are_five() -> None:

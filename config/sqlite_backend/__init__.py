@@ -1,0 +1,1 @@
+"""Django's SQLite backend, its connections shared by the request threads (see `base`)."""
