@@ -7,10 +7,14 @@ request's Python up to its response headers, while a burst of questions waits fo
 interpreter. A connection given back outside any transaction is kept instead, and handed to
 the next thread that connects; one closed inside a transaction, or past the number kept, is
 closed. In-memory databases are left as Django has them.
+
+A connection is only ever kept and reused in the process that opened it: SQLite's locks go
+wrong, and databases get corrupted, when a forked child uses its parent's connection.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Any
@@ -24,11 +28,25 @@ IDLE_CONNECTIONS_KEPT = 16
 _idle: dict[str, list[sqlite3.Connection]] = {}
 _idle_lock = threading.Lock()
 
+
+def _idle_forget_in_child() -> None:
+    """In a forked child the parent's connections are not ours to use (nor its lock)."""
+    global _idle_lock
+    _idle_lock = threading.Lock()
+    for kept in _idle.values():  # emptied in place: wrappers copied by the fork hold them
+        kept.clear()
+
+
+os.register_at_fork(after_in_child=_idle_forget_in_child)
+
 # The type stubs leave out the private hook overridden here (`_close`).
 _DjangoDatabaseWrapper: Any = base.DatabaseWrapper
 
 
 class DatabaseWrapper(_DjangoDatabaseWrapper):
+    # The process the connection in hand was opened in (a wrapper is copied by a fork).
+    _opened_in_pid: int | None = None
+
     @cached_property
     def _idle_connections(self) -> list[sqlite3.Connection] | None:
         """This file's kept connections (None for an in-memory database)."""
@@ -39,6 +57,7 @@ class DatabaseWrapper(_DjangoDatabaseWrapper):
             return _idle.setdefault(key, [])
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> sqlite3.Connection:
+        self._opened_in_pid = os.getpid()
         kept = self._idle_connections
         if kept is not None:
             with _idle_lock:
@@ -51,7 +70,12 @@ class DatabaseWrapper(_DjangoDatabaseWrapper):
 
     def _close(self) -> None:
         connection, kept = self.connection, self._idle_connections
-        if connection is not None and kept is not None and not connection.in_transaction:
+        if (
+            connection is not None
+            and kept is not None
+            and not connection.in_transaction
+            and self._opened_in_pid == os.getpid()
+        ):
             with _idle_lock:
                 if len(kept) < IDLE_CONNECTIONS_KEPT:
                     kept.append(connection)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,3 +99,22 @@ def test_a_reused_connection_checks_foreign_keys_again(database: ConnectionHandl
     enabled, used = in_thread(database, foreign_keys)
     assert used is turned_off
     assert enabled == 1
+
+
+def test_a_forked_child_never_uses_its_parents_connections(database: ConnectionHandler) -> None:
+    # This thread, as a request, holds one open across the fork; another request's is kept.
+    held_open = raw_connection(database[ALIAS])
+    kept = in_thread(database, raw_connection)
+    assert kept is not held_open
+    pid = os.fork()
+    if pid == 0:  # the child: whatever it connects with must be its own
+        try:
+            database[ALIAS].close()  # the connection the fork copied is not kept for reuse
+            fresh = in_thread(database, raw_connection)
+            again = in_thread(database, raw_connection)
+            os._exit(0 if fresh is not kept and fresh is not held_open and again is fresh else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    database[ALIAS].close()
+    assert os.waitstatus_to_exitcode(status) == 0
