@@ -32,9 +32,7 @@ def process_cpu_s(pid: int) -> float:
     Unlike wall-clock figures it barely moves when other work shares the machine, so it
     compares two versions of the server measured on a busy machine.
     """
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
-    # utime and stime, the 14th and 15th fields of the file.
-    return _ticks_s(int(fields[11]) + int(fields[12]))
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
 def _stat_fields(path: Path) -> list[str]:
@@ -46,15 +44,21 @@ def _ticks_s(ticks: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _stat_cpu_s(path: Path) -> float:
+    """The CPU time a process's or thread's `stat` file counts (utime and stime, the 14th
+    and 15th fields)."""
+    fields = _stat_fields(path)
+    return _ticks_s(int(fields[11]) + int(fields[12]))
+
+
 def threads_cpu_s() -> dict[int, float]:
     """CPU time each live thread of this process has used so far, by its native thread id."""
     used = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            fields = _stat_fields(task / "stat")
+            used[int(task.name)] = _stat_cpu_s(task / "stat")
         except OSError:  # the thread ended meanwhile
             continue
-        used[int(task.name)] = _ticks_s(int(fields[11]) + int(fields[12]))
     return used
 
 
