@@ -184,15 +184,20 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def _upload(self, request: HttpRequest, form: AdminUploadForm) -> list[Document]:
         stored: dict[int, Document] = {}
-        for uploaded in form.cleaned_data["files"]:
-            outcome = services.document_upload(
-                name=uploaded.name or "",
-                file=uploaded,
-                source_path=form.cleaned_data["source_path"] or None,
-                groups=list(form.cleaned_data["groups"]),
-                is_public=form.cleaned_data["is_public"],
-                user=request.user if request.user.is_authenticated else None,
-            )
+        outcomes = services.documents_upload(
+            [
+                services.UploadItem(
+                    name=uploaded.name or "",
+                    file=uploaded,
+                    source_path=form.cleaned_data["source_path"] or None,
+                )
+                for uploaded in form.cleaned_data["files"]
+            ],
+            groups=list(form.cleaned_data["groups"]),
+            is_public=form.cleaned_data["is_public"],
+            user=request.user if request.user.is_authenticated else None,
+        )
+        for outcome in outcomes:
             if outcome.version is None:
                 messages.error(request, f"{outcome.name}: {outcome.error}")
                 continue

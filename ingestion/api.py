@@ -371,17 +371,16 @@ class DocumentListView(generics.GenericAPIView):
             if too_large:
                 raise UploadTooLarge(f"{uploaded.name}: {too_large} Nothing was stored.")
         api_upload_admit(request, files=len(data["files"]))
-        outcomes = [
-            services.document_upload(
-                name=uploaded.name or "",
-                file=uploaded,
-                groups=groups,
-                is_public=data["everyone"],
-                user=request.user if request.user.is_authenticated else None,
-                manager=request.user if request.user.is_authenticated else None,
-            )
-            for uploaded in data["files"]
-        ]
+        outcomes = services.documents_upload(
+            [
+                services.UploadItem(name=uploaded.name or "", file=uploaded)
+                for uploaded in data["files"]
+            ],
+            groups=groups,
+            is_public=data["everyone"],
+            user=request.user if request.user.is_authenticated else None,
+            manager=request.user if request.user.is_authenticated else None,
+        )
         any_stored = any(outcome.created for outcome in outcomes)
         return Response(
             {"results": [_upload_result(outcome) for outcome in outcomes]},

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from django.core.files import File
+
+from ingestion.services import UPLOAD_BATCH_FILES, UploadItem, UploadOutcome, documents_upload
 
 
 class NoSuchPath(Exception):
@@ -33,6 +39,24 @@ def files_under(paths: list[str]) -> list[tuple[Path, str]]:
         else:
             raise NoSuchPath(f"No such file or folder: {given}")
     return found
+
+
+def local_files_upload(files: list[tuple[Path, str]], **readers: Any) -> list[UploadOutcome]:
+    """Store `files_under`'s files as `documents_upload` stores uploads, for the `readers`
+    (its keyword arguments), a batch of files open at a time."""
+    outcomes: list[UploadOutcome] = []
+    for start in range(0, len(files), UPLOAD_BATCH_FILES):
+        with ExitStack() as still_open:
+            items = [
+                UploadItem(
+                    name=path.name,
+                    file=File(still_open.enter_context(path.open("rb")), name=path.name),
+                    source_path=source,
+                )
+                for path, source in files[start : start + UPLOAD_BATCH_FILES]
+            ]
+            outcomes.extend(documents_upload(items, **readers))
+    return outcomes
 
 
 def _shown_as(path: Path) -> PurePosixPath:

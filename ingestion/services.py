@@ -17,11 +17,11 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from audit.ledger import ledger_append
+from audit.ledger import LedgerEntry, ledger_append, ledger_append_many
 from audit.models import AuditEvent
 from config.request_context import current_actor
 from ingestion.access import document_access_tags, manageable_documents
@@ -99,6 +99,40 @@ class _Readers:
         return ", ".join(names) or "no group"
 
 
+@dataclass(frozen=True)
+class UploadItem:
+    """One file of `documents_upload`: its name, its content and where it came from."""
+
+    name: str
+    file: File  # type: ignore[type-arg]
+    source_path: str | None = None
+
+
+@dataclass(frozen=True)
+class _CheckedFile:
+    clean_name: str
+    size: int
+    sha256: str
+
+
+def _upload_check(name: str, file: File) -> _CheckedFile | UploadOutcome:  # type: ignore[type-arg]
+    """The file's safe name, size and hash; or why it is refused before anything is stored."""
+    try:
+        clean_name = safe_filename(name)
+    except ParseError as error:
+        return UploadOutcome(name=name, version=None, created=False, error=str(error))
+    size = file.size or 0
+    refusal = upload_size_refusal(size)
+    if refusal:
+        return UploadOutcome(name=name, version=None, created=False, error=f"{refusal} Not stored.")
+    try:
+        # Refused here, as the README promises, rather than stored and failed: no retry helps.
+        detect_type_of_file(file, clean_name)
+    except ParseError as error:
+        return UploadOutcome(name=name, version=None, created=False, error=f"{error} Not stored.")
+    return _CheckedFile(clean_name=clean_name, size=size, sha256=_sha256_of(file))
+
+
 def document_upload(
     *,
     name: str,
@@ -118,21 +152,32 @@ def document_upload(
     looked at: the others are neither joined nor named, so an upload never tells anyone what
     other groups hold. The file is checked before it is stored.
     """
-    try:
-        clean_name = safe_filename(name)
-    except ParseError as error:
-        return UploadOutcome(name=name, version=None, created=False, error=str(error))
-    size = file.size or 0
-    refusal = upload_size_refusal(size)
-    if refusal:
-        return UploadOutcome(name=name, version=None, created=False, error=f"{refusal} Not stored.")
-    try:
-        # Refused here, as the README promises, rather than stored and failed: no retry helps.
-        detect_type_of_file(file, clean_name)
-    except ParseError as error:
-        return UploadOutcome(name=name, version=None, created=False, error=f"{error} Not stored.")
-    sha256 = _sha256_of(file)
-    source = source_path or clean_name
+    checked = _upload_check(name, file)
+    if isinstance(checked, UploadOutcome):
+        return checked
+    return _upload_checked(
+        UploadItem(name=name, file=file, source_path=source_path),
+        checked,
+        groups=groups,
+        is_public=is_public,
+        user=user,
+        manager=manager,
+    )
+
+
+def _upload_checked(
+    item: UploadItem,
+    checked: _CheckedFile,
+    *,
+    groups: Sequence[Group],
+    is_public: bool,
+    user: User | None,
+    manager: User | None,
+) -> UploadOutcome:
+    """`document_upload` of a file `_upload_check` let through."""
+    name, file = item.name, item.file
+    clean_name, size, sha256 = checked.clean_name, checked.size, checked.sha256
+    source = item.source_path or clean_name
     readers = _Readers(frozenset(group.pk for group in groups), is_public)
     scope = (
         manageable_documents(manager)
@@ -196,6 +241,145 @@ def document_upload(
         details = document_act_details(event, document, version=version, access=access)
         ledger_append(event=event, actor=user or current_actor(), details=details)
     return UploadOutcome(name=name, version=version, created=True, note=note)
+
+
+# Files that `documents_upload` stores in one transaction.
+UPLOAD_BATCH_FILES = 100
+
+
+def documents_upload(
+    items: Sequence[UploadItem],
+    *,
+    groups: Sequence[Group] = (),
+    is_public: bool = False,
+    user: User | None = None,
+    manager: User | None = None,
+) -> list[UploadOutcome]:
+    """Store many files, each with the outcome `document_upload` gives it, in their order.
+
+    Files new to the knowledge base (no stored version has their bytes, no document their
+    source path, no earlier file of the call either) are stored together, a batch in one
+    transaction with one append to the ledger: one by one, the queries and commits cost
+    more than storing small files. Then the batch's other files are stored one by one as
+    `document_upload` stores them. No new file shares its bytes or source path with an
+    earlier file, so each file meets exactly what it would have met one by one.
+    """
+    outcomes: list[UploadOutcome | None] = [None] * len(items)
+    for start in range(0, len(items), UPLOAD_BATCH_FILES):
+        batch = list(enumerate(items[start : start + UPLOAD_BATCH_FILES], start=start))
+        checked: list[tuple[int, UploadItem, _CheckedFile]] = []
+        for index, item in batch:
+            result = _upload_check(item.name, item.file)
+            if isinstance(result, UploadOutcome):
+                outcomes[index] = result
+            else:
+                checked.append((index, item, result))
+        new, others = _new_to_the_knowledge_base(checked)
+        for (index, _, _), outcome in zip(
+            new,
+            _store_new_documents(new, groups=groups, is_public=is_public, user=user),
+            strict=True,
+        ):
+            outcomes[index] = outcome
+        for index, item, file in others:
+            outcomes[index] = _upload_checked(
+                item,
+                file,
+                groups=groups,
+                is_public=is_public,
+                user=user,
+                manager=manager,
+            )
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+_Checked = tuple[int, UploadItem, _CheckedFile]
+
+
+def _new_to_the_knowledge_base(checked: list[_Checked]) -> tuple[list[_Checked], list[_Checked]]:
+    """The files whose bytes and source path no stored version, document or earlier file
+    has; and the rest. Deleted documents count too: `document_upload` decides about them."""
+    if not checked or not connections[DEFAULT_DB_ALIAS].features.can_return_rows_from_bulk_insert:
+        return [], checked
+    sources = [item.source_path or file.clean_name for _, item, file in checked]
+    seen = set(
+        DocumentVersion.objects.filter(
+            sha256__in={file.sha256 for _, _, file in checked}
+        ).values_list("sha256", flat=True)
+    )
+    seen.update(
+        Document.objects.filter(source_path__in=set(sources)).values_list("source_path", flat=True)
+    )
+    new: list[_Checked] = []
+    others: list[_Checked] = []
+    for entry, source in zip(checked, sources, strict=True):
+        keys = {entry[2].sha256, source}
+        (others if keys & seen else new).append(entry)
+        seen |= keys
+    return new, others
+
+
+def _store_new_documents(
+    new: list[_Checked], *, groups: Sequence[Group], is_public: bool, user: User | None
+) -> list[UploadOutcome]:
+    """Each file as a new document's first version, all in one transaction."""
+    if not new:
+        return []
+    uploader = user if user is not None and user.is_authenticated else None
+    access = access_details(
+        is_public=is_public, groups=((group.pk, group.name) for group in groups)
+    )
+    with transaction.atomic():
+        documents = Document.objects.bulk_create(
+            [
+                Document(
+                    title=Path(file.clean_name).stem.replace("_", " ").strip() or file.clean_name,
+                    source_path=item.source_path or file.clean_name,
+                    is_public=is_public,
+                    created_by=uploader,
+                )
+                for _, item, file in new
+            ]
+        )
+        if groups:
+            Document.groups.through.objects.bulk_create(
+                [
+                    Document.groups.through(document_id=document.pk, group_id=group.pk)
+                    for document in documents
+                    for group in groups
+                ]
+            )
+        versions = []
+        for document, (_, item, file) in zip(documents, new, strict=True):
+            version = DocumentVersion(
+                document=document,
+                number=1,
+                sha256=file.sha256,
+                original_name=file.clean_name,
+                size_bytes=file.size,
+                uploaded_by=uploader,
+            )
+            suffix = Path(file.clean_name).suffix.lower()
+            version.file.save(f"{file.sha256[:2]}/{file.sha256}{suffix}", item.file, save=False)
+            versions.append(version)
+        DocumentVersion.objects.bulk_create(versions)
+        event = AuditEvent.DOCUMENT_UPLOADED
+        ledger_append_many(
+            [
+                LedgerEntry(
+                    event=event,
+                    actor=user or current_actor(),
+                    details=document_act_details(event, document, version=version, access=access),
+                )
+                for document, version in zip(documents, versions, strict=True)
+            ]
+        )
+        version_ids = [version.pk for version in versions]
+        transaction.on_commit(lambda: ingestion_dispatch(version_ids))
+    return [
+        UploadOutcome(name=item.name, version=version, created=True)
+        for (_, item, _), version in zip(new, versions, strict=True)
+    ]
 
 
 def _within(

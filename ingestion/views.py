@@ -134,17 +134,16 @@ def upload_result(outcome: UploadOutcome) -> dict[str, Any]:
 
 
 def _upload(request: HttpRequest, form: UploadForm) -> list[UploadOutcome]:
-    return [
-        services.document_upload(
-            name=uploaded.name or "",
-            file=uploaded,
-            groups=list(form.cleaned_data["groups"]),
-            is_public=form.cleaned_data.get("everyone", False),
-            user=request.user if request.user.is_authenticated else None,
-            manager=request.user if request.user.is_authenticated else None,
-        )
-        for uploaded in form.cleaned_data["files"]
-    ]
+    return services.documents_upload(
+        [
+            services.UploadItem(name=uploaded.name or "", file=uploaded)
+            for uploaded in form.cleaned_data["files"]
+        ],
+        groups=list(form.cleaned_data["groups"]),
+        is_public=form.cleaned_data.get("everyone", False),
+        user=request.user if request.user.is_authenticated else None,
+        manager=request.user if request.user.is_authenticated else None,
+    )
 
 
 @document_admin_required

@@ -19,7 +19,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
-from django.core.files import File
 from django.core.management import call_command
 
 from assistant.evaluation.golden import (
@@ -31,10 +30,9 @@ from assistant.evaluation.golden import (
 )
 from assistant.evaluation.retrievers import naive_pipeline_for, product_retriever
 from assistant.evaluation.throwaway_runs import throwaway_env
-from ingestion.local_files import files_under
+from ingestion.local_files import files_under, local_files_upload
 from ingestion.models import DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once
-from ingestion.services import document_upload
 
 KIT_DIR = Path(__file__).resolve().parent / "kit"
 KIT_USER = "kit-evaluator"
@@ -116,14 +114,7 @@ def fresh_installation() -> User:
 def folder_ingest(folder: Path, progress: Callable[[str], None] = lambda _: None) -> int:
     """Ingest every file under `folder` for everyone, here and now; returns how many failed."""
     files = files_under([str(folder)])
-    for path, source in files:
-        with path.open("rb") as handle:
-            document_upload(
-                name=path.name,
-                file=File(handle, name=path.name),
-                source_path=source,
-                is_public=True,
-            )
+    local_files_upload(files, is_public=True)
     progress(f"ingesting {len(files)} files from {folder}")
     run_pending_once()
     failed = DocumentVersion.objects.exclude(status=VersionStatus.READY)

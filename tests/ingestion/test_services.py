@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.files.base import ContentFile
 from django.test import override_settings
 from pypdf import PdfWriter
 
 from assistant.retrieval import passages_for_user
+from audit.models import AuditEvent, AuditRecord
+from audit.verify import ledger_verify
 from ingestion.models import Chunk, Document, DocumentVersion, VersionStatus
 from ingestion.runner import run_pending_once
 from ingestion.services import (
+    UploadItem,
     document_delete,
     document_set_access,
     document_upload_bytes,
+    documents_upload,
     version_cancel,
     version_retry,
 )
@@ -396,3 +401,53 @@ def test_running_a_version_twice_leaves_no_duplicate_passages() -> None:
     versions_ingest([version.id])
     assert vector_index().count(version_id=version.id) == total
     assert Chunk.objects.filter(version=version).count() == total
+
+
+def uploads(*files: tuple[str, bytes]) -> list[UploadItem]:
+    return [UploadItem(name=name, file=ContentFile(data, name=name)) for name, data in files]
+
+
+def test_many_files_at_once_each_get_what_one_by_one_would_give(hr: Group, reader: User) -> None:
+    stored = document_upload_bytes(name="parking.md", data=GOOD, groups=[hr])
+    handbook_v2 = HR_HANDBOOK.replace(b"March", b"April")
+    outcomes = documents_upload(
+        uploads(
+            ("handbook.md", HR_HANDBOOK),
+            ("parking-copy.md", GOOD),  # bytes already stored for the same readers
+            ("nul\x00.md", b"# Refused\n"),  # a name no file may have
+            ("canteen.md", b"# Canteen\n\nThe canteen opens at half past eleven.\n"),
+            ("handbook.md", handbook_v2),  # the name of an earlier file of the same call
+            ("canteen-copy.md", b"# Canteen\n\nThe canteen opens at half past eleven.\n"),
+        ),
+        groups=[hr],
+    )
+
+    handbook, copy, refused, canteen, handbook_again, canteen_copy = outcomes
+    assert [o.created for o in outcomes] == [True, False, False, True, True, False]
+    assert copy.version == stored.version
+    assert "already stored as version 1 of “parking”" in copy.note
+    assert refused.version is None
+    assert refused.error
+    assert handbook_again.version is not None
+    assert handbook.version is not None
+    assert handbook_again.version.document_id == handbook.version.document_id
+    assert handbook_again.version.number == 2
+    assert canteen_copy.version == canteen.version
+    assert Document.objects.count() == 3
+
+    records = list(AuditRecord.objects.order_by("sequence").values_list("event", flat=True))
+    assert records.count(AuditEvent.DOCUMENT_UPLOADED) == 3  # parking, handbook, canteen
+    assert records.count(AuditEvent.DOCUMENT_VERSION_ADDED) == 1
+    assert ledger_verify().intact
+
+    run_pending_once()
+    assert set(DocumentVersion.objects.values_list("status", flat=True)) == {VersionStatus.READY}
+    hits = passages_for_user(user=reader, query="when does the canteen open")
+    assert reader.groups.filter(name="HR").exists() is False
+    assert hits == []  # the files are HR's: a reader outside HR finds none of them
+    reader.groups.add(hr)
+    hits = passages_for_user(
+        user=User.objects.get(pk=reader.pk), query="when does the canteen open"
+    )
+    assert hits[0].source == "canteen.md"
+    assert "April" in passages_for_user(user=reader, query="when are salary bands reviewed")[0].text

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files import File
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -65,10 +64,10 @@ class Command(BaseCommand):
     def _bench(self, options: dict[str, Any]) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from ingestion.local_files import local_files_upload
         from ingestion.models import FINAL_STATUSES, Chunk, DocumentVersion, VersionStatus
         from ingestion.passage_vectors import dense, passage_for_embedding
         from ingestion.runner import RUNNER_THREAD_NAME, runner_start, runner_stop
-        from ingestion.services import document_upload
 
         call_command("migrate", interactive=False, verbosity=0)
         source_dir = (
@@ -86,14 +85,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
         runner_start()
         try:
-            for path in files:
-                with path.open("rb") as handle:
-                    document_upload(
-                        name=path.name,
-                        file=File(handle, name=path.name),
-                        source_path=str(path),
-                        is_public=True,
-                    )
+            local_files_upload([(path, str(path)) for path in files], is_public=True)
             upload_s = time.perf_counter() - started
             unfinished = DocumentVersion.objects.exclude(status__in=FINAL_STATUSES)
             while unfinished.exists():

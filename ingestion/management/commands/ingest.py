@@ -8,12 +8,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ingestion.local_files import NoSuchPath, files_under
+from ingestion.local_files import NoSuchPath, files_under, local_files_upload
 from ingestion.models import FINAL_STATUSES, DocumentVersion, VersionStatus
-from ingestion.services import UploadOutcome, document_upload
+from ingestion.services import UploadOutcome
 from ingestion.vector_index.base import IndexLockedError
 
 PROGRESS_EVERY_S = 2.0
@@ -83,20 +82,7 @@ class Command(BaseCommand):
     def _upload(
         self, files: list[tuple[Path, str]], groups: list[Group], user: Any, *, everyone: bool
     ) -> list[UploadOutcome]:
-        outcomes: list[UploadOutcome] = []
-        for path, source in files:
-            with path.open("rb") as handle:
-                outcomes.append(
-                    document_upload(
-                        name=path.name,
-                        file=File(handle, name=path.name),
-                        source_path=source,
-                        groups=groups,
-                        is_public=everyone,
-                        user=user,
-                    )
-                )
-        return outcomes
+        return local_files_upload(files, groups=groups, is_public=everyone, user=user)
 
     def _wait_for(self, version_ids: list[int]) -> None:
         last_line = ""
