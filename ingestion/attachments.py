@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from ingestion.ledger_details import document_act_details
 from ingestion.models import Document, DocumentVersion, VersionStatus
 from ingestion.parsing import Attachment
+from ingestion.titles import document_title_from_name
 
 # A message attached to a message attached to ... ends somewhere: deeper attachments are left
 # out rather than unpacked without end.
@@ -49,7 +50,7 @@ def attachments_store(
             continue
         if attached is None:
             attached = Document.objects.create(
-                title=PurePath(name).stem.replace("_", " ").strip() or name,
+                title=document_title_from_name(name),
                 source_path=source,
                 is_public=document.is_public,
                 created_by=message.uploaded_by,

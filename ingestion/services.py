@@ -42,6 +42,7 @@ from ingestion.models import (
     VersionStatus,
 )
 from ingestion.parsing import ParseError, detect_type_of_file, safe_filename
+from ingestion.titles import document_title_from_name
 from ingestion.vector_index.configured import vector_index
 
 _Row = TypeVar("_Row")
@@ -203,7 +204,7 @@ def _upload_checked(
         note = ""
         if document is None:
             document = Document.objects.create(
-                title=Path(clean_name).stem.replace("_", " ").strip() or clean_name,
+                title=document_title_from_name(clean_name),
                 source_path=source,
                 is_public=is_public,
                 created_by=user if user is not None and user.is_authenticated else None,
@@ -333,7 +334,7 @@ def _store_new_documents(
         documents = Document.objects.bulk_create(
             [
                 Document(
-                    title=Path(file.clean_name).stem.replace("_", " ").strip() or file.clean_name,
+                    title=document_title_from_name(file.clean_name),
                     source_path=item.source_path or file.clean_name,
                     is_public=is_public,
                     created_by=uploader,
@@ -496,7 +497,7 @@ def document_sync_store(
     with transaction.atomic():
         if document is None:
             document = Document.objects.create(
-                title=Path(clean_name).stem.replace("_", " ").strip() or clean_name,
+                title=document_title_from_name(clean_name),
                 source_path=source_path[:1024],
                 is_public=is_public,
                 created_by=actor,

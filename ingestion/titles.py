@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import PurePath
 
 MAX_TITLE_CHARS = 200
 
@@ -70,6 +71,11 @@ def _rescued(title: str) -> str:
     """What is left of "Microsoft Word - Annual report 2023.docx" once the noise is cut."""
     text = _OFFICE_PREFIX.sub("", " ".join(title.split()))
     return _FILE_EXTENSION.sub("", text).replace("_", " ").strip()
+
+
+def document_title_from_name(name: str) -> str:
+    """A new document's title until its parser finds a better one: the file's name."""
+    return PurePath(name).stem.replace("_", " ").strip() or name
 
 
 def title_from_file_name(stem: str) -> str:
