@@ -43,19 +43,35 @@ def files_under(paths: list[str]) -> list[tuple[Path, str]]:
 
 def local_files_upload(files: list[tuple[Path, str]], **readers: Any) -> list[UploadOutcome]:
     """Store `files_under`'s files as `documents_upload` stores uploads, for the `readers`
-    (its keyword arguments), a batch of files open at a time."""
+    (its keyword arguments), a batch of files open at a time. A file that cannot be read
+    (gone since it was listed, say) fails alone, in its place."""
     outcomes: list[UploadOutcome] = []
     for start in range(0, len(files), UPLOAD_BATCH_FILES):
         with ExitStack() as still_open:
-            items = [
-                UploadItem(
-                    name=path.name,
-                    file=File(still_open.enter_context(path.open("rb")), name=path.name),
-                    source_path=source,
+            unreadable: dict[int, UploadOutcome] = {}
+            items: list[UploadItem] = []
+            for index, (path, source) in enumerate(files[start : start + UPLOAD_BATCH_FILES]):
+                try:
+                    handle = still_open.enter_context(path.open("rb"))
+                except OSError as error:
+                    reason = error.strerror or type(error).__name__
+                    unreadable[index] = UploadOutcome(
+                        name=path.name,
+                        version=None,
+                        created=False,
+                        error=f"The file could not be read ({reason}). Not stored.",
+                    )
+                    continue
+                items.append(
+                    UploadItem(
+                        name=path.name, file=File(handle, name=path.name), source_path=source
+                    )
                 )
-                for path, source in files[start : start + UPLOAD_BATCH_FILES]
-            ]
-            outcomes.extend(documents_upload(items, **readers))
+            stored = iter(documents_upload(items, **readers))
+            outcomes.extend(
+                unreadable[index] if index in unreadable else next(stored)
+                for index in range(len(items) + len(unreadable))
+            )
     return outcomes
 
 

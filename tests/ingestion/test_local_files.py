@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.local_files import NoSuchPath, files_under
+from ingestion.local_files import NoSuchPath, files_under, local_files_upload
+from ingestion.models import Document
 
 
 @pytest.fixture
@@ -46,3 +47,21 @@ def test_relative_paths_are_kept_as_given_and_climbing_ones_are_named_from_thems
 def test_a_missing_path_is_named(share: Path) -> None:
     with pytest.raises(NoSuchPath, match="No such file or folder: nowhere"):
         files_under(["nowhere"])
+
+
+@pytest.mark.django_db
+def test_a_file_gone_since_it_was_listed_fails_alone_in_its_place(share: Path) -> None:
+    files = files_under([str(share)])
+    (share / "handbook" / "hr" / "leave.md").unlink()  # moved away while ingest was starting
+    (share / "notes.md").write_text("# Notes\n\nThe library opens at nine.\n")
+    files.append((share / "notes.md", "share/notes.md"))
+
+    outcomes = local_files_upload(files, is_public=True)
+
+    assert [outcome.name for outcome in outcomes] == ["leave.md", "travel.pdf", "notes.md"]
+    gone, travel, notes = outcomes
+    assert gone.version is None
+    assert gone.error == "The file could not be read (No such file or directory). Not stored."
+    assert travel.created
+    assert notes.created
+    assert Document.objects.count() == 2
