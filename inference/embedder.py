@@ -391,6 +391,11 @@ class _QuestionBatcher:
                     waiting.append(self._waiting.get_nowait())
                 except queue.Empty:
                     break
+            # A question given up while it waited (the asker went away) is dropped; the
+            # others can no longer be cancelled, so answering them cannot fail. Setting a
+            # cancelled one's result raised here once and ended this thread, and every
+            # question after it waited forever.
+            waiting = [item for item in waiting if item[1].set_running_or_notify_cancel()]
             waiting.sort(key=lambda item: len(item[0]))
             for start in range(0, len(waiting), self.GROUP):
                 self._answer(waiting[start : start + self.GROUP])

@@ -10,6 +10,7 @@ import pytest
 from inference.embedder import (
     DenseEncoder,
     SparseEncoder,
+    _QuestionBatcher,
     best_precision,
     bundled_model_path,
     embedding_dimension,
@@ -70,6 +71,31 @@ def test_questions_asked_at_once_get_the_same_vectors_as_alone(fp32: DenseEncode
         together = list(pool.map(fp32.encode_query, questions))
     for single, batched in zip(alone, together, strict=True):
         assert float(np.dot(single, batched)) > 0.9999
+
+
+def test_a_question_given_up_while_it_waits_does_not_stop_the_next_ones(fp32: DenseEncoder) -> None:
+    import threading
+
+    # The encoder is held on a first question while a second one waits and is given up,
+    # as when the person asking closes the page.
+    busy, go_on = threading.Event(), threading.Event()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        busy.set()
+        go_on.wait(timeout=30)
+        return fp32.encode(texts)
+
+    questions = _QuestionBatcher(encode)
+    first = questions.submit("Where do visitors park?")
+    assert busy.wait(timeout=30)
+    given_up = questions.submit("When does the canteen open?")
+    assert given_up.cancel()
+    go_on.set()
+
+    assert len(first.result(timeout=30)) == fp32.dimension
+    later = questions.submit("Who approves travel abroad?")
+    vector = later.result(timeout=30)
+    assert float(np.dot(vector, fp32.encode(["Who approves travel abroad?"])[0])) > 0.9999
 
 
 def test_the_vector_size_is_read_from_the_model_files_and_matches_the_model(
