@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from django.contrib.auth.models import Group, User
 from django.core.files import File
 
 from ingestion.services import UPLOAD_BATCH_FILES, UploadItem, UploadOutcome, documents_upload
@@ -41,10 +42,16 @@ def files_under(paths: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
-def local_files_upload(files: list[tuple[Path, str]], **readers: Any) -> list[UploadOutcome]:
-    """Store `files_under`'s files as `documents_upload` stores uploads, for the `readers`
-    (its keyword arguments), a batch of files open at a time. A file that cannot be read
-    (gone since it was listed, say) fails alone, in its place."""
+def local_files_upload(
+    files: list[tuple[Path, str]],
+    *,
+    groups: Sequence[Group] = (),
+    is_public: bool = False,
+    user: User | None = None,
+) -> list[UploadOutcome]:
+    """Store `files_under`'s files as `documents_upload` stores uploads, a batch of files
+    open at a time. A file that cannot be read (gone since it was listed, say) fails alone,
+    in its place."""
     outcomes: list[UploadOutcome] = []
     for start in range(0, len(files), UPLOAD_BATCH_FILES):
         with ExitStack() as still_open:
@@ -67,7 +74,7 @@ def local_files_upload(files: list[tuple[Path, str]], **readers: Any) -> list[Up
                         name=path.name, file=File(handle, name=path.name), source_path=source
                     )
                 )
-            stored = iter(documents_upload(items, **readers))
+            stored = iter(documents_upload(items, groups=groups, is_public=is_public, user=user))
             outcomes.extend(
                 unreadable[index] if index in unreadable else next(stored)
                 for index in range(len(items) + len(unreadable))
