@@ -23,8 +23,14 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+# int8 weights and activations, calibrated on these passages (the project's own prose, so the
+# quantized model is the same on every machine and needs nothing from outside).
+INT8_CALIBRATION_FILE = Path(__file__).with_name("int8_calibration.txt")
+# int8 vectors are not torch fp32's (cosine about 0.995 on average), so an index records
+# them apart; this is only the check that quantizing did not break the model.
+INT8_MIN_COSINE = 0.95
 
 
 def bundled_model_path() -> Path:
@@ -58,6 +64,11 @@ def resolve_precision(requested: str) -> Precision:
     if requested == "auto":
         return best_precision()
     return requested  # type: ignore[return-value]
+
+
+def vectors_kind(precision: str) -> str | None:
+    """What an index records of vectors that full-precision ones cannot be compared with."""
+    return "int8" if precision == "int8" else None
 
 
 Backend = Literal["torch", "openvino"]
@@ -111,6 +122,11 @@ class DenseEncoder:
         self.backend_note = ""
         if backend not in BACKENDS:
             raise ValueError(f"EMBEDDING_BACKEND must be one of {', '.join(BACKENDS)}")
+        if self.precision == "int8" and backend == "torch":
+            raise ValueError(
+                "EMBEDDING_PRECISION=int8 runs on OpenVINO: set EMBEDDING_BACKEND to auto or "
+                "openvino, or choose another precision."
+            )
         if backend != "torch":
             self._choose_backend(backend, cache_dir)
         # Questions do not wait behind an ingestion batch; inference does not change the
@@ -133,6 +149,8 @@ class DenseEncoder:
                 self.model, self.model_path, self.precision, cache_dir
             )
         except _BackendUnavailable as unavailable:
+            if self.precision == "int8":
+                raise ValueError(f"EMBEDDING_PRECISION=int8: {unavailable}") from unavailable
             if requested == "openvino":
                 raise ValueError(f"EMBEDDING_BACKEND=openvino: {unavailable}") from unavailable
             self.backend_note = str(unavailable)
@@ -173,15 +191,21 @@ class DenseEncoder:
         candidate = compiled.encode_many(texts, self.max_tokens)
         openvino_s = time.perf_counter() - started
         cosine = float(np.min(np.sum(reference * candidate, axis=1)))
-        if cosine < BACKEND_MIN_COSINE:
+        quantized = self.precision == "int8"
+        if cosine < (INT8_MIN_COSINE if quantized else BACKEND_MIN_COSINE):
             message = f"OpenVINO's vectors differ from torch's (cosine {cosine:.6f})"
+            if quantized:
+                raise ValueError(
+                    f"EMBEDDING_PRECISION=int8: {message}; the quantized model "
+                    "is broken. Choose another precision."
+                )
             if requested == "openvino":
                 raise ValueError(f"EMBEDDING_BACKEND=openvino: {message}.")
             self.backend_note = message
             return
         speedup = torch_s / openvino_s if openvino_s > 0 else 0.0
         self.backend_note = f"OpenVINO {speedup:.2f}x torch on this CPU, cosine {cosine:.6f}"
-        if requested == "openvino" or speedup > 1.1:
+        if requested == "openvino" or quantized or speedup > 1.1:
             self._openvino = compiled
             self.backend = "openvino"
             self.backend_note += f"; {seen}"
@@ -280,6 +304,12 @@ class DenseEncoder:
 
         def encode_compiled(texts: list[str]) -> np.ndarray:
             return compiled.encode(texts, self.batch_size, self.max_tokens)
+
+        if self.precision == "int8":
+            # Questions must be in the passages' space, which only the quantized model gives.
+            self.question_backend = "openvino"
+            self.question_note = "questions on the int8 model, one thread each"
+            return encode_compiled
 
         def median_ms(encode: Callable[[list[str]], np.ndarray]) -> float:
             encode([_CALIBRATION_QUESTION])  # one-time costs of the first call
@@ -415,6 +445,18 @@ class _BackendUnavailable(Exception):
     """This model or machine cannot use the backend; the message says why."""
 
 
+def _saved_aside(openvino: Any, model: Any, target: Path, cache_dir: Path) -> None:
+    """Keep `model` at `target` (a folder's model.xml) in `cache_dir`."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed: a process reading the cache never sees half a model.
+    staging = Path(tempfile.mkdtemp(prefix="export-", dir=cache_dir))
+    # Full precision: the default would halve the weights to fp16 and change vectors.
+    openvino.save_model(model, staging / "model.xml", compress_to_fp16=False)
+    with contextlib.suppress(OSError):
+        staging.rename(target.parent)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 class _OpenVinoTransformer:
     """The folder's transformer compiled by OpenVINO, with its mean pooling and normalising."""
 
@@ -454,7 +496,12 @@ class _OpenVinoTransformer:
         if getattr(pooling, "pooling_mode", "") != "mean":
             raise _BackendUnavailable("only mean pooling is compiled")
         exported = cls._exported(openvino, model, model_path, cache_dir)
-        hint = "bf16" if precision == "bf16" else "f32"
+        if precision == "int8":
+            exported = cls._quantized(openvino, exported, model, model_path, cache_dir)
+        # What int8 leaves in floating point runs in bf16 where the CPU has it natively.
+        hint = (
+            "bf16" if (best_precision() if precision == "int8" else precision) == "bf16" else "f32"
+        )
         core = openvino.Core()
         # One request on every core answers a single question soonest; for many passages,
         # requests running side by side on a core each keep the cores busier (measured
@@ -513,15 +560,58 @@ class _OpenVinoTransformer:
             warnings.simplefilter("ignore")
             converted = openvino.convert_model(transformer, example_input=dict(example))
         if target is not None and cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            # Written aside and renamed: a process reading the cache never sees half a model.
-            staging = Path(tempfile.mkdtemp(prefix="export-", dir=cache_dir))
-            # Full precision: the default would halve the weights to fp16 and change vectors.
-            openvino.save_model(converted, staging / "model.xml", compress_to_fp16=False)
-            with contextlib.suppress(OSError):
-                staging.rename(target.parent)
-            shutil.rmtree(staging, ignore_errors=True)
+            _saved_aside(openvino, converted, target, cache_dir)
         return converted
+
+    @staticmethod
+    def _quantized(
+        openvino: Any,
+        exported: Any,
+        model: SentenceTransformer,
+        model_path: Path,
+        cache_dir: Path | None,
+    ) -> Any:
+        """The exported model with int8 weights and activations, made once and kept.
+
+        Calibrated on INT8_CALIBRATION_FILE with NNCF's transformer preset (smoothing the
+        activations' outliers into the weights): the same file, weights and libraries give
+        the same model, so a kept index and a new start agree.
+        """
+        try:
+            import nncf
+        except ImportError as error:
+            raise _BackendUnavailable(
+                "NNCF, which quantizes the model, is not installed"
+            ) from error
+        passages = INT8_CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()
+        weights = sorted(
+            (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+            for path in model_path.rglob("*")
+            if path.is_file()
+        )
+        key = hashlib.sha256(
+            repr((weights, openvino.__version__, nncf.__version__, passages)).encode()
+        ).hexdigest()[:16]
+        target = cache_dir / f"{model_path.name}-int8-{key}" / "model.xml" if cache_dir else None
+        if target is not None and target.exists():
+            return openvino.Core().read_model(target)
+        inputs = {port.get_any_name() for port in exported.inputs}
+
+        def feed(passage: str) -> dict[str, np.ndarray]:
+            encoded = model.tokenizer(
+                [passage], truncation=True, max_length=model.max_seq_length, return_tensors="np"
+            )
+            return {name: encoded[name] for name in inputs if name in encoded}
+
+        quantized = nncf.quantize(
+            exported,
+            nncf.Dataset(passages, feed),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(passages),
+        )
+        if target is not None and cache_dir is not None:
+            _saved_aside(openvino, quantized, target, cache_dir)
+        return quantized
 
     def encode(self, texts: list[str], batch_size: int, max_tokens: int) -> np.ndarray:
         """Unit vectors, on one request using every core: the soonest for a few texts."""
@@ -661,13 +751,15 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @cache
-def encoder_identity(model_path: str) -> dict[str, Any]:
-    """What an index records of the encoder that wrote it: model, weights and dimension.
+def encoder_identity(model_path: str, precision: str = "auto") -> dict[str, Any]:
+    """What an index records of the encoder that wrote it: model, weights and dimension,
+    and `vectors: int8` for the quantized model.
 
-    The engine (torch or OpenVINO) and the precision are left out on purpose: every engine
-    this process may choose matches torch fp32 to cosine BACKEND_MIN_COSINE, so an index
-    stays valid across them. Other weights would put passages and questions in different
-    spaces, and the index refuses them.
+    The engine (torch or OpenVINO) and the floating-point precision are left out on purpose:
+    every engine this process may choose in fp32 or bf16 matches torch fp32 to cosine
+    BACKEND_MIN_COSINE, so an index stays valid across them. Other weights, or int8 against
+    full precision, would put passages and questions in different spaces, and the index
+    refuses them.
     """
     folder = Path(model_path) if model_path else bundled_model_path()
     digest = hashlib.sha256()
@@ -680,11 +772,14 @@ def encoder_identity(model_path: str) -> dict[str, Any]:
             break
     else:
         digest.update(b"no weight file")
-    return {
+    identity: dict[str, Any] = {
         "model": folder.name,
         "weights_sha256": digest.hexdigest()[:16],
         "dimension": embedding_dimension(model_path),
     }
+    if kind := vectors_kind(precision):
+        identity["vectors"] = kind
+    return identity
 
 
 @cache

@@ -96,7 +96,7 @@ def _rebuild_edge(
         new_index = EdgeIndex(
             path=target,
             dense_size=dense().dimension,
-            encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
+            encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_PRECISION),
         )
         try:
             versions, passages = _copy_current_passages(new_index.upsert, progress)
@@ -154,7 +154,7 @@ def _rebuild_server(
             dense_size=dense().dimension,
             local=local,
             layout=collection_layout(),
-            encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
+            encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_PRECISION),
         )
         versions, passages = _copy_current_passages(new_index.upsert, progress)
         operations: list[models.AliasOperations] = []

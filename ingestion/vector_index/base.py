@@ -41,8 +41,8 @@ class EncoderMismatchError(VectorIndexError):
 
 
 # What an index records of its encoder (inference.embedder.encoder_identity); these keys
-# must agree, the rest is informative.
-ENCODER_KEYS = ("model", "weights_sha256", "dimension")
+# must agree, the rest is informative. "vectors" is absent for full precision.
+ENCODER_KEYS = ("model", "weights_sha256", "dimension", "vectors")
 
 
 def encoder_check(recorded: dict[str, Any] | None, current: dict[str, Any], where: str) -> None:
@@ -54,15 +54,29 @@ def encoder_check(recorded: dict[str, Any] | None, current: dict[str, Any], wher
     if recorded is None:
         return
     differing = [key for key in ENCODER_KEYS if recorded.get(key) != current.get(key)]
+    if differing == ["vectors"]:
+        built, now = (record.get("vectors") or "full precision" for record in (recorded, current))
+        raise EncoderMismatchError(
+            f"The index {where} holds {built} vectors, and EMBEDDING_PRECISION now gives "
+            f"{now} ones: its passages and new questions would not be comparable. Set "
+            f"EMBEDDING_PRECISION back to {'int8' if built == 'int8' else 'auto, fp32 or bf16'}, "
+            "or use a new index folder or collection and ingest the documents again."
+        )
     if differing:
-        built = ", ".join(f"{key} {recorded.get(key)}" for key in ENCODER_KEYS)
-        now = ", ".join(f"{key} {current.get(key)}" for key in ENCODER_KEYS)
+        built = ", ".join(_described(recorded, key) for key in ENCODER_KEYS)
+        now = ", ".join(_described(current, key) for key in ENCODER_KEYS)
         raise EncoderMismatchError(
             f"The index {where} was built with another encoder ({built}) than the one "
             f"configured now ({now}): its passages and new questions would not be "
             "comparable. Set EMBEDDING_MODEL_PATH back to the model it was built with, or "
             "use a new index folder or collection and ingest the documents again."
         )
+
+
+def _described(record: dict[str, Any], key: str) -> str:
+    if key == "vectors":
+        return f"vectors {record.get(key) or 'full precision'}"
+    return f"{key} {record.get(key)}"
 
 
 @dataclass(frozen=True)

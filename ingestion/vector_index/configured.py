@@ -54,7 +54,9 @@ def vector_index() -> VectorIndex:
                     path=current_index_dir(settings.VECTOR_INDEX_DIR),
                     collection=settings.VECTOR_COLLECTION,
                     dense_size=embedding_dimension(settings.EMBEDDING_MODEL_PATH),
-                    encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
+                    encoder=encoder_identity(
+                        settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_PRECISION
+                    ),
                 )
             else:
                 _index = open_index(
@@ -65,7 +67,9 @@ def vector_index() -> VectorIndex:
                     collection=settings.VECTOR_COLLECTION,
                     dense_size=embedding_dimension(settings.EMBEDDING_MODEL_PATH),
                     layout=collection_layout(),
-                    encoder=encoder_identity(settings.EMBEDDING_MODEL_PATH),
+                    encoder=encoder_identity(
+                        settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_PRECISION
+                    ),
                 )
         return _index
 

@@ -14,6 +14,7 @@ from inference.embedder import (
     best_precision,
     bundled_model_path,
     embedding_dimension,
+    encoder_identity,
     resolve_precision,
 )
 
@@ -185,3 +186,48 @@ def test_questions_go_to_the_engine_measured_faster_and_match_passages(tmp_path:
     assert "torch" in compiled.question_note
     assert int(np.argmax(compiled.encode(PASSAGES) @ query)) == 0
     assert float(np.dot(query, compiled.encode(["Where can visitors park?"])[0])) > 0.9999
+
+
+QUESTIONS = {
+    "Where can visitors park?": 0,
+    "How much may a hotel room cost?": 1,
+    "How long are expense reports kept?": 2,
+}
+
+
+def test_int8_is_made_once_and_ranks_passages_as_full_precision_does(
+    fp32: DenseEncoder, tmp_path: Path
+) -> None:
+    quantized = DenseEncoder(precision="int8", backend="auto", cache_dir=tmp_path)
+
+    assert (quantized.backend, quantized.precision) == ("openvino", "int8")
+    kept = list(tmp_path.glob("*int8*/model.xml"))
+    assert len(kept) == 1, "the quantized model is kept for the next start"
+    passages = quantized.encode(PASSAGES)
+    # Close to full precision, though not close enough to share an index with it.
+    assert np.sum(passages * fp32.encode(PASSAGES), axis=1).min() > 0.97
+    for question, answer in QUESTIONS.items():
+        vector = np.asarray(quantized.encode_query(question))
+        assert int(np.argmax(passages @ vector)) == answer, question
+        # Questions are encoded by the quantized model too, in the passages' space.
+        assert float(vector @ quantized.encode([question])[0]) > 0.9999
+    # Never torch for questions, even where it answers one sooner: its vectors are fp32.
+    assert quantized.question_backend == "openvino"
+    assert "int8" in quantized.question_note
+
+    restarted = DenseEncoder(precision="int8", backend="auto", cache_dir=tmp_path)
+    assert list(tmp_path.glob("*int8*/model.xml")) == kept
+    assert np.allclose(restarted.encode(PASSAGES), passages, atol=1e-5)
+
+
+def test_int8_on_torch_is_refused_with_what_to_set() -> None:
+    with pytest.raises(ValueError, match="EMBEDDING_BACKEND to auto or openvino"):
+        DenseEncoder(precision="int8", backend="torch")
+
+
+def test_an_index_records_int8_vectors_apart_from_full_precision_ones() -> None:
+    full, quantized = encoder_identity("", "auto"), encoder_identity("", "int8")
+
+    assert "vectors" not in full, "indexes recorded before int8 existed stay valid"
+    assert quantized == {**full, "vectors": "int8"}
+    assert encoder_identity("", "bf16") == encoder_identity("", "fp32") == full

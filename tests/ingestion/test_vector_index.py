@@ -576,3 +576,26 @@ def test_an_index_from_before_the_record_adopts_the_current_encoder(
 
     with pytest.raises(EncoderMismatchError):
         open_with_encoder(backend, path, request, {**current, "weights_sha256": "0badc0de"})
+
+
+def test_an_index_of_full_precision_vectors_refuses_int8_ones_and_says_what_to_set(
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    full = {"model": "all-MiniLM-L6-v2", "weights_sha256": "53aa5117", "dimension": 384}
+    quantized = {**full, "vectors": "int8"}
+    path, other = tmp_path / "full", tmp_path / "int8"
+    open_with_encoder(backend, path, request, full).close()
+    open_with_encoder(backend, other, request, quantized).close()
+
+    with pytest.raises(EncoderMismatchError) as refused:
+        open_with_encoder(backend, path, request, quantized)
+    assert "full precision vectors" in refused.value.message
+    assert "EMBEDDING_PRECISION back to auto, fp32 or bf16" in refused.value.message
+
+    with pytest.raises(EncoderMismatchError) as refused:
+        open_with_encoder(backend, other, request, full)
+    assert "holds int8 vectors" in refused.value.message
+    assert "EMBEDDING_PRECISION back to int8" in refused.value.message
+    # Each opens with the encoder that wrote it.
+    open_with_encoder(backend, path, request, full).close()
+    open_with_encoder(backend, other, request, quantized).close()

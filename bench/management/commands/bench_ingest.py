@@ -64,6 +64,7 @@ class Command(BaseCommand):
     def _bench(self, options: dict[str, Any]) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from inference.embedder import best_precision
         from ingestion.local_files import local_files_upload
         from ingestion.models import FINAL_STATUSES, Chunk, DocumentVersion, VersionStatus
         from ingestion.passage_vectors import dense, passage_for_embedding
@@ -150,7 +151,8 @@ class Command(BaseCommand):
             "pipeline_cores_s": round(pipeline_s * (os.cpu_count() or 1), 2),
             "raw_cpu_s": raw_cpu_s,
             "cpu": processor_name(),
-            "cpu_bf16": encoder.precision == "bf16",
+            # Whether the CPU computes bf16 natively, whatever precision was configured.
+            "cpu_bf16": best_precision() == "bf16",
         }
         self.stdout.write(
             f"documents           {result['documents']} ({failed} not ready)\n"
