@@ -195,6 +195,7 @@ QUESTIONS = {
 }
 
 
+@pytest.mark.slow
 def test_int8_is_made_once_and_ranks_passages_as_full_precision_does(
     fp32: DenseEncoder, tmp_path: Path
 ) -> None:
