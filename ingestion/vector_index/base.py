@@ -60,7 +60,7 @@ def encoder_check(recorded: dict[str, Any] | None, current: dict[str, Any], wher
             f"The index {where} holds {built} vectors, and EMBEDDING_PRECISION now gives "
             f"{now} ones: its passages and new questions would not be comparable. Set "
             f"EMBEDDING_PRECISION back to {'int8' if built == 'int8' else 'auto, fp32 or bf16'}, "
-            "or use a new index folder or collection and ingest the documents again."
+            "or keep it and run `manage.py reindex`, which embeds the stored passages again."
         )
     if differing:
         built = ", ".join(_described(recorded, key) for key in ENCODER_KEYS)

@@ -596,6 +596,7 @@ def test_an_index_of_full_precision_vectors_refuses_int8_ones_and_says_what_to_s
         open_with_encoder(backend, other, request, full)
     assert "holds int8 vectors" in refused.value.message
     assert "EMBEDDING_PRECISION back to int8" in refused.value.message
+    assert "manage.py reindex" in refused.value.message
     # Each opens with the encoder that wrote it.
     open_with_encoder(backend, path, request, full).close()
     open_with_encoder(backend, other, request, quantized).close()

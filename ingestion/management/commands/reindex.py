@@ -38,6 +38,8 @@ class Command(BaseCommand):
         if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
             raise CommandError("--collection takes letters, digits, '.', '_' and '-' only.")
         model = settings.EMBEDDING_MODEL_PATH or "the bundled all-MiniLM-L6-v2"
+        if settings.EMBEDDING_PRECISION == "int8":
+            model += " quantized to int8"
         self.stdout.write(f"Re-indexing on the {settings.VECTOR_BACKEND} backend with {model}.")
         last_report = 0.0
 
