@@ -305,7 +305,7 @@ class DenseEncoder:
         def encode_compiled(texts: list[str]) -> np.ndarray:
             return compiled.encode(texts, self.batch_size, self.max_tokens)
 
-        if self.precision == "int8":
+        if vectors_kind(self.precision) is not None:
             # Questions must be in the passages' space, which only the quantized model gives.
             self.question_backend = "openvino"
             self.question_note = "questions on the int8 model, one thread each"
@@ -445,8 +445,25 @@ class _BackendUnavailable(Exception):
     """This model or machine cannot use the backend; the message says why."""
 
 
-def _saved_aside(openvino: Any, model: Any, target: Path, cache_dir: Path) -> None:
-    """Keep `model` at `target` (a folder's model.xml) in `cache_dir`."""
+def _kept_model_path(
+    cache_dir: Path | None, model_path: Path, kind: str, *made_by: object
+) -> Path | None:
+    """Where a model made from `model_path`'s files (by `made_by`: library versions, inputs)
+    is kept in `cache_dir`: another file or version makes another folder."""
+    if cache_dir is None:
+        return None
+    files = sorted(
+        (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+        for path in model_path.rglob("*")
+        if path.is_file()
+    )
+    key = hashlib.sha256(repr((files, *made_by)).encode()).hexdigest()[:16]
+    return cache_dir / f"{model_path.name}{kind}-{key}" / "model.xml"
+
+
+def _saved_aside(openvino: Any, model: Any, target: Path) -> None:
+    """Keep `model` at `target`, a _kept_model_path."""
+    cache_dir = target.parent.parent
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed: a process reading the cache never sees half a model.
     staging = Path(tempfile.mkdtemp(prefix="export-", dir=cache_dir))
@@ -499,9 +516,8 @@ class _OpenVinoTransformer:
         if precision == "int8":
             exported = cls._quantized(openvino, exported, model, model_path, cache_dir)
         # What int8 leaves in floating point runs in bf16 where the CPU has it natively.
-        hint = (
-            "bf16" if (best_precision() if precision == "int8" else precision) == "bf16" else "f32"
-        )
+        floating = best_precision() if precision == "int8" else precision
+        hint = "bf16" if floating == "bf16" else "f32"
         core = openvino.Core()
         # One request on every core answers a single question soonest; for many passages,
         # requests running side by side on a core each keep the cores busier (measured
@@ -543,13 +559,7 @@ class _OpenVinoTransformer:
         openvino: Any, model: SentenceTransformer, model_path: Path, cache_dir: Path | None
     ) -> Any:
         """The OpenVINO model, exported from the folder once and kept in `cache_dir`."""
-        weights = sorted(
-            (path.name, path.stat().st_size, path.stat().st_mtime_ns)
-            for path in model_path.rglob("*")
-            if path.is_file()
-        )
-        key = hashlib.sha256(repr((weights, openvino.__version__)).encode()).hexdigest()[:16]
-        target = cache_dir / f"{model_path.name}-{key}" / "model.xml" if cache_dir else None
+        target = _kept_model_path(cache_dir, model_path, "", openvino.__version__)
         if target is not None and target.exists():
             return openvino.Core().read_model(target)
         transformer = model[0].auto_model
@@ -559,8 +569,8 @@ class _OpenVinoTransformer:
             # keeps dynamic shapes and is checked against torch before it is used.
             warnings.simplefilter("ignore")
             converted = openvino.convert_model(transformer, example_input=dict(example))
-        if target is not None and cache_dir is not None:
-            _saved_aside(openvino, converted, target, cache_dir)
+        if target is not None:
+            _saved_aside(openvino, converted, target)
         return converted
 
     @staticmethod
@@ -584,15 +594,9 @@ class _OpenVinoTransformer:
                 "NNCF, which quantizes the model, is not installed"
             ) from error
         passages = INT8_CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()
-        weights = sorted(
-            (path.name, path.stat().st_size, path.stat().st_mtime_ns)
-            for path in model_path.rglob("*")
-            if path.is_file()
+        target = _kept_model_path(
+            cache_dir, model_path, "-int8", openvino.__version__, nncf.__version__, passages
         )
-        key = hashlib.sha256(
-            repr((weights, openvino.__version__, nncf.__version__, passages)).encode()
-        ).hexdigest()[:16]
-        target = cache_dir / f"{model_path.name}-int8-{key}" / "model.xml" if cache_dir else None
         if target is not None and target.exists():
             return openvino.Core().read_model(target)
         inputs = {port.get_any_name() for port in exported.inputs}
@@ -609,8 +613,8 @@ class _OpenVinoTransformer:
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(passages),
         )
-        if target is not None and cache_dir is not None:
-            _saved_aside(openvino, quantized, target, cache_dir)
+        if target is not None:
+            _saved_aside(openvino, quantized, target)
         return quantized
 
     def encode(self, texts: list[str], batch_size: int, max_tokens: int) -> np.ndarray:
