@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import queue
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -84,6 +85,114 @@ _CALIBRATION_QUESTION = "How long does the treatment's effect last after the las
 _QUESTION_TIMINGS = 7
 
 
+class _FolderFacts(NamedTuple):
+    """What the encoder needs to know of a sentence-transformers folder to run it compiled."""
+
+    kinds: list[str]
+    mean_pooling: bool
+    dimension: int
+    max_tokens: int
+
+    @property
+    def normalize(self) -> bool:
+        return "Normalize" in self.kinds
+
+    @classmethod
+    def of_model(cls, model: SentenceTransformer) -> _FolderFacts:
+        return cls(
+            kinds=[type(module).__name__ for module in model],
+            mean_pooling=getattr(model[1], "pooling_mode", "") == "mean"
+            if len(model) > 1
+            else False,
+            dimension=model.get_embedding_dimension() or 384,
+            max_tokens=int(model.max_seq_length or 256),
+        )
+
+    @classmethod
+    def read(cls, model_path: Path) -> _FolderFacts | None:
+        """From the folder's configuration files alone (None where they do not say it all),
+        so that a start need not load torch to learn them."""
+        try:
+            modules = json.loads((model_path / "modules.json").read_text(encoding="utf-8"))
+            kinds = [str(module["type"]).rsplit(".", 1)[-1] for module in modules]
+            pooling_path = model_path / modules[1]["path"] / "config.json"
+            pooling = json.loads(pooling_path.read_text(encoding="utf-8"))
+            config = json.loads(
+                (model_path / "sentence_bert_config.json").read_text(encoding="utf-8")
+            )
+            modes = [key for key, value in pooling.items() if key.startswith("pooling_mode")]
+            return cls(
+                kinds=kinds,
+                mean_pooling=[key for key in modes if pooling[key]] == ["pooling_mode_mean_tokens"],
+                dimension=int(pooling["word_embedding_dimension"]),
+                max_tokens=int(config["max_seq_length"]),
+            )
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None
+
+
+class _FastTokenizer:
+    """The folder's tokenizer.json run by `tokenizers` alone, called as the transformers
+    tokenizer is for the compiled model: without transformers, a start imports no torch.
+
+    Used only where a full start found it gives exactly the transformers tokenizer's pieces
+    (`_lean_tokenizer_matches`).
+    """
+
+    def __init__(self, model_path: Path, max_tokens: int) -> None:
+        from tokenizers import Tokenizer
+
+        special = json.loads((model_path / "special_tokens_map.json").read_text(encoding="utf-8"))
+        pad = special["pad_token"]
+        pad_token = pad["content"] if isinstance(pad, dict) else str(pad)
+        self._tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        pad_id = self._tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"the padding token {pad_token!r} is not in the vocabulary")
+        # tokenizer.json may carry lengths of its own (128 here); the model's are what count.
+        self._tokenizer.enable_truncation(max_tokens)
+        self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    def __call__(self, texts: list[str], **_: Any) -> dict[str, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+
+
+def _lean_tokenizer_matches(model: SentenceTransformer, model_path: Path, max_tokens: int) -> bool:
+    """Whether `_FastTokenizer` gives the transformers tokenizer's arrays, on texts of every
+    length the encoder sees (one text and a padded batch, some past the truncation)."""
+    texts = [
+        _CALIBRATION_QUESTION,
+        *INT8_CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()[:31],
+        _CALIBRATION_TEXT * 8,
+    ]
+    try:
+        fast = _FastTokenizer(model_path, max_tokens)
+    except Exception:  # whatever keeps it from loading, the transformers tokenizer stays
+        return False
+    for batch in ([texts[0]], texts):
+        expected = model.tokenizer(
+            batch, padding=True, truncation=True, max_length=max_tokens, return_tensors="np"
+        )
+        seen = fast(batch)
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            if name in expected and not np.array_equal(np.asarray(expected[name]), seen[name]):
+                return False
+    return True
+
+
+def _sentence_transformer(model_path: Path) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+    model.eval()
+    return model
+
+
 class DenseEncoder:
     """all-MiniLM-L6-v2 (or another sentence-transformers folder) on the CPU.
 
@@ -104,22 +213,25 @@ class DenseEncoder:
         # Nothing may be fetched from a hub at run time.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         self.model_path = model_path or bundled_model_path()
         self.precision: Precision = resolve_precision(precision)
         self.batch_size = batch_size
-        self.model: SentenceTransformer = SentenceTransformer(
-            str(self.model_path), device="cpu", local_files_only=True
-        )
-        self.model.eval()
-        self.dimension: int = self.model.get_embedding_dimension() or 384
-        self.max_tokens = int(self.model.max_seq_length or 256)
+        # torch and the folder's model are loaded when something needs them: a start that
+        # finds its compiled model and its choices kept needs neither (about 1 s instead of
+        # 6 on a 2-core AMD EPYC, most of it importing torch and sentence-transformers).
+        self._model: SentenceTransformer | None = None
+        self._model_lock = threading.Lock()
+        facts = _FolderFacts.read(self.model_path) if backend != "torch" else None
+        self._facts = facts or _FolderFacts.of_model(self.model)
+        self.dimension: int = self._facts.dimension
+        self.max_tokens = self._facts.max_tokens
         # One batch encode at a time: torch already uses every core for a batch.
         self._batch_lock = threading.Lock()
         self._openvino: _OpenVinoTransformer | None = None
         self.backend: Backend = "torch"
         self.backend_note = ""
+        self._decision_file: Path | None = None
+        self._kept_question_backend: str | None = None
         if backend not in BACKENDS:
             raise ValueError(f"EMBEDDING_BACKEND must be one of {', '.join(BACKENDS)}")
         if self.precision == "int8" and backend == "torch":
@@ -142,11 +254,34 @@ class DenseEncoder:
         self._one_core_lock = threading.Lock()
         self._aside = threading.local()
 
+    @property
+    def model(self) -> SentenceTransformer:
+        """The folder's model in torch, loaded at its first use."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = _sentence_transformer(self.model_path)
+            return self._model
+
     def _choose_backend(self, requested: str, cache_dir: Path | None) -> None:
         """OpenVINO when asked for, or when `auto` measures it faster and equivalent."""
+        decision_file = (
+            _decision_file(cache_dir, self.model_path, self.precision)
+            if requested == "auto"
+            else None
+        )
+        decided = _decision_read(decision_file)
+        tokenizer: Any = None
+        if decided is not None and decided["backend"] == "openvino" and decided.get("lean"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                tokenizer = _FastTokenizer(self.model_path, self.max_tokens)
         try:
             compiled = _OpenVinoTransformer.build(
-                self.model, self.model_path, self.precision, cache_dir
+                self._facts,
+                lambda: self.model,
+                tokenizer,
+                self.model_path,
+                self.precision,
+                cache_dir,
             )
         except _BackendUnavailable as unavailable:
             if self.precision == "int8":
@@ -155,28 +290,29 @@ class DenseEncoder:
                 raise ValueError(f"EMBEDDING_BACKEND=openvino: {unavailable}") from unavailable
             self.backend_note = str(unavailable)
             return
-        decision_file = _decision_file(cache_dir, self.model_path, self.precision)
-        if requested == "auto" and decision_file is not None:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                decided = json.loads(decision_file.read_text(encoding="utf-8"))
-                self.backend_note = f"{decided['note']} (measured at an earlier start)"
-                if decided["backend"] == "openvino":
-                    compiled.many_batch = int(decided["many_batch"])
-                    self._openvino = compiled
-                    self.backend = "openvino"
-                return
-        self._measure_backends(requested, compiled)
-        if requested == "auto" and decision_file is not None:
+        self._decision_file = decision_file
+        if decided is None:
+            self._measure_backends(requested, compiled)
+            decided = {
+                "backend": self.backend,
+                "note": self.backend_note,
+                "many_batch": compiled.many_batch,
+            }
+        else:
+            self.backend_note = f"{decided['note']} (measured at an earlier start)"
+            if decided["backend"] == "openvino":
+                compiled.many_batch = int(decided["many_batch"])
+                self._openvino = compiled
+                self.backend = "openvino"
+            self._kept_question_backend = decided.get("questions")
+        if decision_file is not None and "lean" not in decided:
             # Kept per CPU, library versions, model and precision: later starts skip the
-            # measurement (seconds) and choose the same engine as the first.
-            with contextlib.suppress(OSError):
-                decision_file.parent.mkdir(parents=True, exist_ok=True)
-                decided = {
-                    "backend": self.backend,
-                    "note": self.backend_note,
-                    "many_batch": compiled.many_batch,
-                }
-                decision_file.write_text(json.dumps(decided), encoding="utf-8")
+            # measurement (seconds) and choose the same engine as the first; where the
+            # folder's tokenizer runs the same without transformers, they load no torch.
+            decided["lean"] = self.backend == "openvino" and _lean_tokenizer_matches(
+                self.model, self.model_path, self.max_tokens
+            )
+            _decision_write(decision_file, decided)
 
     def _measure_backends(self, requested: str, compiled: _OpenVinoTransformer) -> None:
         # Passages of a typical length, a few hundred word pieces each, as ingestion sends.
@@ -233,6 +369,13 @@ class DenseEncoder:
         """Within it, this thread's `encode` uses one core: for work nobody waits for (the
         support measure of answers already given), so the other cores stay with the people
         being served. The vectors are the same."""
+        if self._openvino is not None:  # its own compiled model on one core; torch not needed
+            self._aside.active = True
+            try:
+                yield
+            finally:
+                self._aside.active = False
+            return
         import torch
 
         threads = torch.get_num_threads()
@@ -297,9 +440,10 @@ class DenseEncoder:
 
     def _question_engine_measured(self) -> Callable[[list[str]], np.ndarray]:
         """On the question thread, each engine on one core: the one that answers a short
-        question sooner, torch or the compiled one when ingestion uses it."""
+        question sooner, torch or the compiled one when ingestion uses it. The choice is kept
+        with the engine's, so later starts need not load torch to measure it again."""
         if self._openvino is None:
-            return self._encode_torch
+            return self._encode_torch_on_this_thread()
         compiled = self._openvino_one_core("questions")
 
         def encode_compiled(texts: list[str]) -> np.ndarray:
@@ -310,6 +454,13 @@ class DenseEncoder:
             self.question_backend = "openvino"
             self.question_note = "questions on the int8 model, one thread each"
             return encode_compiled
+        kept = self._kept_question_backend
+        if kept in ("openvino", "torch"):
+            self.question_backend = "openvino" if kept == "openvino" else "torch"
+            self.question_note = (
+                f"questions on {kept}, one thread each (measured at an earlier start)"
+            )
+            return encode_compiled if kept == "openvino" else self._encode_torch_on_this_thread()
 
         def median_ms(encode: Callable[[list[str]], np.ndarray]) -> float:
             encode([_CALIBRATION_QUESTION])  # one-time costs of the first call
@@ -320,14 +471,26 @@ class DenseEncoder:
                 timings.append((time.perf_counter() - started) * 1000)
             return sorted(timings)[len(timings) // 2]
 
-        torch_ms, compiled_ms = median_ms(self._encode_torch), median_ms(encode_compiled)
+        encode_torch = self._encode_torch_on_this_thread()
+        torch_ms, compiled_ms = median_ms(encode_torch), median_ms(encode_compiled)
         faster = compiled_ms < torch_ms
         self.question_backend = "openvino" if faster else "torch"
         self.question_note = (
             f"questions on {self.question_backend}, one thread each: OpenVINO "
             f"{compiled_ms:.1f} ms, torch {torch_ms:.1f} ms"
         )
-        return encode_compiled if faster else self._encode_torch
+        decided = _decision_read(self._decision_file)
+        if self._decision_file is not None and decided is not None:
+            _decision_write(self._decision_file, {**decided, "questions": self.question_backend})
+        return encode_compiled if faster else encode_torch
+
+    def _encode_torch_on_this_thread(self) -> Callable[[list[str]], np.ndarray]:
+        """torch limited to one core on this thread (the question thread): the ingestion
+        thread keeps every core for its batches."""
+        import torch
+
+        torch.set_num_threads(1)
+        return self._encode_torch
 
     def encode_query(self, text: str) -> list[float]:
         """One question's vector; questions asked at the same moment are encoded together."""
@@ -358,7 +521,6 @@ def _decision_file(cache_dir: Path | None, model_path: Path, precision: str) -> 
     if cache_dir is None:
         return None
     import openvino
-    import torch
 
     flags = cpu_flags()
     key = repr(
@@ -366,13 +528,36 @@ def _decision_file(cache_dir: Path | None, model_path: Path, precision: str) -> 
             cpu_model_name(),
             os.cpu_count(),
             [flag for flag in _DECISIVE_FLAGS if flag in flags],
-            torch.__version__,
+            importlib.metadata.version("torch"),
             openvino.__version__,
             encoder_identity(str(model_path)),
             precision,
         )
     )
     return cache_dir / f"engine-choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _decision_read(decision_file: Path | None) -> dict[str, Any] | None:
+    if decision_file is None:
+        return None
+    try:
+        decided = json.loads(decision_file.read_text(encoding="utf-8"))
+        if decided["backend"] not in ("torch", "openvino"):
+            return None
+        int(decided["many_batch"])
+        str(decided["note"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(decided)
+
+
+def _decision_write(decision_file: Path, decided: dict[str, Any]) -> None:
+    """Whole or not at all: processes starting at once read it while another writes it."""
+    with contextlib.suppress(OSError):
+        decision_file.parent.mkdir(parents=True, exist_ok=True)
+        staging = decision_file.with_name(f"{decision_file.name}.{os.getpid()}.tmp")
+        staging.write_text(json.dumps(decided), encoding="utf-8")
+        os.replace(staging, decision_file)
 
 
 class _QuestionBatcher:
@@ -410,10 +595,6 @@ class _QuestionBatcher:
         return result
 
     def _serve(self) -> None:
-        import torch
-
-        # Per thread: the ingestion thread keeps every core for its batches.
-        torch.set_num_threads(1)
         while True:
             waiting = [self._waiting.get()]
             while len(waiting) < self.MAX_WAITING:
@@ -500,21 +681,32 @@ class _OpenVinoTransformer:
 
     @classmethod
     def build(
-        cls, model: SentenceTransformer, model_path: Path, precision: str, cache_dir: Path | None
+        cls,
+        facts: _FolderFacts,
+        model: Callable[[], SentenceTransformer],
+        tokenizer: Any,
+        model_path: Path,
+        precision: str,
+        cache_dir: Path | None,
     ) -> _OpenVinoTransformer:
+        """Compiled from the kept model where there is one; `model` (loading torch) is called
+        only to make it. `tokenizer` is the folder's transformers tokenizer unless given."""
         try:
             import openvino
         except ImportError as error:
             raise _BackendUnavailable("OpenVINO is not installed") from error
-        kinds = [type(module).__name__ for module in model]
+        kinds = facts.kinds
         if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"}:
             raise _BackendUnavailable(f"the model's modules {kinds} are not transformer+pooling")
-        pooling = model[1]
-        if getattr(pooling, "pooling_mode", "") != "mean":
+        if not facts.mean_pooling:
             raise _BackendUnavailable("only mean pooling is compiled")
+        if tokenizer is None:
+            tokenizer = model().tokenizer
         exported = cls._exported(openvino, model, model_path, cache_dir)
         if precision == "int8":
-            exported = cls._quantized(openvino, exported, model, model_path, cache_dir)
+            exported = cls._quantized(
+                openvino, exported, tokenizer, facts.max_tokens, model_path, cache_dir
+            )
         # What int8 leaves in floating point runs in bf16 where the CPU has it natively.
         floating = best_precision() if precision == "int8" else precision
         hint = "bf16" if floating == "bf16" else "f32"
@@ -534,8 +726,8 @@ class _OpenVinoTransformer:
             latency,
             throughput,
             openvino,
-            model.tokenizer,
-            normalize="Normalize" in kinds,
+            tokenizer,
+            normalize=facts.normalize,
             recompile=recompile,
         )
 
@@ -556,14 +748,18 @@ class _OpenVinoTransformer:
 
     @staticmethod
     def _exported(
-        openvino: Any, model: SentenceTransformer, model_path: Path, cache_dir: Path | None
+        openvino: Any,
+        model: Callable[[], SentenceTransformer],
+        model_path: Path,
+        cache_dir: Path | None,
     ) -> Any:
         """The OpenVINO model, exported from the folder once and kept in `cache_dir`."""
         target = _kept_model_path(cache_dir, model_path, "", openvino.__version__)
         if target is not None and target.exists():
             return openvino.Core().read_model(target)
-        transformer = model[0].auto_model
-        example = model.tokenizer(["an example"], return_tensors="pt")
+        loaded = model()
+        transformer = loaded[0].auto_model
+        example = loaded.tokenizer(["an example"], return_tensors="pt")
         with warnings.catch_warnings():
             # Tracing warns about every shape check it turns into a constant; the export
             # keeps dynamic shapes and is checked against torch before it is used.
@@ -577,7 +773,8 @@ class _OpenVinoTransformer:
     def _quantized(
         openvino: Any,
         exported: Any,
-        model: SentenceTransformer,
+        tokenizer: Any,
+        max_tokens: int,
         model_path: Path,
         cache_dir: Path | None,
     ) -> Any:
@@ -602,8 +799,8 @@ class _OpenVinoTransformer:
         inputs = {port.get_any_name() for port in exported.inputs}
 
         def feed(passage: str) -> dict[str, np.ndarray]:
-            encoded = model.tokenizer(
-                [passage], truncation=True, max_length=model.max_seq_length, return_tensors="np"
+            encoded = tokenizer(
+                [passage], truncation=True, max_length=max_tokens, return_tensors="np"
             )
             return {name: encoded[name] for name in inputs if name in encoded}
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,45 @@ def test_auto_keeps_an_engine_whose_vectors_match_torch(tmp_path: Path) -> None:
     assert restarted.backend == chosen.backend
     assert restarted.backend_note == f"{chosen.backend_note} (measured at an earlier start)"
     assert np.allclose(restarted.encode(PASSAGES), chosen.encode(PASSAGES), atol=1e-5)
+
+
+RESTART = """
+import json, sys
+from pathlib import Path
+from inference.embedder import DenseEncoder
+encoder = DenseEncoder(precision="fp32", backend="auto", cache_dir=Path(sys.argv[1]))
+passages = encoder.encode(json.loads(sys.argv[2])).tolist()
+question = encoder.encode_query(sys.argv[3])
+print(json.dumps({"torch": "torch" in sys.modules, "backend": encoder.backend,
+                  "passages": passages, "question": question, "note": encoder.question_note}))
+"""
+
+
+def test_a_restart_with_its_choices_kept_loads_no_torch_and_gives_the_same_vectors(
+    tmp_path: Path,
+) -> None:
+    first = DenseEncoder(precision="fp32", backend="auto", cache_dir=tmp_path)
+    if first.backend != "openvino":
+        pytest.skip("torch was measured faster on this CPU, so every start needs it")
+    question = "Where can visitors park?"
+    first_question = np.asarray(first.encode_query(question))
+
+    restart = subprocess.run(
+        [sys.executable, "-c", RESTART, str(tmp_path), json.dumps(PASSAGES), question],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert restart.returncode == 0, restart.stderr[-2000:]
+    seen = json.loads(restart.stdout.strip().splitlines()[-1])
+    # Importing torch and sentence-transformers was most of a start (seconds).
+    assert seen["torch"] is False
+    assert seen["backend"] == "openvino"
+    assert seen["note"].endswith("(measured at an earlier start)")
+    assert np.allclose(seen["passages"], first.encode(PASSAGES), atol=1e-6)
+    assert np.allclose(seen["question"], first_question, atol=1e-6)
 
 
 def test_an_unknown_engine_is_refused_with_the_choices() -> None:
