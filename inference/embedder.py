@@ -232,6 +232,9 @@ class DenseEncoder:
         self.backend_note = ""
         self._decision_file: Path | None = None
         self._kept_question_backend: str | None = None
+        # Whether the folder's tokenizer.json alone gives the transformers tokenizer's pieces
+        # (checked once, kept with the choices): then nothing else needs transformers either.
+        self.tokenizer_json_matches = False
         if backend not in BACKENDS:
             raise ValueError(f"EMBEDDING_BACKEND must be one of {', '.join(BACKENDS)}")
         if self.precision == "int8" and backend == "torch":
@@ -313,6 +316,7 @@ class DenseEncoder:
                 self.model, self.model_path, self.max_tokens
             )
             _decision_write(decision_file, decided)
+        self.tokenizer_json_matches = bool(decided.get("lean"))
 
     def _measure_backends(self, requested: str, compiled: _OpenVinoTransformer) -> None:
         # Passages of a typical length, a few hundred word pieces each, as ingestion sends.

