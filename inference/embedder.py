@@ -524,7 +524,10 @@ def _decision_file(cache_dir: Path | None, model_path: Path, precision: str) -> 
     """Where `auto` keeps its choice of engine for this CPU, these libraries and this model."""
     if cache_dir is None:
         return None
-    import openvino
+    try:
+        import openvino
+    except ImportError:  # nothing to choose between; the engine says why
+        return None
 
     flags = cpu_flags()
     key = repr(
