@@ -153,6 +153,14 @@ class _FastTokenizer:
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
 
+    @classmethod
+    def loaded(cls, model_path: Path, max_tokens: int) -> _FastTokenizer | None:
+        """None where the folder's files do not make one: the transformers tokenizer stays."""
+        try:
+            return cls(model_path, max_tokens)
+        except Exception:  # a missing file, a bad one, or what `tokenizers` refuses
+            return None
+
     def __call__(self, texts: list[str], **_: Any) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(texts)
         return {
@@ -170,9 +178,8 @@ def _lean_tokenizer_matches(model: SentenceTransformer, model_path: Path, max_to
         *INT8_CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()[:31],
         _CALIBRATION_TEXT * 8,
     ]
-    try:
-        fast = _FastTokenizer(model_path, max_tokens)
-    except Exception:  # whatever keeps it from loading, the transformers tokenizer stays
+    fast = _FastTokenizer.loaded(model_path, max_tokens)
+    if fast is None:
         return False
     for batch in ([texts[0]], texts):
         expected = model.tokenizer(
@@ -275,8 +282,7 @@ class DenseEncoder:
         decided = _decision_read(decision_file)
         tokenizer: Any = None
         if decided is not None and decided["backend"] == "openvino" and decided.get("lean"):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                tokenizer = _FastTokenizer(self.model_path, self.max_tokens)
+            tokenizer = _FastTokenizer.loaded(self.model_path, self.max_tokens)
         try:
             compiled = _OpenVinoTransformer.build(
                 self._facts,
@@ -354,10 +360,6 @@ class DenseEncoder:
     def passages_per_request(self) -> int | None:
         """With OpenVINO, how many passages each of its side-by-side requests takes."""
         return self._openvino.many_batch if self._openvino is not None else None
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.model.tokenizer
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
