@@ -6,7 +6,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from inference.llm import EndpointPool, LLMUnavailableError, PoolConfig, StreamEvent
+from inference.llm import (
+    EndpointPool,
+    LLMUnavailableError,
+    PoolConfig,
+    StreamEvent,
+    tls_context,
+)
 from inference.prompting import SAMPLING, Source, build_messages
 from inference.simulator import SimulatorHandle, run_simulator_in_thread, simulate_completion
 
@@ -296,3 +302,26 @@ def test_a_request_the_model_refuses_ends_with_its_reason_and_keeps_the_endpoint
         "The language model refused the request (HTTP 400: messages must be a non-empty list.)."
     )
     assert all(status["healthy"] for status in pool.status())
+
+
+def test_health_checks_and_streams_from_new_event_loops_read_no_ca_bundle(
+    simulators: list[SimulatorHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the CA bundle takes tens of milliseconds of the event loop every stream shares;
+    the process reads it once, not at each health check or each fresh loop's first request."""
+    import httpcore2
+
+    tls_context()  # the process's one read (the server makes it when it starts)
+    reads: list[None] = []
+    read_bundle = httpcore2.default_ssl_context
+
+    def counted(**options: Any) -> Any:
+        reads.append(None)
+        return read_bundle(**options)
+
+    monkeypatch.setattr(httpcore2, "default_ssl_context", counted)
+    pool = EndpointPool(PoolConfig(urls=[start(simulators).url]))
+    for _ in range(3):  # each asyncio.run is a new loop, as in a Celery task
+        assert run(pool.health_check()) == {pool.status()[0]["url"]: True}
+        assert text_of(run(collect(pool)), "answer") == EXPECTED_ANSWER
+    assert reads == []
